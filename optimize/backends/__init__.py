@@ -1,0 +1,1 @@
+"""One-shot re-enactment backends (HyperReenact, DiffusionAct)."""

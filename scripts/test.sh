@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# One command: set up the environment (first run only) and run the whole test suite on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+export QT_QPA_PLATFORM=${QT_QPA_PLATFORM:-offscreen}
+exec .venv/bin/python -m pytest -q "$@"

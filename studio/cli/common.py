@@ -1,0 +1,63 @@
+"""Helpers shared by the command modules: progress bars, device selection, printing."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from personalize.device import describe_device, pick_device
+
+
+class ProgressBar:
+    """A ``ProgressFn`` that draws a tqdm bar (with ETA) on stderr; usable as a context manager."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self._bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        if self._bar is None or self._bar.total != total:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = tqdm(total=total, desc=self.desc, unit="it", file=sys.stderr,
+                             dynamic_ncols=True, initial=done)
+        self._bar.n = done
+        if message:
+            self._bar.set_postfix_str(message, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps")
+
+
+def resolve_device(args: argparse.Namespace) -> torch.device:
+    """Pick the device from ``--device`` and say which one runs (users on servers want to know)."""
+    device = pick_device(getattr(args, "device", "auto"))
+    print(f"device: {describe_device(device)}", file=sys.stderr)
+    return device
+
+
+def timed(label: str) -> Callable[[], None]:
+    start = time.perf_counter()
+
+    def done() -> None:
+        print(f"{label} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+    return done
