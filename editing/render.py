@@ -1,0 +1,212 @@
+"""Render a latent track to frames and export them (MP4 with the driving audio, GIF, PNG sequence).
+
+Used by re-enactment and by editing: any generator (the personalized one or a stylized copy)
+renders any ws track (T, num_ws, w_dim), optionally through a ws-edit function (e.g. an
+InterFaceGAN shift), so semantic edits and styles are post-processes of the same track.
+
+Layouts: the aligned crops as generated; pasted back into the driving video's full frames through
+the inverse of the recorded alignment transform with a feathered face mask; either of them side by
+side with the driving input (driving | result).
+
+Everything streams: one batch of generated crops and one driving frame are in memory at a time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from personalize.errors import MediaError, UserError
+from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
+
+WsEdit = Callable[[torch.Tensor], torch.Tensor]
+"""ws (B, num_ws, w_dim) -> edited ws of the same shape (same device)."""
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
+
+
+@dataclass
+class RenderResult:
+    path: Path
+    frames: int
+    kind: str
+    """'mp4', 'gif' or 'png'."""
+    fps: float
+
+
+def output_kind(out: str | Path) -> str:
+    """'mp4' for video suffixes, 'gif' for .gif, 'png' for a folder (no suffix or an existing dir)."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if out.is_dir() or suffix == "":
+        return "png"
+    if suffix == ".gif":
+        return "gif"
+    if suffix in VIDEO_SUFFIXES:
+        return "mp4"
+    raise UserError(f"Cannot export to '{out.name}': unknown output type '{suffix}'.",
+                    "Use a .mp4 or .gif file name, or a folder for a PNG sequence.")
+
+
+def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8 RGB."""
+    images = ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round()
+    return images.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def generate_crops(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor, *,
+                   edit_ws: WsEdit | None = None, device: torch.device | str = "cpu",
+                   batch_size: int = 4, cancel: CancelToken = NEVER_CANCELLED) -> Iterator[np.ndarray]:
+    """Yield the generated aligned crops (R, R, 3) uint8 for ws_track (T, num_ws, w_dim), in order."""
+    track = torch.as_tensor(np.asarray(ws_track) if not torch.is_tensor(ws_track) else ws_track,
+                            dtype=torch.float32)
+    num_ws = int(getattr(generator, "num_ws", track.shape[1]))
+    if track.ndim != 3 or track.shape[1] != num_ws:
+        raise UserError(f"The latent track has shape {tuple(track.shape)} but this generator needs "
+                        f"(T, {num_ws}, w_dim).",
+                        "Render with the generator the take was optimized for (or a style made from it).")
+    generator = generator.to(device).eval()
+    with torch.no_grad():
+        for start in range(0, track.shape[0], batch_size):
+            cancel.check()
+            ws = track[start:start + batch_size].to(device)
+            if edit_ws is not None:
+                ws = edit_ws(ws)
+            images = generator.synthesis(ws, noise_mode="const")
+            yield from tensor_to_uint8(images)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Concatenate two frames horizontally; the left one is resized to the right one's height."""
+    if left.shape[0] != right.shape[0]:
+        width = max(1, int(round(left.shape[1] * right.shape[0] / left.shape[0])))
+        left = cv2.resize(left, (width, right.shape[0]), interpolation=cv2.INTER_AREA)
+    return np.concatenate([left, right], axis=1)
+
+
+def compose_frames(crops: Iterator[np.ndarray], n_frames: int, *, paste_back: bool = False,
+                   side_by_side_with_driving: bool = False,
+                   driving_frames: Iterator[np.ndarray] | None = None,
+                   transforms: np.ndarray | None = None,
+                   driving_crop: Callable[[int], np.ndarray] | None = None,
+                   crop_size: int | None = None, feather: float = 0.08) -> Iterator[np.ndarray]:
+    """Turn generated crops into output frames.
+
+    paste_back: needs ``driving_frames`` (full HWC uint8 frames, in order) and ``transforms``
+    (T,3,3) source->crop at ``crop_size`` px. side_by_side_with_driving: driving | result, using the
+    full driving frame when pasting back, else ``driving_crop(t)``.
+    """
+    from personalize.faces import paste_back as paste
+
+    for t in range(n_frames):
+        try:
+            crop = next(crops)
+        except StopIteration:
+            return
+        if paste_back:
+            if driving_frames is None or transforms is None:
+                raise UserError("Pasting back needs the driving video and its alignment transforms.",
+                                "Prepare the driving video again (its take folder lacks landmarks.npz).")
+            try:
+                full = next(driving_frames)
+            except StopIteration:
+                raise MediaError("The driving video has fewer frames than the latent track.",
+                                 "Re-run the re-enactment for this driving video.") from None
+            size = crop_size or crop.shape[0]
+            if crop.shape[0] != size:
+                crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size
+                                  else cv2.INTER_CUBIC)
+            result = paste(full, crop, transforms[t], feather=feather)
+            yield side_by_side(full, result) if side_by_side_with_driving else result
+        elif side_by_side_with_driving:
+            if driving_crop is None:
+                raise UserError("Side by side needs the driving take's aligned crops.",
+                                "Prepare the driving video again.")
+            yield side_by_side(driving_crop(t), crop)
+        else:
+            yield crop
+
+
+def export_frames(frames: Iterator[np.ndarray], out: str | Path, fps: float,
+                  audio_from: str | Path | None = None) -> tuple[int, str]:
+    """Write frames to ``out`` (MP4 with ``audio_from``'s audio, GIF, or a PNG folder)."""
+    from personalize.video import write_gif, write_png_sequence, write_video
+
+    kind = output_kind(out)
+    if kind == "mp4":
+        return write_video(out, frames, fps, audio_from=audio_from), kind
+    if kind == "gif":
+        return write_gif(out, frames, fps), kind
+    return write_png_sequence(out, frames), kind
+
+
+def render_take(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor, out: str | Path, *,
+                fps: float, edit_ws: WsEdit | None = None, paste_back: bool = False,
+                side_by_side_with_driving: bool = False, driving_video: str | Path | None = None,
+                transforms: np.ndarray | None = None, crop_size: int | None = None,
+                driving_crops: Sequence[Path] | Callable[[int], np.ndarray] | None = None,
+                audio_from: str | Path | None = None, frames: slice | None = None,
+                device: torch.device | str = "cpu", batch_size: int = 4, feather: float = 0.08,
+                progress: ProgressFn = no_progress,
+                cancel: CancelToken = NEVER_CANCELLED) -> RenderResult:
+    """Render ``ws_track`` (T, num_ws, w_dim) with ``generator`` and export it to ``out``.
+
+    ``edit_ws`` edits each batch of ws before synthesis (semantic edits); ``generator`` may be any
+    generator with the same ``num_ws`` (personalized or stylized). ``audio_from`` (usually the
+    driving video) gives the MP4 its sound. ``frames`` renders a sub-range (previews).
+    """
+    from personalize.video import iter_frames
+
+    track = np.asarray(ws_track.detach().cpu() if torch.is_tensor(ws_track) else ws_track, np.float32)
+    start = 0
+    if frames is not None:
+        indices = range(track.shape[0])[frames]
+        if indices.step != 1:
+            raise ValueError("frames must be a contiguous slice")
+        start = indices.start if len(indices) else 0
+        track = track[indices.start:indices.stop]
+        if transforms is not None:
+            transforms = transforms[indices.start:indices.stop]
+    n = int(track.shape[0])
+    if n == 0:
+        raise UserError("The latent track is empty: nothing to render.", "Re-run the re-enactment.")
+    if fps <= 0:
+        raise UserError(f"Invalid frame rate {fps}.", "Give a positive fps.")
+
+    crop_loader: Callable[[int], np.ndarray] | None = None
+    if callable(driving_crops):
+        crop_loader = lambda t: driving_crops(start + t)  # noqa: E731
+    elif driving_crops is not None:
+        paths = list(driving_crops)
+        crop_loader = lambda t: _read_rgb(paths[start + t])  # noqa: E731
+
+    driving_iter = None
+    if paste_back:
+        if driving_video is None:
+            raise UserError("Pasting back needs the driving video.", "Keep driving.* in the take folder.")
+        driving_iter = iter_frames(driving_video, start=start, stop=start + n)
+
+    def counted(it: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for i, frame in enumerate(it):
+            cancel.check()
+            yield frame
+            progress(i + 1, n, "rendering")
+
+    crops = generate_crops(generator, track, edit_ws=edit_ws, device=device, batch_size=batch_size,
+                           cancel=cancel)
+    composed = compose_frames(crops, n, paste_back=paste_back,
+                              side_by_side_with_driving=side_by_side_with_driving,
+                              driving_frames=driving_iter, transforms=transforms,
+                              driving_crop=crop_loader, crop_size=crop_size, feather=feather)
+    count, kind = export_frames(counted(composed), out, fps, audio_from=audio_from)
+    return RenderResult(Path(out), count, kind, float(fps))
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from personalize.video import read_image
+
+    return read_image(path)

@@ -1,0 +1,203 @@
+"""The re-enactment loss, main paper Eq. 10 (Sec. 3.3.2, Appendices B-C).
+
+    L_full = L_key + l_mouth L_mouth + l_eyes L_eyes + l_delta L_delta + l_sum L_sum
+
+* ``L_key`` (Eq. 2): sum over the 66 normalized keypoints of the L2 distance between the driving
+  frame's keypoints (MediaPipe on the aligned driving crop, computed once per frame) and the
+  generated image's keypoints (the differentiable FaceMesh). Landmarks are divided by the image
+  width first, i.e. MediaPipe's own normalized units, so the loss does not depend on resolution.
+* ``L_mouth`` (Eq. 3): L2 (mean squared error per pixel) between the mouth crops of the driving and
+  the generated image; ``L_eyes`` (Eq. 4): the same between the iris crops of the generated image
+  and of the identity reference (generated once from the center of P). Crops follow Appendix C
+  (``optimize.keypoints.part_crops``).
+* ``L_delta``, ``L_sum``: Appendix B regularizers (``optimize.latent_space``).
+
+Why MSE for the crop "L2": a plain norm over a crop grows with the crop's pixel count and would
+drown ``L_key``; the paper's weights (l_crop = 1) balance only with a per-pixel mean.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from optimize.latent_space import PersonalizedSpace, PPlusCode
+
+LandmarkFn = Callable[[torch.Tensor], torch.Tensor]
+"""images (B,3,H,W) in [-1,1] -> landmarks (B,478,3) in pixels of those images (x, y; z alike)."""
+
+IRIS_PARTS = ("left_iris", "right_iris")
+
+
+@dataclass
+class LossWeights:
+    """The lambdas of Eq. 10; defaults are the paper's (Appendix C.3: l_crop = 1, l_delta = l_sum = 10)."""
+
+    key: float = 1.0
+    mouth: float = 1.0
+    eyes: float = 1.0
+    delta: float = 10.0
+    sum: float = 10.0
+    crop_size: int = 64
+    """Side of the resized mouth / iris crops compared pixel by pixel."""
+    use_z: bool = True
+    """Whether the keypoints' relative depth takes part in L_key."""
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class FrameTarget:
+    """What one driving frame asks for. image (1,3,R,R) in [-1,1]; landmarks (1,478,3) in its
+    pixels; keypoints (1,66,3) normalized keypoints (image-width units)."""
+
+    image: torch.Tensor
+    landmarks: torch.Tensor
+    keypoints: torch.Tensor
+
+
+@dataclass
+class IdentityReference:
+    """I_c, generated from the center of P, with its landmarks (computed once per take)."""
+
+    image: torch.Tensor
+    landmarks: torch.Tensor
+
+
+@dataclass
+class LossTerms:
+    """Each term (B,); ``total`` is the weighted sum the optimizer minimizes."""
+
+    total: torch.Tensor
+    key: torch.Tensor
+    mouth: torch.Tensor
+    eyes: torch.Tensor
+    delta: torch.Tensor
+    sum: torch.Tensor
+    generated_keypoints: torch.Tensor = field(repr=False)
+
+    def scalars(self) -> dict[str, float]:
+        return {name: float(getattr(self, name).detach().mean()) for name in
+                ("total", "key", "mouth", "eyes", "delta", "sum")}
+
+
+class MeshLandmarks:
+    """Runs a differentiable FaceMesh on a downsampled copy of the image, tracking its ROI.
+
+    Why downsample: the face-landmark network looks at a 192 px region anyway; resizing a 1024
+    image first (with antialiasing) costs little and keeps the backward pass small. Why track:
+    the FaceMesh finds its region of interest with extra no-grad passes; like MediaPipe's video
+    mode, the ROI of the previous call (same batch size) is reused, so one optimization step costs
+    one network pass instead of three. ``reset()`` forgets the ROI (new, unrelated images).
+    Returned landmarks (B,478,3) are in pixels of the input image.
+    """
+
+    def __init__(self, face_mesh: torch.nn.Module, input_size: int = 256, track_roi: bool = True) -> None:
+        self.face_mesh = face_mesh
+        self.input_size = int(input_size)
+        self.track_roi = track_roi and _accepts_roi(face_mesh)
+        self._roi: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self._roi = None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        size = images.shape[-1]
+        small = images
+        if size != self.input_size:
+            small = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
+                                  align_corners=False, antialias=size > self.input_size)
+        roi = self._roi if self._roi is not None and self._roi.shape[0] == images.shape[0] else None
+        landmarks = self.face_mesh(small, roi=roi) if self.track_roi else self.face_mesh(small)
+        if self.track_roi:
+            from personalize.faces.facemesh import roi_from_landmarks
+
+            self._roi = roi_from_landmarks(landmarks.detach())
+        return landmarks * (size / self.input_size)
+
+
+def _accepts_roi(module: object) -> bool:
+    import inspect
+
+    try:
+        return "roi" in inspect.signature(module.forward).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def keypoints_from_landmarks(landmarks: torch.Tensor, image_size: int) -> torch.Tensor:
+    """landmarks (B,478,3) in pixels of a square image -> normalized keypoints (B,66,3), width units."""
+    from optimize.keypoints import normalized_keypoints
+
+    return normalized_keypoints(landmarks / float(image_size))
+
+
+def keypoint_loss(driving_kp: torch.Tensor, generated_kp: torch.Tensor, use_z: bool = True) -> torch.Tensor:
+    """Eq. 2: sum over keypoints of the L2 distance; (B,66,3) x (B,66,3) -> (B,)."""
+    diff = generated_kp - driving_kp
+    if not use_z:
+        diff = diff[..., :2]
+    # sqrt has an infinite gradient at 0: a tiny epsilon keeps identical keypoints finite.
+    return torch.sqrt((diff ** 2).sum(dim=-1) + 1e-12).sum(dim=-1)
+
+
+def crop_l2(crop_a: torch.Tensor, crop_b: torch.Tensor) -> torch.Tensor:
+    """Per-pixel mean squared error between two crop batches (B,3,s,s) -> (B,)."""
+    return ((crop_a - crop_b) ** 2).flatten(1).mean(dim=1)
+
+
+class ReenactLoss:
+    """Eq. 10 for a batch of generated images against one driving frame and the identity reference."""
+
+    def __init__(self, landmarks: LandmarkFn, weights: LossWeights | None = None) -> None:
+        self.landmarks = landmarks
+        self.weights = weights or LossWeights()
+
+    def driving_target(self, image: torch.Tensor, landmarks: torch.Tensor) -> FrameTarget:
+        """Build a frame target from a driving crop (1,3,R,R) and its MediaPipe landmarks (1,478,3)."""
+        return FrameTarget(image=image, landmarks=landmarks,
+                           keypoints=keypoints_from_landmarks(landmarks, image.shape[-1]))
+
+    def __call__(self, generated: torch.Tensor, target: FrameTarget, reference: IdentityReference | None,
+                 space: PersonalizedSpace | None = None, code: PPlusCode | None = None) -> LossTerms:
+        """generated (B,3,R,R) in [-1,1]; target/reference hold (1,...) tensors (broadcast)."""
+        from optimize.keypoints import part_crops
+
+        w = self.weights
+        batch = generated.shape[0]
+        size = generated.shape[-1]
+        zero = generated.new_zeros(batch)
+        gen_landmarks = self.landmarks(generated)
+        gen_kp = keypoints_from_landmarks(gen_landmarks, size)
+        key = keypoint_loss(target.keypoints.expand_as(gen_kp), gen_kp, w.use_z)
+
+        mouth = zero
+        if w.mouth:
+            target_image = _resized(target.image, size).expand(batch, -1, -1, -1)
+            target_lm = (target.landmarks * (size / target.image.shape[-1])).expand(batch, -1, -1)
+            crop_d, crop_g = part_crops(target_image, target_lm, generated, gen_landmarks, "mouth", w.crop_size)
+            mouth = crop_l2(crop_d, crop_g)
+
+        eyes = zero
+        if w.eyes and reference is not None:
+            ref_image = _resized(reference.image, size).expand(batch, -1, -1, -1)
+            ref_lm = (reference.landmarks * (size / reference.image.shape[-1])).expand(batch, -1, -1)
+            eyes = zero
+            for part in IRIS_PARTS:
+                crop_c, crop_g = part_crops(ref_image, ref_lm, generated, gen_landmarks, part, w.crop_size)
+                eyes = eyes + crop_l2(crop_c, crop_g)
+
+        l_sum, l_delta = (zero, zero) if space is None or code is None else space.regularizers(code)
+        total = key * w.key + w.mouth * mouth + w.eyes * eyes + w.delta * l_delta + w.sum * l_sum
+        return LossTerms(total=total, key=key, mouth=mouth, eyes=eyes, delta=l_delta, sum=l_sum,
+                         generated_keypoints=gen_kp)
+
+
+def _resized(image: torch.Tensor, size: int) -> torch.Tensor:
+    if image.shape[-1] == size:
+        return image
+    return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=image.shape[-1] > size)

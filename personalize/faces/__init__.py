@@ -1,0 +1,34 @@
+"""Faces: MediaPipe landmarks, smoothed FFHQ alignment, paste-back, quality flags, preparation.
+
+Public API (see each module for details):
+
+- ``detect_landmarks(image)`` -> (478, 3) | None, ``LandmarkTracker`` (video mode)
+- ``quad_from_landmarks``, ``quad_transform``, ``align_face``, ``warp_crop``, ``paste_back``,
+  ``face_mask``, ``transform_points``
+- ``smooth_series``, ``smooth_quads``
+- ``prepare_video(video, out_dir, size, smooth_sigma, progress, cancel)`` -> ``PrepareResult``,
+  ``load_prepared(out_dir)``
+- ``FaceMesh`` (differentiable MediaPipe face mesh in torch; lives in ``facemesh.py``)
+"""
+from __future__ import annotations
+
+from personalize.faces.alignment import (Quad, align_face, alignment_anchors, face_mask,
+                                         paste_back, quad_from_landmarks, quad_transform,
+                                         transform_points, warp_crop)
+from personalize.faces.landmarks import LandmarkTracker, detect_landmarks, track_landmarks
+from personalize.faces.prepare import PrepareResult, load_prepared, prepare_video
+from personalize.faces.quality import QualityThresholds, head_pose
+from personalize.faces.smoothing import smooth_quads, smooth_series
+
+# --- FaceMesh (owned by the face-mesh engineer: personalize/faces/facemesh.py) ---------------
+try:
+    from personalize.faces.facemesh import FaceMesh
+except ImportError:  # facemesh.py not there yet (or its dependencies missing)
+    pass
+# ------------------------------------------------------------------------------------------------
+
+__all__ = ["Quad", "align_face", "alignment_anchors", "face_mask", "paste_back",
+           "quad_from_landmarks", "quad_transform", "transform_points", "warp_crop",
+           "LandmarkTracker", "detect_landmarks", "track_landmarks", "PrepareResult",
+           "load_prepared", "prepare_video", "QualityThresholds", "head_pose", "smooth_quads",
+           "smooth_series", "FaceMesh"]

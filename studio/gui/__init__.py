@@ -1,0 +1,6 @@
+"""The studio's desktop GUI (PySide6). The only package in the project that imports Qt.
+
+It holds no algorithm: every long action calls the same ``studio.jobs`` functions as
+``studio-cli``, through ``studio.gui.worker.JobRunner`` (a background thread with progress, ETA
+and cancel) so the window never freezes.
+"""

@@ -1,0 +1,135 @@
+"""What every page shares: the open project, settings, the job runner, and a few app actions.
+
+Why a context object instead of pages reaching into the main window: pages can be built and tested
+on their own (a test creates a context, a project and one page), and the main window stays the
+only place that arranges them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from personalize.errors import UserError
+from studio.gui import jobs_bridge
+from studio.gui.error_dialog import show_error
+from studio.gui.settings import StudioSettings
+from studio.gui.worker import JobOutcome, JobRunner
+from studio.project import STAGES, Project
+
+
+class StudioContext(QObject):
+    """Shared state. Signals: ``project_changed(project|None)``, ``statuses_changed(dict)``,
+    ``navigate(stage)``, ``message(text)`` (shown in the status bar)."""
+
+    project_changed = Signal(object)
+    statuses_changed = Signal(dict)
+    navigate = Signal(str)
+    message = Signal(str)
+    edits_changed = Signal(dict)
+
+    def __init__(self, settings: StudioSettings, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.runner = JobRunner(self)
+        self.project: Project | None = None
+        self.statuses: dict[str, str] = {s: "not done" for s in STAGES}
+        self.edits: dict[str, float] = {}
+        self.style: str | None = None
+        self.dialog_parent: QWidget | None = None
+        self.last_error: QMessageBox | None = None
+        self.open_url: Callable[[QUrl], Any] = QDesktopServices.openUrl  # tests replace it
+        self._on_success: Callable[[JobOutcome], None] | None = None
+        self._job_stage: str | None = None
+        self.runner.finished.connect(self._job_finished)
+        # Another process (studio-cli) may change the project too: poll the manifest cheaply.
+        self._poll = QTimer(self)
+        self._poll.setInterval(2000)
+        self._poll.timeout.connect(self.refresh)
+        self._poll.start()
+
+    # ------------------------------------------------------------------ project
+    def set_project(self, project: Project | None) -> None:
+        self.project = project
+        self.edits = {}
+        self.style = None
+        if project is not None:
+            self.settings.add_recent_project(project.root)
+        self.project_changed.emit(project)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the project's manifest and tell the pages if any stage changed state."""
+        if self.project is None:
+            return
+        try:
+            self.project.reload()
+        except UserError:
+            pass
+        statuses = self.project.statuses()
+        changed = statuses != self.statuses
+        self.statuses = statuses
+        if changed or not self._poll.isActive():
+            self.statuses_changed.emit(statuses)
+
+    def force_refresh(self) -> None:
+        if self.project is not None:
+            try:
+                self.project.reload()
+            except UserError:
+                pass
+            self.statuses = self.project.statuses()
+        self.statuses_changed.emit(self.statuses)
+
+    @property
+    def device(self) -> str:
+        return str(self.settings.get("device") or "auto")
+
+    # ------------------------------------------------------------------ jobs
+    def run_job(self, title: str, action: str | Callable[..., Any], *args: Any,
+                on_success: Callable[[JobOutcome], None] | None = None, **kwargs: Any) -> bool:
+        """Start ``action`` (a jobs_bridge name or a function) in the background.
+
+        Errors finding the job become a dialog; a job already running makes this a no-op that
+        says so. The outcome's dialog, status refresh and ``on_success`` happen on the UI thread.
+        """
+        if self.runner.busy:
+            self.message.emit(f"Wait for '{self.runner.title}' to finish or cancel it first.")
+            return False
+        try:
+            fn = jobs_bridge.job(action) if isinstance(action, str) else action
+        except Exception as exc:  # noqa: BLE001
+            self.error(title, exc)
+            return False
+        self._on_success = on_success
+        started = self.runner.start(title, fn, *args, **kwargs)
+        if started:
+            self.force_refresh()
+        return started
+
+    def _job_finished(self, outcome: JobOutcome) -> None:
+        callback, self._on_success = self._on_success, None
+        if outcome.error is not None:
+            self.error(outcome.title, outcome.error, outcome.details)
+        elif outcome.cancelled:
+            self.message.emit(f"{outcome.title}: stopped. The work done so far is kept — start "
+                              "it again to resume.")
+        else:
+            self.message.emit(f"{outcome.title}: done in {outcome.seconds:.0f} s.")
+            if callback is not None:
+                try:
+                    callback(outcome)
+                except Exception as exc:  # noqa: BLE001
+                    import traceback
+                    self.error(outcome.title, exc, traceback.format_exc())
+        self.force_refresh()
+
+    def error(self, title: str, exc: BaseException, details: str = "") -> QMessageBox:
+        self.last_error = show_error(self.dialog_parent, title, exc, details)
+        return self.last_error
+
+    def open_folder(self, path: str | Path) -> None:
+        self.open_url(QUrl.fromLocalFile(str(path)))

@@ -1,0 +1,1 @@
+"""One page per pipeline stage, in order (see ``studio.gui.pages.registry.PAGE_CLASSES``)."""

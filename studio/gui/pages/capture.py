@@ -1,0 +1,390 @@
+"""Capture: bring the self-scan — a video file (dropped or picked, trimmed) or a webcam recording.
+
+The webcam part uses QtMultimedia. On a machine without a camera (or without a multimedia
+backend) it says so and the file route keeps working.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, QThreadPool, QRunnable, QObject, Signal, QTimer, QUrl
+from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
+                               QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget)
+
+from personalize.errors import MediaError
+from studio.gui.context import StudioContext
+from studio.gui.live_coverage import read_landmarks
+from studio.gui.pages.base import StagePage, hint
+from studio.gui.widgets.coverage_meter import CoverageMeter
+from studio.gui.widgets.drop_zone import DropZone
+
+TARGET_SECONDS = 30
+COUNTDOWN_SECONDS = 3
+
+
+def probe(path: str | Path):
+    """Video facts (fps, n_frames, duration, ...) via the lower layer; falls back to OpenCV."""
+    try:
+        from personalize.video import probe_video
+    except ImportError:
+        probe_video = None
+    if probe_video is not None:
+        return probe_video(path)
+    import cv2
+    from types import SimpleNamespace
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise MediaError(f"Cannot read {path} as a video.", "Choose an MP4, MOV or WebM file.")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    info = SimpleNamespace(fps=fps, n_frames=n, width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                           height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), has_audio=False,
+                           duration=n / fps)
+    cap.release()
+    if n < 2:
+        raise MediaError(f"{path} has no frames.", "Choose another video.")
+    return info
+
+
+def trim_video(source: str, target: str, start_frame: int, stop_frame: int, fps: float,
+               progress=None, cancel=None) -> str:
+    """Copy frames [start, stop) of ``source`` to ``target`` (MP4) with the lower layer's video I/O."""
+    from personalize.video import iter_frames, write_video
+
+    total = max(1, stop_frame - start_frame)
+
+    def frames():
+        for i, frame in enumerate(iter_frames(source, start=start_frame, stop=stop_frame)):
+            if cancel is not None:
+                cancel.check()
+            if progress is not None:
+                progress(i + 1, total, "trimming")
+            yield frame
+
+    write_video(target, frames(), fps, audio_from=None)
+    return target
+
+
+def record_capture(project, video: str, start_s: float, end_s: float, duration: float,
+                   progress=None, cancel=None) -> None:
+    """Record in the manifest which video (and which part of it) is the self-scan."""
+    project.manifest.setdefault("sources", {})["scan_video"] = str(video)
+    project.manifest.setdefault("settings", {})["capture_trim"] = [float(start_s), float(end_s)]
+    project.mark_done("capture", video=str(video), start=float(start_s), end=float(end_s),
+                      duration=float(duration))
+
+
+class _DetectSignals(QObject):
+    done = Signal(object)  # landmarks (478,3) or None
+
+
+class _DetectTask(QRunnable):
+    """Run MediaPipe on one webcam frame off the UI thread."""
+
+    def __init__(self, rgb: np.ndarray, signals: _DetectSignals) -> None:
+        super().__init__()
+        self.rgb, self.signals = rgb, signals
+
+    def run(self) -> None:
+        try:
+            from personalize.faces import detect_landmarks
+            self.signals.done.emit(detect_landmarks(self.rgb))
+        except Exception:  # noqa: BLE001 - live overlay is best effort
+            self.signals.done.emit(None)
+
+
+def qimage_to_rgb(image: QImage) -> np.ndarray:
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
+    w, h, bpl = image.width(), image.height(), image.bytesPerLine()
+    buf = np.frombuffer(image.constBits(), dtype=np.uint8, count=bpl * h).reshape(h, bpl)
+    return buf[:, : 3 * w].reshape(h, w, 3).copy()
+
+
+class WebcamPanel(QGroupBox):
+    """Camera chooser, live preview with landmarks, countdown, recording to a target length."""
+
+    recorded = Signal(str)
+
+    def __init__(self, output_dir, parent: QWidget | None = None) -> None:
+        super().__init__("Record with a webcam", parent)
+        self.output_dir = output_dir  # callable -> Path
+        self.camera_box = QComboBox()
+        self.camera_box.setToolTip("Which camera to record with")
+        self.preview = QLabel("Camera preview")
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumSize(320, 240)
+        self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.preview.setStyleSheet("background: #202020; color: #bbb;")
+        self.start_button = QPushButton("Start camera")
+        self.record_button = QPushButton("● Record (3 s countdown)")
+        self.record_button.setToolTip("Counts down 3 seconds, then records about 30 seconds. "
+                                      "Turn your head slowly left, right, up and down, smile, "
+                                      "open your mouth, close your eyes, raise your brows.")
+        self.length_bar = QProgressBar()
+        self.length_bar.setRange(0, TARGET_SECONDS)
+        self.length_bar.setFormat(f"%v s of about {TARGET_SECONDS} s")
+        self.coverage = CoverageMeter()
+        self.state_label = hint("")
+        self.camera = self.session = self.recorder = self.sink = None
+        self._lm: np.ndarray | None = None
+        self._detecting = False
+        self._last_detect = 0.0
+        self._countdown = 0
+        self._record_start = 0.0
+        self._pool = QThreadPool.globalInstance()
+        self._signals = _DetectSignals()
+        self._signals.done.connect(self._on_landmarks)
+        self._tick = QTimer(self)
+        self._tick.setInterval(250)
+        self._tick.timeout.connect(self._on_tick)
+
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Camera:"))
+        top.addWidget(self.camera_box, 1)
+        top.addWidget(self.start_button)
+        top.addWidget(self.record_button)
+        left = QVBoxLayout()
+        left.addWidget(self.preview, 1)
+        left.addWidget(self.length_bar)
+        row = QHBoxLayout()
+        row.addLayout(left, 3)
+        row.addWidget(self.coverage, 2)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(row, 1)
+        layout.addWidget(self.state_label)
+        self.start_button.clicked.connect(self.start_camera)
+        self.record_button.clicked.connect(self.toggle_recording)
+        self.cameras = self._list_cameras()
+        self._update_enabled()
+
+    def _list_cameras(self) -> list:
+        try:
+            from PySide6.QtMultimedia import QMediaDevices
+            cameras = list(QMediaDevices.videoInputs())
+        except Exception as exc:  # noqa: BLE001 - no multimedia backend
+            self.state_label.setText(f"Webcam recording is unavailable here ({exc}). "
+                                     "Use a video file instead.")
+            return []
+        for cam in cameras:
+            self.camera_box.addItem(cam.description())
+        if not cameras:
+            self.state_label.setText("No camera found. Plug one in and reopen the project, or "
+                                     "use a video file recorded with your phone.")
+            self.preview.setText("No camera found")
+        return cameras
+
+    def _update_enabled(self) -> None:
+        has = bool(self.cameras)
+        self.camera_box.setEnabled(has)
+        self.start_button.setEnabled(has)
+        self.record_button.setEnabled(has and self.camera is not None)
+
+    def start_camera(self) -> None:
+        from PySide6.QtMultimedia import QCamera, QMediaCaptureSession, QMediaRecorder, QVideoSink
+        self.stop_camera()
+        device = self.cameras[self.camera_box.currentIndex()]
+        self.camera = QCamera(device)
+        self.session = QMediaCaptureSession()
+        self.session.setCamera(self.camera)
+        self.sink = QVideoSink()
+        self.sink.videoFrameChanged.connect(self._on_frame)
+        self.session.setVideoSink(self.sink)
+        self.recorder = QMediaRecorder()
+        self.recorder.setQuality(QMediaRecorder.Quality.HighQuality)
+        self.session.setRecorder(self.recorder)
+        self.recorder.errorOccurred.connect(lambda _e, text: self.state_label.setText(f"Recorder: {text}"))
+        self.camera.errorOccurred.connect(lambda _e, text: self.state_label.setText(f"Camera: {text}"))
+        self.camera.start()
+        self.state_label.setText("Camera on. Sit in good, even light, face the camera, then Record.")
+        self._update_enabled()
+
+    def stop_camera(self) -> None:
+        if self.recorder is not None:
+            self.recorder.stop()
+        if self.camera is not None:
+            self.camera.stop()
+        self.camera = self.session = self.recorder = self.sink = None
+        self._tick.stop()
+
+    def toggle_recording(self) -> None:
+        from PySide6.QtMultimedia import QMediaRecorder
+        if self.recorder is None:
+            return
+        if self.recorder.recorderState() == QMediaRecorder.RecorderState.RecordingState or self._countdown:
+            self._finish_recording()
+            return
+        self.coverage.reset()
+        self._countdown = COUNTDOWN_SECONDS * 4
+        self._tick.start()
+        self.record_button.setText("■ Stop")
+
+    def _on_tick(self) -> None:
+        from PySide6.QtMultimedia import QMediaRecorder
+        if self._countdown:
+            self._countdown -= 1
+            self.state_label.setText(f"Recording starts in {self._countdown // 4 + 1}…")
+            if self._countdown == 0:
+                folder = Path(self.output_dir())
+                folder.mkdir(parents=True, exist_ok=True)
+                self._target = folder / f"webcam_{time.strftime('%Y%m%d_%H%M%S')}.mp4"
+                self.recorder.setOutputLocation(QUrl.fromLocalFile(str(self._target)))
+                self.recorder.record()
+                self._record_start = time.monotonic()
+            return
+        if self.recorder and self.recorder.recorderState() == QMediaRecorder.RecorderState.RecordingState:
+            seconds = time.monotonic() - self._record_start
+            self.length_bar.setValue(int(min(TARGET_SECONDS, seconds)))
+            self.state_label.setText("Recording… turn slowly, smile, open your mouth, close your "
+                                     "eyes, raise your brows.")
+            if seconds >= TARGET_SECONDS:
+                self._finish_recording()
+
+    def _finish_recording(self) -> None:
+        self._countdown = 0
+        self._tick.stop()
+        self.record_button.setText("● Record (3 s countdown)")
+        if self.recorder is not None:
+            self.recorder.stop()
+            location = self.recorder.actualLocation().toLocalFile() or str(getattr(self, "_target", ""))
+            if location:
+                self.state_label.setText(f"Saved {location}.")
+                self.recorded.emit(location)
+
+    def _on_frame(self, frame) -> None:
+        image = frame.toImage()
+        if image.isNull():
+            return
+        now = time.monotonic()
+        if not self._detecting and now - self._last_detect > 0.2:
+            self._detecting, self._last_detect = True, now
+            self._pool.start(_DetectTask(qimage_to_rgb(image), self._signals))
+        pix = QPixmap.fromImage(image)
+        if self._lm is not None:
+            painter = QPainter(pix)
+            painter.setPen(QColor("#00ff88"))
+            for x, y in self._lm[:, :2]:
+                painter.drawPoint(int(x), int(y))
+            painter.end()
+        self.preview.setPixmap(pix.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio))
+
+    def _on_landmarks(self, lm) -> None:
+        self._detecting = False
+        self._lm = None if lm is None else np.asarray(lm)
+        if self._lm is None:
+            return
+        reading = read_landmarks(self._lm)
+        from PySide6.QtMultimedia import QMediaRecorder
+        if self.recorder and self.recorder.recorderState() == QMediaRecorder.RecorderState.RecordingState:
+            self.coverage.add_pose(reading.yaw, reading.pitch)
+            for name, value in (("smile", reading.smile), ("mouth open", reading.mouth_open),
+                                ("eyes closed", reading.eyes_closed), ("brows up", reading.brows_up)):
+                self.coverage.set_expression(name, max(self.coverage.expressions[name], value))
+
+
+class CapturePage(StagePage):
+    stage = "capture"
+    needs = ()
+    description = ("Bring about 30 seconds of video of your face: turn your head slowly in every "
+                   "direction and make many expressions. Drop a video file here or record one.")
+
+    def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
+        super().__init__(ctx, parent)
+        self.video_path: str | None = None
+        self.info = None
+        self.drop = DropZone("Drop a video file here, or click to choose one (Ctrl+I)",
+                             start_dir=ctx.settings.last_folder)
+        self.drop.file_chosen.connect(self.load_video)
+        self.file_label = QLabel("No video chosen yet.")
+        self.file_label.setWordWrap(True)
+        self.trim_in = QDoubleSpinBox()
+        self.trim_out = QDoubleSpinBox()
+        for spin in (self.trim_in, self.trim_out):
+            spin.setSuffix(" s")
+            spin.setDecimals(1)
+            spin.setSingleStep(0.5)
+            spin.setEnabled(False)
+        self.trim_in.setToolTip("Skip the start of the video up to this time (e.g. while you "
+                                "were pressing record).")
+        self.trim_out.setToolTip("Ignore the video after this time.")
+        self.trim_in.valueChanged.connect(lambda v: self.trim_out.setMinimum(v + 0.5))
+        self.use_button = QPushButton("Use this video")
+        self.use_button.setToolTip("Make this video (the trimmed part) the self-scan of this "
+                                   "project, then continue with Prepare.")
+        self.use_button.clicked.connect(self.use_video)
+
+        file_box = QGroupBox("Use a video file")
+        form = QFormLayout()
+        form.addRow("Trim start:", self.trim_in)
+        form.addRow("Trim end:", self.trim_out)
+        file_layout = QVBoxLayout(file_box)
+        file_layout.addWidget(self.drop)
+        file_layout.addWidget(self.file_label)
+        file_layout.addLayout(form)
+        file_layout.addWidget(self.use_button, 0, Qt.AlignmentFlag.AlignRight)
+
+        self.webcam = WebcamPanel(lambda: (self.project.root / "capture") if self.project else Path.home())
+        self.webcam.recorded.connect(self.load_video)
+        self.body.addWidget(file_box)
+        self.body.addWidget(self.webcam, 1)
+        self.setAcceptDrops(True)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        self.drop.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        self.drop.dropEvent(event)
+
+    def project_loaded(self) -> None:
+        video = self.project.manifest.get("sources", {}).get("scan_video")
+        if video and Path(video).is_file():
+            self.load_video(video, keep_trim=True)
+
+    def load_video(self, path: str, keep_trim: bool = False) -> None:
+        try:
+            info = probe(path)
+        except Exception as exc:  # noqa: BLE001
+            self.ctx.error("Open video", exc)
+            return
+        self.ctx.settings.set_last_folder(path)
+        self.video_path, self.info = str(path), info
+        self.file_label.setText(f"{Path(path).name}: {info.width}×{info.height}, {info.fps:.0f} fps, "
+                                f"{info.duration:.1f} s{' with sound' if info.has_audio else ''}.")
+        for spin in (self.trim_in, self.trim_out):
+            spin.setEnabled(True)
+            spin.setRange(0.0, float(info.duration))
+        trim = (self.project.manifest.get("settings", {}).get("capture_trim")
+                if keep_trim and self.project else None)
+        self.trim_in.setValue(float(trim[0]) if trim else 0.0)
+        self.trim_out.setValue(float(trim[1]) if trim else float(info.duration))
+        if info.duration < 10:
+            self.file_label.setText(self.file_label.text() + " Short: 20–40 s gives a better likeness.")
+        self.update_buttons()
+
+    def update_buttons(self) -> None:
+        self.use_button.setEnabled(self.video_path is not None and self.project is not None
+                                   and not self.ctx.runner.busy)
+
+    def use_video(self) -> None:
+        if self.video_path is None or self.project is None or self.info is None:
+            return
+        start, end = self.trim_in.value(), self.trim_out.value()
+        full = start <= 0.05 and end >= self.info.duration - 0.05
+        if full:
+            record_capture(self.project, self.video_path, 0.0, self.info.duration, self.info.duration)
+            self.ctx.force_refresh()
+            self.ctx.message.emit("Self-scan chosen. Next: Prepare.")
+            return
+        fps = float(self.info.fps)
+        target = self.project.root / "capture" / f"{Path(self.video_path).stem}_trimmed.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        project, duration = self.project, end - start
+
+        def done(_outcome) -> None:
+            record_capture(project, str(target), 0.0, duration, duration)
+            self.load_video(str(target))
+        self.ctx.run_job("Trim video", trim_video, self.video_path, str(target),
+                         int(round(start * fps)), int(round(end * fps)), fps, on_success=done)

@@ -1,0 +1,167 @@
+"""Export: render a take to MP4 (with the driving video's sound), GIF or PNG frames."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QWidget)
+
+from studio.gui.context import StudioContext
+from studio.gui.pages.base import StagePage, hint
+from studio.gui.takes import list_takes, take_is_complete
+
+FORMATS = (("MP4 video (with the driving video's sound)", "mp4"), ("Animated GIF", "gif"),
+           ("PNG pictures, one per frame", "png"))
+RESOLUTIONS = (("Same as the source", None), ("1024 px", 1024), ("512 px", 512), ("256 px", 256))
+
+
+class ExportPage(StagePage):
+    stage = "export"
+    needs = ("reenact",)
+    description = "Save a take as a video, a GIF or a folder of pictures, with your edits and style."
+
+    def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
+        super().__init__(ctx, parent)
+        self.last_output: Path | None = None
+        self.take_box = QComboBox()
+        self.take_box.currentIndexChanged.connect(lambda _i: self._suggest_output())
+        self.format_box = QComboBox()
+        for label, fmt in FORMATS:
+            self.format_box.addItem(label, fmt)
+        self.format_box.currentIndexChanged.connect(lambda _i: self._suggest_output())
+        self.paste_back = QCheckBox("Paste the face back into the full driving frames")
+        self.paste_back.setChecked(True)
+        self.paste_back.setToolTip("On: the avatar's face is blended into the driving video's "
+                                   "whole picture. Off: only the square face crop.")
+        self.side_by_side = QCheckBox("Side by side with the driving video")
+        self.side_by_side.setToolTip("Puts the driving video on the left and the result on the right.")
+        self.resolution_box = QComboBox()
+        for label, value in RESOLUTIONS:
+            self.resolution_box.addItem(label, value)
+        self.resolution_box.setToolTip("Output size. 'Same as the source' keeps the driving video's size.")
+        self.edits_label = QLabel()
+        self.edits_label.setWordWrap(True)
+        self.out_edit = QLineEdit()
+        self.out_edit.setToolTip("Where to save.")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self.browse)
+        self.open_when_done = QCheckBox("Open the folder when done")
+        self.open_when_done.setChecked(True)
+        self.export_button = QPushButton("Export")
+        self.export_button.setToolTip("Render and save (Ctrl+E)")
+        self.export_button.clicked.connect(self.start)
+        self.open_button = QPushButton("Open folder")
+        self.open_button.setEnabled(False)
+        self.open_button.clicked.connect(lambda: self.last_output and self.ctx.open_folder(
+            self.last_output if self.last_output.is_dir() else self.last_output.parent))
+        self.result_label = QLabel("")
+        self.result_label.setWordWrap(True)
+        self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_edit, 1)
+        out_row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("Take:", self.take_box)
+        form.addRow("Format:", self.format_box)
+        form.addRow("Resolution:", self.resolution_box)
+        form.addRow("", self.paste_back)
+        form.addRow("", self.side_by_side)
+        form.addRow("Edits and style:", self.edits_label)
+        form.addRow("Save to:", out_row)
+        form.addRow("", self.open_when_done)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.open_button)
+        buttons.addWidget(self.export_button)
+        self.body.addLayout(form)
+        self.body.addLayout(buttons)
+        self.body.addWidget(self.result_label)
+        self.body.addWidget(hint("Edits and the style come from the Edit & Stylize page."))
+        self.body.addStretch(1)
+        ctx.edits_changed.connect(lambda _e: self._show_edits())
+        self._show_edits()
+
+    def _show_edits(self) -> None:
+        parts = [f"{k} {v:+.2f}" for k, v in sorted(self.ctx.edits.items())]
+        if self.ctx.style:
+            parts.append(f"style '{self.ctx.style}'")
+        self.edits_label.setText(", ".join(parts) if parts else "none")
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        self.load_takes()
+        self._show_edits()
+
+    def project_loaded(self) -> None:
+        self.load_takes()
+
+    def stage_changed(self, state: str) -> None:
+        self.load_takes()
+
+    def load_takes(self) -> None:
+        if self.project is None:
+            return
+        names = [n for n in list_takes(self.project.takes_dir)
+                 if take_is_complete(self.project.take_dir(n))]
+        if names == [self.take_box.itemText(i) for i in range(self.take_box.count())]:
+            return
+        current = self.take_box.currentText()
+        self.take_box.blockSignals(True)
+        self.take_box.clear()
+        self.take_box.addItems(names)
+        self.take_box.setCurrentIndex(max(0, self.take_box.findText(current)))
+        self.take_box.blockSignals(False)
+        self._suggest_output()
+
+    def _suggest_output(self) -> None:
+        if self.project is None or not self.take_box.currentText():
+            return
+        fmt = self.format_box.currentData()
+        take = self.take_box.currentText()
+        name = f"{take}_export" + ("" if fmt == "png" else f".{fmt}")
+        self.out_edit.setText(str(self.project.root / "exports" / name))
+
+    def browse(self) -> None:
+        fmt = self.format_box.currentData()
+        if fmt == "png":
+            path = QFileDialog.getExistingDirectory(self, "Folder for the PNG frames",
+                                                    self.ctx.settings.last_folder())
+        else:
+            path, _ = QFileDialog.getSaveFileName(self, "Save as", self.out_edit.text(),
+                                                  f"{fmt.upper()} (*.{fmt})")
+        if path:
+            self.ctx.settings.set_last_folder(path)
+            self.out_edit.setText(path)
+
+    def update_buttons(self) -> None:
+        self.export_button.setEnabled(self.ready and self.take_box.count() > 0)
+
+    def start(self) -> None:
+        if not self.ready or not self.take_box.currentText():
+            return
+        out = Path(self.out_edit.text().strip() or "")
+        if not out.name:
+            self._suggest_output()
+            out = Path(self.out_edit.text())
+        fmt = self.format_box.currentData()
+        if fmt != "png" and out.suffix.lower() != f".{fmt}":
+            out = out.with_suffix(f".{fmt}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+        def done(outcome) -> None:
+            result = outcome.result
+            self.last_output = Path(result) if isinstance(result, (str, Path)) else out
+            self.result_label.setText(f"Saved {self.last_output}")
+            self.open_button.setEnabled(True)
+            if self.project is not None and self.project.status("export") != "done":
+                self.project.mark_done("export", output=str(self.last_output), format=fmt)
+            if self.open_when_done.isChecked():
+                folder = self.last_output if self.last_output.is_dir() else self.last_output.parent
+                self.ctx.open_folder(folder)
+        self.ctx.run_job(f"Export '{self.take_box.currentText()}'", "render", self.project,
+                         take=self.take_box.currentText(), out=out, format=fmt,
+                         paste_back=self.paste_back.isChecked(), side_by_side=self.side_by_side.isChecked(),
+                         edits=dict(self.ctx.edits) or None, style=self.ctx.style,
+                         size=self.resolution_box.currentData(), device=self.ctx.device, on_success=done)

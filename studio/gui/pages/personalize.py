@@ -1,0 +1,186 @@
+"""Personalize: fine-tune the base face generator on the selected frames (MyStyle pivotal tuning).
+
+Shows the loss curve from ``model/log.csv`` and the newest preview grid from ``model/previews/``
+while the job runs; both are re-read from disk, so a run started from ``studio-cli`` shows too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QPushButton, QSizePolicy, QSpinBox, QSplitter, QVBoxLayout, QWidget)
+
+from studio.gui import jobs_bridge
+from studio.gui.context import StudioContext
+from studio.gui.pages.base import StagePage, hint
+from studio.gui.widgets.loss_plot import LossPlot
+from studio.project import DONE, RUNNING
+
+CHECKPOINT_FILTER = "Generator checkpoints (*.pkl *.safetensors *.pt);;All files (*)"
+
+
+def newest_preview(model_dir: Path) -> Path | None:
+    folder = model_dir / "previews"
+    images = sorted(list(folder.glob("*.png")) + list(folder.glob("*.jpg")),
+                    key=lambda p: (p.stat().st_mtime, p.name)) if folder.is_dir() else []
+    return images[-1] if images else None
+
+
+class PersonalizePage(StagePage):
+    stage = "personalize"
+    needs = ("select",)
+    description = ("Teaches a general face generator (the base model) to draw only you, from the "
+                   "selected frames. This is the long step: minutes on a big GPU, hours on a CPU.")
+
+    def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
+        super().__init__(ctx, parent)
+        self.base_box = QComboBox()
+        self.base_box.setToolTip("The pretrained face generator to start from. 'FFHQ' is NVIDIA's "
+                                 "StyleGAN2 trained on 70,000 faces; fetch it in Tools ▸ Models.")
+        self.base_box.activated.connect(self._base_chosen)
+        self.frames_spin = QSpinBox()
+        self.frames_spin.setRange(0, 5000)
+        self.frames_spin.setSpecialValueText("all selected")
+        self.frames_spin.setToolTip("How many of the selected frames to train on.")
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(0, 1_000_000)
+        self.steps_spin.setSingleStep(100)
+        self.steps_spin.setSpecialValueText("auto (recommended)")
+        self.steps_spin.setValue(int(ctx.settings.get("personalize/steps")))
+        self.steps_spin.setToolTip("Training steps. More steps copy your face more exactly but "
+                                   "take longer; 'auto' picks a good number for the image size.")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 64)
+        self.batch_spin.setValue(int(ctx.settings.get("personalize/batch")))
+        self.batch_spin.setToolTip("Frames per training step. Lower it if the GPU runs out of memory.")
+        self.start_button = QPushButton("Start training")
+        self.start_button.setToolTip("Start, or continue a stopped run from its last checkpoint (Ctrl+R)")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Pause")
+        self.cancel_button.setToolTip("Stop after the current step; the progress is saved and "
+                                      "'Resume' continues from there (Esc).")
+        self.cancel_button.clicked.connect(ctx.runner.cancel)
+        self.plot = LossPlot()
+        self.preview = QLabel("Preview grids (generated | real) appear here as training goes on.")
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setWordWrap(True)
+        self.preview.setMinimumSize(200, 160)
+        self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.preview.setToolTip("Left of each pair: what the generator draws now; right: your frame.")
+        self._preview_path: Path | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(1500)
+        self._timer.timeout.connect(self.load_results)
+
+        form = QFormLayout()
+        form.addRow("Base model:", self.base_box)
+        form.addRow("Frames:", self.frames_spin)
+        form.addRow("Steps:", self.steps_spin)
+        form.addRow("Batch:", self.batch_spin)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addStretch(1)
+        row = QHBoxLayout()
+        row.addLayout(form)
+        row.addStretch(1)
+        row.addLayout(buttons)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.plot)
+        splitter.addWidget(self.preview)
+        splitter.setSizes([500, 400])
+        self.body.addLayout(row)
+        self.body.addWidget(hint("You can close the window: the next start resumes from the last "
+                                 "checkpoint."))
+        self.body.addWidget(splitter, 1)
+        self.fill_bases()
+        ctx.runner.busy_changed.connect(self._busy_changed)
+
+    def fill_bases(self) -> None:
+        self.base_box.clear()
+        registry = jobs_bridge.weights_registry()
+        present = False
+        try:
+            present = jobs_bridge.job("weights_path")("ffhq").is_file()
+        except Exception:  # noqa: BLE001
+            pass
+        if registry.get("ffhq") is not None or not registry:
+            label = "FFHQ 1024 (StyleGAN2)" + ("" if present else " — not downloaded yet")
+            self.base_box.addItem(label, "ffhq")
+        saved = str(self.ctx.settings.get("personalize/base") or "ffhq")
+        if saved != "ffhq" and Path(saved).is_file():
+            self.base_box.addItem(Path(saved).name, saved)
+            self.base_box.setCurrentIndex(self.base_box.count() - 1)
+        self.base_box.addItem("Choose a checkpoint file…", "__choose__")
+
+    def _base_chosen(self, index: int) -> None:
+        if self.base_box.itemData(index) != "__choose__":
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a base generator",
+                                              self.ctx.settings.last_folder(), CHECKPOINT_FILTER)
+        if path:
+            self.ctx.settings.set_last_folder(path)
+            self.base_box.insertItem(index, Path(path).name, path)
+            self.base_box.setCurrentIndex(index)
+        else:
+            self.base_box.setCurrentIndex(0)
+
+    def set_base(self, base: str) -> None:
+        """Select ``base`` (a registry name or a file), adding it to the list if needed."""
+        i = self.base_box.findData(base)
+        if i < 0:
+            self.base_box.insertItem(self.base_box.count() - 1, Path(base).name, base)
+            i = self.base_box.findData(base)
+        self.base_box.setCurrentIndex(i)
+
+    def _busy_changed(self, busy: bool) -> None:
+        if busy and self.ctx.runner.title.startswith("Personalize"):
+            self._timer.start()
+        else:
+            self._timer.stop()
+            self.load_results()
+
+    def update_buttons(self) -> None:
+        self.start_button.setEnabled(self.ready)
+        running_here = self.ctx.runner.busy and self.ctx.runner.title.startswith("Personalize")
+        self.cancel_button.setEnabled(running_here)
+        has_checkpoint = (self.project is not None
+                          and any((self.project.model_dir / "checkpoints").glob("*")))
+        state = self.ctx.statuses.get(self.stage)
+        self.start_button.setText("Resume training" if has_checkpoint and state != DONE
+                                  else ("Train again" if state == DONE else "Start training"))
+
+    def project_loaded(self) -> None:
+        self.load_results()
+
+    def stage_changed(self, state: str) -> None:
+        if state in (DONE, RUNNING):
+            self.load_results()
+
+    def load_results(self) -> None:
+        if self.project is None:
+            return
+        self.plot.load(self.project.model_dir / "log.csv")
+        preview = newest_preview(self.project.model_dir)
+        if preview is not None and preview != self._preview_path:
+            pix = QPixmap(str(preview))
+            if not pix.isNull():
+                self._preview_path = preview
+                self.preview.setPixmap(pix.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
+                                                  Qt.TransformationMode.SmoothTransformation))
+
+    def start(self) -> None:
+        if not self.ready:
+            return
+        base = str(self.base_box.currentData() or "ffhq")
+        if base == "__choose__":
+            base = "ffhq"
+        self.ctx.settings.set("personalize/base", base)
+        self.ctx.settings.set("personalize/steps", self.steps_spin.value())
+        self.ctx.settings.set("personalize/batch", self.batch_spin.value())
+        self.ctx.run_job("Personalize", "personalize", self.project, base=base,
+                         frames=self.frames_spin.value() or None, steps=self.steps_spin.value() or None,
+                         batch=self.batch_spin.value(), device=self.ctx.device,
+                         on_success=lambda _o: self.load_results())

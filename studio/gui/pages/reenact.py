@@ -1,0 +1,169 @@
+"""Re-enact: drive your avatar with another video; list the takes and play them side by side."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSpinBox,
+                               QSplitter, QVBoxLayout, QWidget)
+
+from studio.gui.context import StudioContext
+from studio.gui.pages.base import StagePage, hint
+from studio.gui.takes import driving_video, list_takes, rendered_video, take_is_complete
+from studio.gui.widgets.drop_zone import DropZone
+from studio.gui.widgets.video_player import SideBySidePlayer
+
+
+def unique_take_name(existing: list[str], stem: str) -> str:
+    base = "".join(c if c.isalnum() or c in "-_ " else "_" for c in stem).strip() or "take"
+    name, n = base, 2
+    while name in existing:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+class ReenactPage(StagePage):
+    stage = "reenact"
+    needs = ("personalize",)
+    description = ("Makes your avatar copy the head motion, expressions and eye and mouth "
+                   "movements of someone in another video (the driving video). Each run is a take.")
+
+    def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
+        super().__init__(ctx, parent)
+        self.driving: str | None = None
+        self.drop = DropZone("Drop a driving video here, or click to choose one",
+                             start_dir=ctx.settings.last_folder)
+        self.drop.file_chosen.connect(self.set_driving)
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("take name")
+        self.name_edit.setToolTip("A name for this take (a folder under takes/).")
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(0, 10000)
+        self.steps_spin.setSpecialValueText("auto (recommended)")
+        self.steps_spin.setValue(int(ctx.settings.get("reenact/steps")))
+        self.steps_spin.setToolTip("Optimization steps per frame: more follows the driving face "
+                                   "more closely but takes longer.")
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(4)
+        self.lr_spin.setRange(0.0, 1.0)
+        self.lr_spin.setSingleStep(0.001)
+        self.lr_spin.setSpecialValueText("auto")
+        self.lr_spin.setValue(float(ctx.settings.get("reenact/lr")))
+        self.lr_spin.setToolTip("Learning rate: how big each adjustment step is. Leave on auto.")
+        self.smooth_box = QCheckBox("Smooth over time")
+        self.smooth_box.setChecked(bool(ctx.settings.get("reenact/smooth")))
+        self.smooth_box.setToolTip("Removes flicker between frames (recommended).")
+        self.run_button = QPushButton("Re-enact")
+        self.run_button.setToolTip("Start the take (Ctrl+R). A stopped take resumes where it stopped.")
+        self.run_button.clicked.connect(self.start)
+        self.takes = QListWidget()
+        self.takes.setToolTip("Your takes. Click one to play it.")
+        self.takes.currentItemChanged.connect(self._take_selected)
+        self.render_button = QPushButton("Render preview")
+        self.render_button.setToolTip("Make a quick video of the selected take to watch here.")
+        self.render_button.clicked.connect(self.render_preview)
+        self.player = SideBySidePlayer()
+
+        form = QFormLayout()
+        form.addRow("Take name:", self.name_edit)
+        form.addRow("Steps per frame:", self.steps_spin)
+        form.addRow("Learning rate:", self.lr_spin)
+        form.addRow("", self.smooth_box)
+        top = QHBoxLayout()
+        top.addWidget(self.drop, 1)
+        top.addLayout(form)
+        top.addWidget(self.run_button, 0, Qt.AlignmentFlag.AlignBottom)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(QLabel("Takes"))
+        left_layout.addWidget(self.takes, 1)
+        left_layout.addWidget(self.render_button)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(self.player)
+        splitter.setSizes([180, 700])
+        self.body.addLayout(top)
+        self.body.addWidget(hint("Tip: a driving video with one face, looking roughly at the "
+                                 "camera, in good light, works best."))
+        self.body.addWidget(splitter, 1)
+        self.setAcceptDrops(True)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        self.drop.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        self.drop.dropEvent(event)
+
+    def set_driving(self, path: str) -> None:
+        self.driving = str(path)
+        self.ctx.settings.set_last_folder(path)
+        self.drop.label.setText(f"Driving video: {Path(path).name}\n(drop another to change)")
+        if self.project is not None:
+            self.name_edit.setText(unique_take_name(list_takes(self.project.takes_dir), Path(path).stem))
+        self.update_buttons()
+
+    def update_buttons(self) -> None:
+        self.run_button.setEnabled(self.ready and self.driving is not None)
+        item = self.takes.currentItem()
+        self.render_button.setEnabled(self.project is not None and not self.ctx.runner.busy
+                                      and item is not None
+                                      and take_is_complete(self.project.take_dir(item.text())))
+
+    def project_loaded(self) -> None:
+        self.load_takes()
+
+    def stage_changed(self, state: str) -> None:
+        if self.project is not None and self.takes.count() != len(list_takes(self.project.takes_dir)):
+            self.load_takes()
+
+    def load_takes(self, select: str | None = None) -> None:
+        if self.project is None:
+            return
+        current = select or (self.takes.currentItem().text() if self.takes.currentItem() else None)
+        self.takes.clear()
+        for name in list_takes(self.project.takes_dir):
+            item = QListWidgetItem(name)
+            done = take_is_complete(self.project.take_dir(name))
+            item.setToolTip("finished" if done else "not finished — re-enact again to resume")
+            if not done:
+                item.setText(name)
+                item.setForeground(Qt.GlobalColor.darkYellow)
+            self.takes.addItem(item)
+            if name == current:
+                self.takes.setCurrentItem(item)
+
+    def _take_selected(self, item: QListWidgetItem | None, _previous=None) -> None:
+        self.update_buttons()
+        if item is None or self.project is None:
+            return
+        folder = self.project.take_dir(item.text())
+        result = rendered_video(folder)
+        self.player.set_videos(driving_video(folder), result)
+
+    def start(self) -> None:
+        if not self.ready or not self.driving:
+            return
+        name = self.name_edit.text().strip() or unique_take_name(
+            list_takes(self.project.takes_dir), Path(self.driving).stem)
+        self.ctx.settings.set("reenact/steps", self.steps_spin.value())
+        self.ctx.settings.set("reenact/lr", self.lr_spin.value())
+        self.ctx.settings.set("reenact/smooth", self.smooth_box.isChecked())
+
+        def done(_outcome) -> None:
+            self.load_takes(select=name)
+            self.render_preview()
+        self.ctx.run_job(f"Re-enact '{name}'", "reenact", self.project, driving=self.driving, name=name,
+                         steps=self.steps_spin.value() or None, lr=self.lr_spin.value() or None,
+                         smooth=self.smooth_box.isChecked(), device=self.ctx.device, on_success=done)
+
+    def render_preview(self) -> None:
+        item = self.takes.currentItem()
+        if item is None or self.project is None:
+            return
+        take = item.text()
+        out = self.project.take_dir(take) / "preview.mp4"
+        self.ctx.run_job(f"Render preview of '{take}'", "render", self.project, take=take, out=out,
+                         paste_back=False, side_by_side=False, device=self.ctx.device,
+                         on_success=lambda _o: self._take_selected(self.takes.currentItem()))

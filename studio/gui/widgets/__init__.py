@@ -1,0 +1,1 @@
+"""Reusable widgets: loss plot, frame grid, coverage meter, side-by-side player, drop zone."""

@@ -1,0 +1,267 @@
+"""The local weights cache: where files live, whether they are there, verifying and importing them.
+
+Why a cache in the user data dir (not the project): the same 380 MB generator serves every
+project, and users on shared servers point ``STUDIO_CACHE_DIR`` at a shared disk. Copies that other
+tools already downloaded (torch hub's AlexNet, the clip package's ViT-B-32) are used in place so
+nobody downloads them twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import platformdirs
+
+from personalize.errors import MissingWeightsError, UserError
+from personalize.fileio import atomic_path, atomic_write_json, read_json
+from personalize.progress import ProgressFn, no_progress
+from studio.weights.registry import WeightsFile, get_entry
+
+APP_NAME = "selfscan-avatar-studio"
+CACHE_ENV = "STUDIO_CACHE_DIR"
+PINS_FILE = "pins.json"
+_CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+    """The weights folder: ``$STUDIO_CACHE_DIR`` if set, else ``<user data dir>/weights``."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "weights"
+
+
+def cache_path(name: str) -> Path:
+    """Where the studio itself keeps (or would keep) the file ``name``."""
+    return cache_dir() / get_entry(name).filename
+
+
+# ---------------------------------------------------------------------------------------------
+# Copies made by other tools that we accept in place.
+
+def _torch_hub_copy(entry: WeightsFile) -> Path:
+    import torch.hub  # lazy: only needed when looking for the AlexNet file
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / entry.filename
+
+
+def _clip_package_copy(entry: WeightsFile) -> Path:
+    # The clip package's default download_root.
+    return Path.home() / ".cache" / "clip" / entry.filename
+
+
+_OTHER_TOOLS: dict[str, tuple[str, Callable[[WeightsFile], Path]]] = {
+    "lpips-alex": ("torch hub cache", _torch_hub_copy),
+    "clip-vit-b32": ("clip package cache", _clip_package_copy),
+}
+
+
+def _candidates(entry: WeightsFile) -> list[tuple[Path, str]]:
+    """(path, where) pairs in preference order: the studio cache first."""
+    found = [(cache_dir() / entry.filename, "studio cache")]
+    if entry.name in _OTHER_TOOLS:
+        where, locate = _OTHER_TOOLS[entry.name]
+        found.append((locate(entry), where))
+    return found
+
+
+def _looks_complete(entry: WeightsFile, path: Path) -> bool:
+    """Cheap presence test (no hashing, so `models list` stays instant): exists with right size."""
+    try:
+        return path.is_file() and (entry.size is None or path.stat().st_size == entry.size)
+    except OSError:
+        return False
+
+
+def find_copy(entry: WeightsFile) -> tuple[Path, str] | None:
+    """The first complete-looking copy as (path, where), or None."""
+    for path, where in _candidates(entry):
+        if _looks_complete(entry, path):
+            return path, where
+    return None
+
+
+def weights_path(name: str) -> Path:
+    """Where ``name`` lives (studio cache or another tool's cache) or, if absent, would live."""
+    entry = get_entry(name)
+    found = find_copy(entry)
+    return found[0] if found else cache_dir() / entry.filename
+
+
+def is_present(name: str) -> bool:
+    return find_copy(get_entry(name)) is not None
+
+
+def how_to_get(entry: WeightsFile, target: Path) -> str:
+    """The three ways to get a file, shared by every 'missing' message."""
+    size = f" ({entry.size:,} bytes)" if entry.size else ""
+    return (f"Download it with:   studio-cli models fetch {entry.name}\n"
+            f"or download {entry.url}\n"
+            f"yourself and run:   studio-cli models import {entry.name} FILE\n"
+            f"or put the file exactly at: {target}{size}")
+
+
+def require_weights(name: str) -> Path:
+    """The path of ``name``; raises ``MissingWeightsError`` saying how to get it if absent."""
+    entry = get_entry(name)
+    found = find_copy(entry)
+    if found:
+        return found[0]
+    target = cache_dir() / entry.filename
+    raise MissingWeightsError(
+        f"missing pretrained weights '{entry.name}': {entry.description} "
+        f"(needed for {entry.purpose}).",
+        how_to_get(entry, target))
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification and pins.
+
+def hash_file(path: Path, progress: ProgressFn = no_progress) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks (never the whole file in memory)."""
+    digest = hashlib.sha256()
+    total = path.stat().st_size
+    done = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            progress(done, total, "verifying")
+    return digest.hexdigest()
+
+
+def _pins_path() -> Path:
+    return cache_dir() / PINS_FILE
+
+
+def read_pins() -> dict[str, dict]:
+    path = _pins_path()
+    if not path.is_file():
+        return {}
+    try:
+        pins = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"the weights pin file {path} is unreadable ({exc}).",
+                        "Delete it; hashes are pinned again on the next verified download.") from exc
+    return pins if isinstance(pins, dict) else {}
+
+
+def record_pin_if_new(entry: WeightsFile, digest: str, size: int, source: str) -> None:
+    """Pin on first verified copy: only for entries whose hash the registry does not know."""
+    if entry.sha256:
+        return
+    pins = read_pins()
+    if entry.name in pins:
+        return
+    pins[entry.name] = {"sha256": digest, "size": size, "source": source,
+                        "pinned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_json(_pins_path(), pins)
+
+
+def check_file_identity(entry: WeightsFile, digest: str, size: int, what: str,
+                        hint: str | None = None) -> None:
+    """Raise ``UserError`` unless (digest, size) is the registry's file (or its pin).
+
+    ``what`` names the checked file in the message (e.g. 'the download from URL').
+    """
+    problems = []
+    if entry.size is not None and size != entry.size:
+        problems.append(f"size {size:,} bytes, expected {entry.size:,}")
+    if entry.sha256 and digest != entry.sha256:
+        problems.append(f"sha256 {digest}, expected {entry.sha256}")
+    if entry.sha256_prefix and not digest.startswith(entry.sha256_prefix):
+        problems.append(f"sha256 starts with {digest[:8]}, expected {entry.sha256_prefix}")
+    if not entry.sha256:
+        pin = read_pins().get(entry.name)
+        if pin and (pin.get("sha256") != digest or pin.get("size", size) != size):
+            problems.append(f"sha256 {digest}, but the first verified copy (pinned in "
+                            f"{_pins_path()}) had {pin.get('sha256')}")
+    if problems:
+        raise UserError(
+            f"{what} is not the expected '{entry.name}' file ({'; '.join(problems)}); "
+            "nothing was installed.",
+            hint or "The file may be truncated, corrupt or a different model. Get it again "
+                    f"from {entry.url}")
+
+
+def verify_file(name: str, path: Path, progress: ProgressFn = no_progress) -> str:
+    """Check an existing file against the registry; returns its sha256."""
+    entry = get_entry(name)
+    digest = hash_file(path, progress)
+    check_file_identity(entry, digest, path.stat().st_size, f"{path}")
+    return digest
+
+
+# ---------------------------------------------------------------------------------------------
+# Import.
+
+def import_weights(name: str, file: str | os.PathLike[str],
+                   progress: ProgressFn = no_progress) -> Path:
+    """Copy a user-supplied file into the cache after checking it is the right one.
+
+    The copy goes to a temporary file next to the target and is renamed only after the hash
+    matched, so a wrong or half-copied file never appears under the real name.
+    """
+    entry = get_entry(name)
+    source = Path(file).expanduser()
+    if not source.is_file():
+        raise UserError(f"cannot import '{name}': {source} is not a file.",
+                        f"Download it from {entry.url} first.")
+    size = source.stat().st_size
+    if entry.size is not None and size != entry.size:
+        raise UserError(
+            f"{source} is not the expected '{name}' file (size {size:,} bytes, expected "
+            f"{entry.size:,}); nothing was installed.",
+            f"It may be truncated or a different model. Get it again from {entry.url}")
+    target = cache_dir() / entry.filename
+    if target.exists() and source.resolve() == target.resolve():
+        verify_file(name, target, progress)
+        return target
+    digest = hashlib.sha256()
+    done = 0
+    with atomic_path(target, suffix=".import") as tmp:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                dst.write(chunk)
+                done += len(chunk)
+                progress(done, size, "copying")
+        check_file_identity(entry, digest.hexdigest(), done, str(source))
+    record_pin_if_new(entry, digest.hexdigest(), done, f"import of {source}")
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing.
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """One row of ``models list``. ``size`` is the actual size if present, else the expected one."""
+
+    name: str
+    present: bool
+    path: Path
+    where: str
+    size: int | None
+    purpose: str
+    description: str
+    url: str
+
+
+def list_weights() -> list[WeightsStatus]:
+    from studio.weights.registry import REGISTRY
+
+    rows = []
+    for name in REGISTRY:
+        entry = get_entry(name)
+        found = find_copy(entry)
+        path, where = found if found else (cache_dir() / entry.filename, "")
+        size = path.stat().st_size if found else entry.size
+        rows.append(WeightsStatus(name, found is not None, path, where, size, entry.purpose,
+                                  entry.description, entry.url))
+    return rows
+

@@ -1,0 +1,142 @@
+"""Test helpers for re-enactment: a differentiable generator that moves a REAL face.
+
+Why: a random StyleGAN2 draws no face, so MediaPipe and the FaceMesh would see noise and a test of
+the optimization could not tell a right answer from a wrong one. ``WarpFaceGenerator`` has the
+``Generator`` interface the optimizer uses (``synthesis(ws)``, ``num_ws``, ``w_dim``,
+``img_resolution``) but renders an aligned portrait from ``../shared/media/aligned`` under a smooth
+warp (head shift, rotation, a vertical stretch of the mouth region) and a blend towards a second
+portrait, all controlled linearly by the code. Known codes therefore give known, real faces.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tests.conftest import MEDIA
+
+N_CONTROLS = 5  # shift x, shift y, rotation, mouth stretch, blend
+
+
+def load_aligned(name: str, size: int) -> torch.Tensor:
+    """An aligned portrait from the shared media as (1,3,size,size) float32 in [-1,1]."""
+    image = cv2.imread(str(MEDIA / "aligned" / name), cv2.IMREAD_COLOR)
+    assert image is not None, f"missing test image {name}"
+    image = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+
+class _Synthesis(nn.Module):
+    def __init__(self, owner: "WarpFaceGenerator") -> None:
+        super().__init__()
+        self._owner = [owner]  # no submodule cycle
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", **_: object) -> torch.Tensor:
+        return self._owner[0].render(ws)
+
+
+class WarpFaceGenerator(nn.Module):
+    """ws (B, num_ws, w_dim) -> (B,3,R,R) in [-1,1]: a warped, blended real portrait.
+
+    controls = mean over layers of ws, times a fixed (w_dim, 5) matrix; ``controls_of(ws)`` gives
+    them so tests can compare codes by what they do to the image.
+    """
+
+    def __init__(self, size: int = 256, num_ws: int = 4, w_dim: int = 8, seed: int = 0,
+                 base: str = "watson.jpg", other: str = "stone.jpg") -> None:
+        super().__init__()
+        self.img_resolution = size
+        self.num_ws = num_ws
+        self.w_dim = w_dim
+        self.z_dim = w_dim
+        self.c_dim = 0
+        self.img_channels = 3
+        gen = torch.Generator().manual_seed(seed)
+        mix = torch.randn(w_dim, N_CONTROLS, generator=gen)
+        q, _ = torch.linalg.qr(mix)  # orthonormal columns: every control is reachable
+        self.register_buffer("mix", q)
+        self.register_buffer("base", load_aligned(base, size))
+        self.register_buffer("other", load_aligned(other, size))
+        self.synthesis = _Synthesis(self)
+
+    def controls_of(self, ws: torch.Tensor) -> torch.Tensor:
+        """(B, num_ws, w_dim) -> (B, 5) control values."""
+        return ws.mean(dim=1) @ self.mix
+
+    def render(self, ws: torch.Tensor) -> torch.Tensor:
+        c = self.controls_of(ws)
+        b = c.shape[0]
+        shift = 0.06 * torch.tanh(c[:, :2])
+        angle = 0.15 * torch.tanh(c[:, 2])
+        stretch = 0.10 * torch.tanh(c[:, 3])
+        blend = 0.5 * torch.sigmoid(c[:, 4] - 2.0)
+        size = self.img_resolution
+        lin = torch.linspace(-1 + 1 / size, 1 - 1 / size, size, device=ws.device)
+        gy, gx = torch.meshgrid(lin, lin, indexing="ij")
+        gx = gx[None].expand(b, -1, -1)
+        gy = gy[None].expand(b, -1, -1)
+        # local vertical stretch around the mouth (FFHQ crops put it near y = 0.45 of the half-size)
+        mouth_y, mouth_x = 0.48, 0.0
+        bump = torch.exp(-(((gx - mouth_x) / 0.30) ** 2 + ((gy - mouth_y) / 0.14) ** 2))
+        gy = gy - stretch[:, None, None] * (gy - mouth_y) * bump / 0.14
+        cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+        sx = cos * gx - sin * gy - shift[:, 0, None, None]
+        sy = sin * gx + cos * gy - shift[:, 1, None, None]
+        grid = torch.stack([sx, sy], dim=-1)
+        warped = F.grid_sample(self.base.expand(b, -1, -1, -1), grid, mode="bilinear",
+                               padding_mode="border", align_corners=False)
+        other = F.grid_sample(self.other.expand(b, -1, -1, -1), grid, mode="bilinear",
+                              padding_mode="border", align_corners=False)
+        return torch.lerp(warped, other, blend[:, None, None, None])
+
+
+def warp_anchors(generator: WarpFaceGenerator, n: int = 6, seed: int = 1, spread: float = 1.2) -> np.ndarray:
+    """(n, w_dim) anchors whose controls span a useful range around the neutral face."""
+    gen = torch.Generator().manual_seed(seed)
+    controls = spread * torch.randn(n, N_CONTROLS, generator=gen)
+    controls[:, 4] = -1.0 + 0.5 * torch.randn(n, generator=gen)  # little blend by default
+    w = controls @ generator.mix.T  # mix has orthonormal columns: controls_of(w) == controls
+    return w.numpy().astype(np.float32)
+
+
+def cut_clip(source: Path, target: Path, seconds: float, size: int | None = None) -> Path:
+    """Cut the first ``seconds`` of ``source`` (with its audio) using the imageio-ffmpeg binary."""
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(source), "-t", f"{seconds}"]
+    if size:
+        cmd += ["-vf", f"scale={size}:{size}"]
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(target)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return target
+
+
+def stream_info(path: Path) -> dict[str, object]:
+    """Frame count, fps and whether an audio stream exists, read by ffmpeg itself (not our code)."""
+    import imageio_ffmpeg
+
+    out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0",
+                          "-f", "null", "-"], capture_output=True, text=True).stderr
+    frames = [int(tok.split("=")[1]) for tok in out.replace("frame= ", "frame=").split() if tok.startswith("frame=")]
+    fps = None
+    for line in out.splitlines():
+        if "Video:" in line and " fps" in line:
+            fps = float(line.split(" fps")[0].split(",")[-1].strip())
+    return {"frames": frames[-1] if frames else 0, "fps": fps,
+            "audio": any("Audio:" in line for line in out.splitlines())}
+
+
+def mean_keypoint_error(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """Mean L2 distance between two (…,66,3) keypoint sets (x, y only)."""
+    a = torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a)
+    b = torch.as_tensor(np.asarray(b) if not torch.is_tensor(b) else b)
+    return float((a[..., :2] - b[..., :2]).norm(dim=-1).mean())
+
+
+__all__ = ["WarpFaceGenerator", "warp_anchors", "load_aligned", "cut_clip", "stream_info",
+           "mean_keypoint_error", "N_CONTROLS"]

@@ -1,0 +1,155 @@
+"""Directions: published files in every shape, exact application, projection into P, storage."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from editing.directions import (Direction, anchor_basis, apply_direction, apply_edits, layer_mask,
+                                list_directions, load_direction, parse_edit, project_direction,
+                                read_direction_file, reliability, save_direction, style_generator_path,
+                                validate_direction)
+from personalize.errors import UserError
+from tests.conftest import MEDIA
+
+DIRS = MEDIA / "directions"
+
+
+@pytest.mark.parametrize("name, rows", [("age", 1), ("smile", 1), ("pose", 18)])
+def test_published_directions_load(name: str, rows: int) -> None:
+    vec = read_direction_file(DIRS / f"{name}.pt", w_dim=512, num_ws=18)
+    raw = torch.load(DIRS / f"{name}.pt", map_location="cpu", weights_only=True)
+    assert vec.shape == (rows, 512) and vec.dtype == torch.float32
+    assert torch.equal(vec.reshape(-1), raw.reshape(-1).float())
+
+
+@pytest.mark.parametrize("shape", [(512,), (1, 512), (1, 18, 512), (18, 512)])
+def test_every_shape_from_npy_and_pt(tmp_path, shape) -> None:
+    data = torch.randn(shape)
+    np.save(tmp_path / "d.npy", data.numpy())
+    torch.save(data, tmp_path / "d.pt")
+    for file in ("d.npy", "d.pt"):
+        vec = read_direction_file(tmp_path / file, w_dim=512, num_ws=18)
+        assert vec.shape[-1] == 512 and vec.shape[0] in (1, 18)
+        assert torch.equal(vec.reshape(-1), data.reshape(-1))
+
+
+def test_bad_directions_are_rejected(tmp_path) -> None:
+    np.save(tmp_path / "wrong_dim.npy", np.ones(256, np.float32))
+    with pytest.raises(UserError, match="dimension 256"):
+        read_direction_file(tmp_path / "wrong_dim.npy", w_dim=512)
+    bad = np.ones(512, np.float32)
+    bad[3] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(UserError, match="NaN"):
+        read_direction_file(tmp_path / "nan.npy", w_dim=512)
+    np.save(tmp_path / "layers.npy", np.ones((1, 14, 512), np.float32))
+    with pytest.raises(UserError, match="14 layers"):
+        read_direction_file(tmp_path / "layers.npy", w_dim=512, num_ws=18)
+    np.save(tmp_path / "zero.npy", np.zeros(512, np.float32))
+    with pytest.raises(UserError, match="zeros"):
+        read_direction_file(tmp_path / "zero.npy")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="could not be read"):
+        read_direction_file(tmp_path / "junk.pt")
+    # a pickle that would run code must not load (weights_only)
+    torch.save({"f": print}, tmp_path / "code.pt", _use_new_zipfile_serialization=True)
+    with pytest.raises(UserError):
+        read_direction_file(tmp_path / "code.pt")
+    with pytest.raises(UserError, match="unsupported"):
+        read_direction_file(_touch(tmp_path / "a.txt"))
+
+
+def _touch(path):
+    path.write_text("x")
+    return path
+
+
+def test_apply_is_exact_and_reversible() -> None:
+    g = torch.Generator().manual_seed(1)
+    ws = torch.randn(7, 18, 512, generator=g)
+    d = Direction("smile", validate_direction(torch.randn(1, 512, generator=g)))
+    assert torch.equal(apply_direction(ws, d, 0.0), ws)
+    edited = apply_direction(ws, d, 2.5)
+    assert torch.allclose(edited - ws, (2.5 * d.vector).expand(7, 18, 512), atol=1e-5)
+    # summed edits cancel exactly
+    assert torch.equal(apply_edits(ws, [(d, 2.5), (d, -2.5)]), ws)
+    # sequential +s then -s comes back to within one float32 ulp of the edited values
+    back = apply_direction(edited, d, -2.5)
+    ulp = torch.finfo(torch.float32).eps * edited.abs().clamp_min(1.0)
+    assert bool(((back - ws).abs() <= ulp).all())
+    assert not torch.equal(edited, ws)
+    # the input track is never modified in place
+    ws_copy = ws.clone()
+    apply_direction(ws, d, 3.0)
+    assert torch.equal(ws, ws_copy)
+
+
+def test_layer_range_and_per_layer_direction() -> None:
+    ws = torch.zeros(3, 18, 512)
+    d = Direction("pose", validate_direction(torch.ones(1, 18, 512)))
+    out = apply_direction(ws, d, 1.0, layers=(0, 4))
+    assert torch.equal(out[:, :4], torch.ones(3, 4, 512))
+    assert torch.equal(out[:, 4:], torch.zeros(3, 14, 512))
+    assert layer_mask(18, slice(8, None)).sum() == 10
+    with pytest.raises(UserError):
+        layer_mask(18, [20])
+    with pytest.raises(UserError):
+        apply_direction(ws, Direction("x", torch.ones(1, 256)), 1.0)
+
+
+def test_projection_inside_and_orthogonal() -> None:
+    g = torch.Generator().manual_seed(0)
+    anchors = torch.zeros(6, 32)
+    anchors[:, :5] = torch.randn(6, 5, generator=g)  # the anchors' differences span a subspace of dims 0..4
+    anchors += torch.randn(32, generator=g)  # shared offset: the span is of differences, not of points
+    inside = (anchors[1] - anchors[4]) * 3 + (anchors[2] - anchors[0])
+    projected, rel = project_direction(inside, anchors)
+    assert rel == pytest.approx(1.0, abs=1e-6)
+    assert torch.allclose(projected[0], inside, atol=1e-5)
+    outside = torch.zeros(32)
+    outside[20] = 1.0
+    assert reliability(outside, anchors) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(UserError, match="orthogonal"):
+        project_direction(outside, anchors)
+    mixed = inside / inside.norm() + outside  # 45 degrees out of the span
+    projected, rel = project_direction(mixed, anchors)
+    assert rel == pytest.approx(np.cos(np.pi / 4), abs=1e-5)
+    assert projected.norm() == pytest.approx(float(mixed.norm()), rel=1e-5)
+    assert anchor_basis(anchors).shape == (32, 5)
+
+
+def test_save_list_load_and_no_overwrite(tmp_path) -> None:
+    (tmp_path / "directions").mkdir()
+    (tmp_path / "project.json").write_text("{}")
+    d = Direction("smile", validate_direction(torch.randn(512)), {"source": "imported"})
+    save_direction(tmp_path, d)
+    with pytest.raises(UserError, match="already exists"):
+        save_direction(tmp_path, Direction("smile", torch.ones(1, 512)))
+    loaded = load_direction(tmp_path, "smile")
+    assert torch.equal(loaded.vector, d.vector) and loaded.meta["source"] == "imported"
+    meta = json.loads((tmp_path / "directions" / "smile.json").read_text())
+    assert meta["shape"] == [1, 512]
+    save_direction(tmp_path, Direction("smile", torch.ones(1, 512)), force=True)
+    assert torch.equal(load_direction(tmp_path, "smile").vector, torch.ones(1, 512))
+    assert [x.name for x in list_directions(tmp_path)] == ["smile"]
+    with pytest.raises(UserError, match="Available: smile"):
+        load_direction(tmp_path, "age")
+    with pytest.raises(UserError):
+        save_direction(tmp_path, Direction("../evil", torch.ones(1, 512)))
+
+
+def test_parse_edit_and_style_lookup(tmp_path) -> None:
+    assert parse_edit("smile=1.5") == ("smile", 1.5)
+    assert parse_edit("age=-1") == ("age", -1.0)
+    for bad in ("smile", "smile=abc", "=1", "x=nan"):
+        with pytest.raises(UserError):
+            parse_edit(bad)
+    (tmp_path / "styles" / "sketch").mkdir(parents=True)
+    (tmp_path / "project.json").write_text("{}")
+    with pytest.raises(UserError, match="No style named"):
+        style_generator_path(tmp_path, "sketch")
+    (tmp_path / "styles" / "sketch" / "generator.safetensors").write_bytes(b"x")
+    assert style_generator_path(tmp_path, "sketch").name == "generator.safetensors"

@@ -1,0 +1,136 @@
+"""The re-enactment loss (Eq. 10): zero for identical inputs, gradients through G and the FaceMesh."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from optimize.latent_space import PersonalizedSpace, PPlusCode
+from optimize.losses import (IdentityReference, LossWeights, MeshLandmarks, ReenactLoss, crop_l2,
+                             keypoint_loss, keypoints_from_landmarks)
+from tests._reenact_helpers import WarpFaceGenerator, load_aligned, warp_anchors
+
+
+@pytest.fixture(scope="module")
+def face_mesh():
+    from personalize.faces.facemesh import FaceMesh
+
+    return FaceMesh.from_mediapipe()
+
+
+@pytest.fixture(scope="module")
+def face() -> torch.Tensor:
+    return load_aligned("watson.jpg", 256)
+
+
+def _code(space: PersonalizedSpace, seed: int = 0) -> PPlusCode:
+    start = space.center_code()
+    gen = torch.Generator().manual_seed(seed)
+    alpha = start.alpha + 0.3 * torch.randn(start.alpha.shape, generator=gen)
+    delta = 0.1 * torch.randn(start.delta.shape, generator=gen)
+    return PPlusCode(alpha.requires_grad_(True), delta.requires_grad_(True))
+
+
+def test_keypoint_loss_is_eq2() -> None:
+    a = torch.zeros(2, 66, 3)
+    b = a.clone()
+    b[0, 3] = torch.tensor([3.0, 4.0, 0.0])
+    b[1, :, 2] = 1.0
+    assert torch.allclose(keypoint_loss(a, b), torch.tensor([5.0, 66.0]), atol=1e-4)
+    assert torch.allclose(keypoint_loss(a, b, use_z=False), torch.tensor([5.0, 0.0]), atol=1e-4)
+    x = torch.rand(1, 3, 8, 8)
+    assert float(crop_l2(x, x)) == 0.0 and float(crop_l2(x, x + 0.5)) == pytest.approx(0.25)
+
+
+def test_all_terms_zero_for_identical_images(face_mesh, face) -> None:
+    mesh = MeshLandmarks(face_mesh, input_size=256)
+    loss = ReenactLoss(mesh, LossWeights())
+    with torch.no_grad():
+        lm = mesh(face)
+        mesh.reset()
+        target = loss.driving_target(face, lm)
+        terms = loss(face, target, IdentityReference(face, lm))
+    assert float(terms.key) < 1e-4
+    assert float(terms.mouth) == 0.0 and float(terms.eyes) == 0.0
+    assert float(terms.total) < 1e-4
+
+
+def test_facemesh_keypoints_agree_with_mediapipe_on_a_real_face(face_mesh, face) -> None:
+    """L_key compares MediaPipe (driving) with the FaceMesh (generated): they must agree on a face."""
+    from personalize.faces import detect_landmarks
+    from editing.render import tensor_to_uint8
+
+    detected = detect_landmarks(tensor_to_uint8(face)[0])
+    assert detected is not None
+    with torch.no_grad():
+        mesh_lm = MeshLandmarks(face_mesh, 256)(face)
+    kp_mp = keypoints_from_landmarks(torch.from_numpy(detected)[None], 256)
+    kp_fm = keypoints_from_landmarks(mesh_lm, 256)
+    per_point = float(keypoint_loss(kp_mp, kp_fm)) / 66
+    assert per_point < 2e-3  # < 0.5 px at 256
+
+
+def test_terms_grow_with_the_difference(face_mesh, face) -> None:
+    generator = WarpFaceGenerator(size=256)
+    anchors = torch.from_numpy(warp_anchors(generator))
+    mesh = MeshLandmarks(face_mesh, 256)
+    loss = ReenactLoss(mesh, LossWeights())
+    ws_neutral = torch.zeros(1, generator.num_ws, generator.w_dim)
+    stretched = (torch.tensor([[0.0, 0.0, 0.0, 3.0, 0.0]]) @ generator.mix.T)[:, None].expand(1, generator.num_ws, -1)
+    with torch.no_grad():
+        base = generator.synthesis(ws_neutral)
+        moved = generator.synthesis(stretched)
+        target = loss.driving_target(base, mesh(base))
+        same = loss(base, target, None)
+        diff = loss(moved, target, None)
+    assert float(diff.key) > 10 * float(same.key) + 1e-3
+    assert float(diff.mouth) > 10 * float(same.mouth) + 1e-4
+    del anchors
+
+
+@pytest.mark.parametrize("which", ["tiny_stylegan2", "warp_face"])
+def test_gradients_reach_alpha_and_delta_through_generator_and_facemesh(face_mesh, face, which) -> None:
+    if which == "tiny_stylegan2":
+        from personalize.stylegan2 import tiny_generator
+
+        generator = tiny_generator(seed=0)
+        with torch.no_grad():
+            anchors = generator.mapping(torch.randn(5, generator.z_dim), None)[:, 0]
+        size = generator.img_resolution
+    else:
+        generator = WarpFaceGenerator(size=128)
+        anchors = torch.from_numpy(warp_anchors(generator))
+        size = 128
+    space = PersonalizedSpace(anchors, generator.num_ws)
+    mesh = MeshLandmarks(face_mesh, input_size=size)
+    loss = ReenactLoss(mesh, LossWeights())
+    target_image = torch.nn.functional.interpolate(face, size=(size, size), mode="area")
+    with torch.no_grad():
+        target_lm = mesh(target_image)
+        mesh.reset()
+        reference = IdentityReference(generator.synthesis(space.center_ws(), noise_mode="const"), target_lm)
+    target = loss.driving_target(target_image, target_lm)
+    for term in ("key", "mouth", "eyes", "delta", "sum"):
+        code = _code(space)
+        mesh.reset()
+        image = generator.synthesis(space.to_ws(code), noise_mode="const")
+        terms = loss(image, target, reference, space, code)
+        value = getattr(terms, term).sum()
+        assert torch.isfinite(value)
+        value.backward()
+        grad_a, grad_d = code.alpha.grad, code.delta.grad
+        assert grad_a is not None and torch.isfinite(grad_a).all(), term
+        assert float(grad_a.abs().sum()) > 0, f"{term}: no gradient to alpha"
+        if term != "sum":  # L_sum depends on alpha only
+            assert grad_d is not None and float(grad_d.abs().sum()) > 0, f"{term}: no gradient to delta"
+
+
+def test_no_face_input_gives_finite_loss(face_mesh) -> None:
+    """FaceMesh on garbage (a random generator's output) still returns points: the loss stays finite."""
+    mesh = MeshLandmarks(face_mesh, 64)
+    loss = ReenactLoss(mesh)
+    noise = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        target = loss.driving_target(noise, mesh(noise))
+        terms = loss(torch.zeros(1, 3, 64, 64), target, IdentityReference(noise, target.landmarks))
+    assert all(np.isfinite(v) for v in terms.scalars().values())
