@@ -390,3 +390,21 @@ def style_generator_path(project_or_dir: Any, name: str) -> Path:
                         f"Available: {', '.join(available) or 'none'}. Create one with "
                         f"'studio-cli stylize PROJECT --prompt \"a sketch\" --name {cleaned}'.")
     return path
+
+
+def make_ws_edit(edits: Sequence[tuple[Direction | torch.Tensor, float]], layers: LayerRange = None):
+    """A ``ws -> ws`` function applying ``edits`` (for ``editing.render``'s ``edit_ws``).
+
+    Each call shifts the batch it gets by the summed edits (see ``apply_edits``); the deltas are
+    validated once here, so a bad direction fails before rendering starts.
+    """
+    edits = [(d if isinstance(d, Direction) else Direction("edit", validate_direction(d)), float(s))
+             for d, s in edits]
+    for _, strength in edits:
+        if not math.isfinite(strength):
+            raise UserError(f"Edit strength {strength} is not a finite number.", "Use e.g. 1.5 or -2.")
+
+    def edit(ws: torch.Tensor) -> torch.Tensor:
+        return apply_edits(ws, edits, layers=layers)
+
+    return edit

@@ -46,8 +46,12 @@ class ReenactSettings:
 
     steps: int = 60
     """Adam steps per frame at most (early stopping may end a frame sooner)."""
-    lr: float = 0.1
-    """Adam step size, in unit-scale coefficients (uniform coefficient = 1)."""
+    lr: float = 0.05
+    """Adam step size for alpha, in unit-scale coefficients (uniform coefficient = 1)."""
+    delta_lr_scale: float = 0.1
+    """The offsets' step size is ``lr * delta_lr_scale``. Why: L_delta is a sum of norms, whose
+    gradient does not vanish near 0, so Adam makes every offset jitter by about its step size;
+    at the alpha step size that jitter alone (times lambda_delta = 10) outweighs L_key."""
     noise_sigma: float = 0.05
     """Warm-start noise (Appendix C.3), relative to the uniform coefficient."""
     smooth_sigma: float = 2.0
@@ -319,9 +323,13 @@ class FrameOptimizer:
                  steps: int | None = None) -> FrameResult:
         s = self.settings
         steps = steps or s.steps
+        reset = getattr(self.loss.landmarks, "reset", None)
+        if reset is not None:
+            reset()  # each frame finds its own face ROI: a resumed take gives the same codes
         code = PPlusCode(start.alpha.detach().clone().requires_grad_(True),
                          start.delta.detach().clone().requires_grad_(True))
-        optimizer = torch.optim.Adam([code.alpha, code.delta], lr=s.lr)
+        optimizer = torch.optim.Adam([{"params": [code.alpha], "lr": s.lr},
+                                      {"params": [code.delta], "lr": s.lr * s.delta_lr_scale}])
         best_total = math.inf
         best = code.detach()
         best_terms: dict[str, float] = {}

@@ -77,35 +77,33 @@ def lpips_features(model: torch.nn.Module, batches: Iterable[torch.Tensor],
     return LpipsFeatures(layers, spatial, signs)
 
 
-def pairwise_lpips(features: LpipsFeatures, chunk: int = 512, depth_chunk: int = 8192,
-                   rows: Sequence[int] | None = None) -> np.ndarray:
-    """LPIPS distance matrix (len(rows), N) float64 from cached features (all rows by default).
+def pairwise_lpips(features: LpipsFeatures, chunk: int = 256, depth_chunk: int = 8192) -> np.ndarray:
+    """The full (N, N) LPIPS distance matrix, float64, from cached features.
 
     Exact up to float rounding: each Gram product covers ``depth_chunk`` feature dimensions in
-    float32 (fast BLAS) and the partial sums are accumulated in float64, ``chunk`` rows at a time,
-    so memory stays at about chunk x N x 8 bytes on top of the cached features.
+    float32 (fast BLAS) and the partial sums are accumulated in float64. Only blocks on or above
+    the diagonal are computed (the matrix is symmetric), ``chunk`` rows at a time, so memory stays
+    at about chunk x N x 8 bytes on top of the cached features.
     """
     n = features.count
-    row_ids = np.arange(n) if rows is None else np.asarray(rows)
-    out = np.zeros((len(row_ids), n), dtype=np.float64)
+    out = np.zeros((n, n), dtype=np.float64)
     for l, feats in enumerate(features.layers):
         sign = features.signs[l] if l < len(features.signs) else None
         signed = _apply_sign(feats, sign) if sign is not None else feats
         depth = feats.shape[1]
+        parts = [(d, min(d + depth_chunk, depth)) for d in range(0, depth, depth_chunk)]
         sq = torch.zeros(n, dtype=torch.float64)
-        gram_parts: list[tuple[int, int]] = [(d, min(d + depth_chunk, depth)) for d in range(0, depth, depth_chunk)]
-        for d0, d1 in gram_parts:
+        for d0, d1 in parts:
             sq += (feats[:, d0:d1].double() * signed[:, d0:d1].double()).sum(dim=1)
-        for start in range(0, len(row_ids), chunk):
-            ids = torch.as_tensor(row_ids[start:start + chunk])
-            gram = torch.zeros(len(ids), n, dtype=torch.float64)
-            for d0, d1 in gram_parts:
-                gram += (signed[ids, d0:d1] @ feats[:, d0:d1].T).double()
-            block = sq[ids][:, None] + sq[None, :] - 2.0 * gram
-            out[start:start + len(ids)] += (block / features.spatial[l]).numpy()
-    if rows is None:
-        np.fill_diagonal(out, 0.0)
-        out = 0.5 * (out + out.T)  # remove rounding asymmetry
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            gram = torch.zeros(stop - start, n - start, dtype=torch.float64)
+            for d0, d1 in parts:
+                gram += (signed[start:stop, d0:d1] @ feats[start:, d0:d1].T).double()
+            block = (sq[start:stop, None] + sq[None, start:] - 2.0 * gram) / features.spatial[l]
+            out[start:stop, start:] += block.numpy()
+    upper = np.triu(out, k=1)
+    out = upper + upper.T  # mirror the computed upper triangle; zero diagonal
     return np.maximum(out, 0.0)
 
 

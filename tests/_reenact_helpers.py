@@ -71,9 +71,9 @@ class WarpFaceGenerator(nn.Module):
     def render(self, ws: torch.Tensor) -> torch.Tensor:
         c = self.controls_of(ws)
         b = c.shape[0]
-        shift = 0.06 * torch.tanh(c[:, :2])
-        angle = 0.15 * torch.tanh(c[:, 2])
-        stretch = 0.10 * torch.tanh(c[:, 3])
+        shift = 0.08 * torch.tanh(c[:, :2] / 2)
+        angle = 0.25 * torch.tanh(c[:, 2] / 2)
+        stretch = 0.12 * torch.tanh(c[:, 3] / 2)
         blend = 0.5 * torch.sigmoid(c[:, 4] - 2.0)
         size = self.img_resolution
         lin = torch.linspace(-1 + 1 / size, 1 - 1 / size, size, device=ws.device)

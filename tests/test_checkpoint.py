@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,6 @@ from personalize.errors import CheckpointError
 from personalize.stylegan2 import Generator, load_generator, save_generator, tiny_generator
 from tests._stylegan2_helpers import (FAKE_MODULE_SRC, Persistent, ShellCommand, WriteFile,
                                       official_pickle_bytes)
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -176,19 +172,14 @@ def test_pickle_shape_mismatch(tmp_path: Path) -> None:
         load_generator(path)
 
 
-def _stock_unpickle_in_subprocess(path: Path) -> None:
-    """Show the hostile file is real: Python's own pickle runs its payload (in a throwaway process)."""
-    code = ("import pickle,sys,types\n"
-            "sys.modules['torch_utils']=types.ModuleType('torch_utils')\n"
-            "m=types.ModuleType('torch_utils.persistence')\n"
-            "def _reconstruct_persistent_obj(meta):\n"
-            "    exec(meta['module_src'], {})\n"
-            "m._reconstruct_persistent_obj=_reconstruct_persistent_obj\n"
-            "sys.modules['torch_utils.persistence']=m\n"
-            "d=types.ModuleType('dnnlib'); u=types.ModuleType('dnnlib.util'); u.EasyDict=dict\n"
-            "sys.modules['dnnlib']=d; sys.modules['dnnlib.util']=u\n"
-            f"try:\n    pickle.loads(open({str(path)!r},'rb').read())\nexcept Exception:\n    pass\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+def _stock_unpickle(path: Path) -> None:
+    """Show the hostile file is real: Python's own pickle runs its payload (our payloads only
+    create a marker file in tmp_path; the fake persistence module execs ``module_src`` as the
+    official one does)."""
+    from tests._stylegan2_helpers import official_modules
+
+    with official_modules():
+        pickle.loads(path.read_bytes())
 
 
 @pytest.mark.parametrize("payload", ["shell", "exec"])
@@ -197,7 +188,7 @@ def test_hostile_reduce_is_never_run(tmp_path: Path, payload: str) -> None:
     evil = ShellCommand(f"touch {marker}") if payload == "shell" else WriteFile(marker)
     path = tmp_path / "ffhq.pkl"
     path.write_bytes(official_pickle_bytes(tiny_generator(), extra={"augment_pipe": evil}))
-    _stock_unpickle_in_subprocess(path)
+    _stock_unpickle(path)
     assert marker.exists(), "the hostile pickle should be effective with the stock unpickler"
     marker.unlink()
     with pytest.raises(CheckpointError, match="Refusing to load"):
@@ -212,7 +203,7 @@ def test_hostile_module_src_is_never_executed(tmp_path: Path) -> None:
     # 1) Valid tensors: loads, because the studio never needs the source; the file stays absent.
     good = tmp_path / "good.pkl"
     good.write_bytes(official_pickle_bytes(G, module_src=src))
-    _stock_unpickle_in_subprocess(good)
+    _stock_unpickle(good)
     assert marker.exists(), "the stock machinery executes module_src"
     marker.unlink()
     assert _same_weights(G, load_generator(good))
@@ -234,8 +225,7 @@ def test_ffhq_layout_from_official_init_kwargs(shared_dir: Path) -> None:
     from personalize.stylegan2.configs import generator_from_kwargs
 
     layout = json.loads((shared_dir / "reference" / "stylegan2" / "ffhq1024_layout.json").read_text())
-    with torch.device("meta"):
-        G = generator_from_kwargs(layout["init_kwargs"])
+    G = generator_from_kwargs(layout["init_kwargs"])  # 30 M parameters: ~1 s on CPU
     assert G.num_ws == layout["num_ws"]
     assert {k: list(v.shape) for k, v in G.state_dict().items()} == layout["params"]
 
@@ -244,8 +234,6 @@ def test_stylegan3_repo_style_kwargs_are_accepted() -> None:
     """StyleGAN2 pickles from NVIDIA's stylegan3 repo keep synthesis kwargs at the top level."""
     from personalize.stylegan2.checkpoint_pkl import _init_kwargs
 
-    tree = official_pickle_bytes  # keep import used
-    assert tree is not None
     meta_state = {"_init_args": (), "_init_kwargs": {"z_dim": 8, "c_dim": 0, "w_dim": 8, "img_resolution": 8,
                                                      "img_channels": 3, "mapping_kwargs": {"num_layers": 2},
                                                      "channel_base": 64, "channel_max": 8,
@@ -253,4 +241,4 @@ def test_stylegan3_repo_style_kwargs_are_accepted() -> None:
     from personalize.stylegan2.checkpoint_pkl import PersistentObject
     kw = _init_kwargs(PersistentObject({"class_name": "Generator", "state": meta_state}))
     assert kw["synthesis_kwargs"] == {"channel_base": 64, "channel_max": 8}
-    assert Generator(**kw).num_ws == 6
+    assert Generator(**kw).num_ws == 4  # b4: conv1; b8: conv0, conv1, torgb

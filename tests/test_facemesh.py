@@ -71,7 +71,6 @@ def reference(crops: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def facemesh() -> FaceMesh:
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     return FaceMesh.from_mediapipe("cpu")
 
 
@@ -190,6 +189,23 @@ def test_unknown_custom_operator_is_refused():
 
     with pytest.raises(UnsupportedOperator, match="Landmarks2TransformMatrix|CUSTOM"):
         TFLiteModule(load_graph(mediapipe_model_path()))
+
+
+@pytest.mark.parametrize("rel, shapes", [
+    ("face_landmark/face_landmark.tflite", {"conv2d_21": (1, 1, 1, 1404), "conv2d_31": (1, 1, 1, 1)}),
+    ("iris_landmark/iris_landmark.tflite", {"output_eyes_contours_and_brows": (1, 213), "output_iris": (1, 15)}),
+])
+def test_other_wheel_models_convert(rel, shapes):
+    """The converter is generic: the plain mesh and the iris model of the wheel run too."""
+    import mediapipe
+
+    graph = load_graph(Path(mediapipe.__file__).parent / "modules" / rel)
+    net = TFLiteModule(graph)
+    h, w, c = graph.tensor_shapes[graph.inputs[0]][1:]
+    with torch.no_grad():
+        out = net(torch.rand(1, h, w, c))
+    assert {k: tuple(v.shape) for k, v in out.items()} == shapes
+    assert all(torch.isfinite(v).all() for v in out.values())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

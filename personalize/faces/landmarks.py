@@ -20,7 +20,7 @@ import numpy as np
 from personalize.errors import MediaError
 
 N_LANDMARKS = 478
-DEFAULT_MAX_FACES = 3
+DEFAULT_MAX_FACES = 2  # enough to notice a second person; each extra face costs detector time
 
 
 def _silence_mediapipe_logs() -> None:

@@ -22,6 +22,8 @@ import os
 import shutil
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,35 +188,69 @@ def crop_transforms(landmarks: np.ndarray, valid: np.ndarray, size: int,
 
 
 # ------------------------------------------------------------------------------ pass 2: crops
+def _crop_one(frame: np.ndarray, transform: np.ndarray, size: int, padding: str,
+              path: Path) -> float:
+    """Warp, write and measure one crop (runs in a worker thread: OpenCV releases the GIL)."""
+    crop = warp_crop(frame, transform, size, padding)
+    _write_png_fast(path, crop)
+    return sharpness(crop)
+
+
+def _existing_sharpness(path: Path, size: int) -> float | None:
+    """Sharpness of a crop an earlier (interrupted) run wrote, or None if it must be redone."""
+    try:
+        crop = read_image(path)
+    except MediaError:
+        return None
+    return sharpness(crop) if crop.shape == (size, size, 3) else None
+
+
 def _write_crops(video: Path, transforms: np.ndarray, size: int, padding: str, crops_dir: Path,
-                 progress: ProgressFn, cancel: CancelToken) -> np.ndarray:
-    """Warp and write every crop not already in ``crops_dir``; return (T,) sharpness values."""
+                 progress: ProgressFn, cancel: CancelToken, workers: int = 2) -> np.ndarray:
+    """Warp and write every crop not already in ``crops_dir``; return (T,) sharpness values.
+
+    Frames are decoded in order (ffmpeg runs in its own process) and handed to a small thread
+    pool, at most ``2 * workers`` frames in flight, so memory stays bounded.
+    """
     T = len(transforms)
     crops_dir.mkdir(parents=True, exist_ok=True)
     existing = {p.name for p in crops_dir.glob("*.png")}
     values = np.full(T, np.nan)
-    t = -1
-    for t, frame in enumerate(iter_frames(video)):
-        cancel.check()
-        if t >= T:
-            break
-        name = f"{t:06d}.png"
-        if name in existing:
-            try:
-                crop = read_image(crops_dir / name)
-            except MediaError:  # a damaged leftover: redo it
-                crop = None
-            if crop is not None and crop.shape == (size, size, 3):
-                values[t] = sharpness(crop)
-                continue
-        crop = warp_crop(frame, transforms[t], size, padding)
-        _write_png_fast(crops_dir / name, crop)
-        values[t] = sharpness(crop)
-        if t % 5 == 0 or t == T - 1:
-            progress(T + t + 1, 2 * T, "writing crops")
-    if t + 1 < T:
-        raise MediaError(f"{video} now has {t + 1} frames instead of {T}; it changed while being "
-                         "prepared.", "Leave the video file alone while it is prepared, then retry.")
+    pending: deque[tuple[int, Future[float]]] = deque()
+
+    def collect(block_until: int) -> None:
+        while len(pending) > block_until:
+            index, future = pending.popleft()
+            values[index] = future.result()
+
+    n_decoded = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crops") as pool:
+        try:
+            for t, frame in enumerate(iter_frames(video)):
+                cancel.check()
+                if t >= T:
+                    n_decoded = t + 1
+                    break
+                n_decoded = t + 1
+                if t % 5 == 0 or t == T - 1:
+                    progress(T + t + 1, 2 * T, "writing crops")
+                path = crops_dir / f"{t:06d}.png"
+                if path.name in existing:
+                    value = _existing_sharpness(path, size)
+                    if value is not None:
+                        values[t] = value
+                        continue
+                pending.append((t, pool.submit(_crop_one, frame, transforms[t], size, padding,
+                                               path)))
+                collect(2 * workers)
+            collect(0)
+        finally:
+            for _, future in pending:
+                future.cancel()
+    if n_decoded != T:
+        raise MediaError(f"{video} now has {n_decoded} frames instead of {T}; it changed while "
+                         "being prepared.", "Leave the video file alone while it is prepared, "
+                         "then retry.")
     return values
 
 

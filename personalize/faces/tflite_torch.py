@@ -280,7 +280,10 @@ class TFLiteModule(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         values: dict[int, torch.Tensor] = {}
         for tid, x in zip(self.graph.inputs, inputs):
-            values[tid] = to_nchw(x)
+            x = to_nchw(x)
+            if x.dim() == 4:  # NHWC memory (channels_last) is the faster path on CPU (oneDNN)
+                x = x.contiguous(memory_format=torch.channels_last)
+            values[tid] = x
 
         def get(tid: int) -> torch.Tensor:
             if tid in values:
@@ -297,23 +300,25 @@ class TFLiteModule(nn.Module):
         return {self.graph.tensor_names[i]: to_nhwc(values[i]) for i in self.output_ids}
 
     # -- builtin operators (4-D tensors NCHW) ----------------------------------------------
-    def _op_CONV_2D(self, op: TFLiteOp, a: list[torch.Tensor]) -> torch.Tensor:
-        x, w = a[0], a[1]
-        b = a[2] if len(a) > 2 else None
-        o = op.options
+    @staticmethod
+    def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, o: dict[str, Any],
+              groups: int) -> torch.Tensor:
+        pad: tuple[int, int] | int = 0
         if o["padding"] == 0:  # SAME
-            x = _pad_same_2d(x, (w.shape[2], w.shape[3]), o["stride"], o["dilation"])
-        y = F.conv2d(x, w, b, stride=o["stride"], dilation=o["dilation"])
+            ph = _same_pad(x.shape[2], w.shape[2], o["stride"][0], o["dilation"][0])
+            pw = _same_pad(x.shape[3], w.shape[3], o["stride"][1], o["dilation"][1])
+            if ph[0] == ph[1] and pw[0] == pw[1]:
+                pad = (ph[0], pw[0])  # symmetric: let the convolution pad (no copy)
+            else:
+                x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
+        y = F.conv2d(x, w, b, stride=o["stride"], padding=pad, dilation=o["dilation"], groups=groups)
         return _activation(y, o["act"])
 
+    def _op_CONV_2D(self, op: TFLiteOp, a: list[torch.Tensor]) -> torch.Tensor:
+        return self._conv(a[0], a[1], a[2] if len(a) > 2 else None, op.options, 1)
+
     def _op_DEPTHWISE_CONV_2D(self, op: TFLiteOp, a: list[torch.Tensor]) -> torch.Tensor:
-        x, w = a[0], a[1]
-        b = a[2] if len(a) > 2 else None
-        o = op.options
-        if o["padding"] == 0:
-            x = _pad_same_2d(x, (w.shape[2], w.shape[3]), o["stride"], o["dilation"])
-        y = F.conv2d(x, w, b, stride=o["stride"], dilation=o["dilation"], groups=x.shape[1])
-        return _activation(y, o["act"])
+        return self._conv(a[0], a[1], a[2] if len(a) > 2 else None, op.options, a[0].shape[1])
 
     def _op_MAX_POOL_2D(self, op: TFLiteOp, a: list[torch.Tensor]) -> torch.Tensor:
         x = a[0]
@@ -333,6 +338,8 @@ class TFLiteModule(nn.Module):
 
     def _op_PRELU(self, op: TFLiteOp, a: list[torch.Tensor]) -> torch.Tensor:
         x, alpha = a
+        if x.dim() == 4 and alpha.dim() == 4 and alpha.numel() == x.shape[1]:
+            return F.prelu(x, alpha.reshape(-1))
         return torch.where(x >= 0, x, x * alpha)
 
     def _op_PAD(self, op: TFLiteOp, a: list[torch.Tensor]) -> torch.Tensor:

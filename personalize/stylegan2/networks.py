@@ -240,7 +240,8 @@ class SynthesisBlock(nn.Module):
                 noise_mode: NoiseMode = "random", fp16: bool = False,
                 fused_modconv: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """ws: (N, num_conv + num_torgb, w_dim); x: features of the previous block; img: its RGB."""
-        dtype = torch.float16 if (fp16 and self.use_fp16) else torch.float32
+        # float32 normally; float64 only when a caller passes float64 ws (numerical gradient checks).
+        dtype = torch.float16 if (fp16 and self.use_fp16) else ws.dtype
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
@@ -258,7 +259,7 @@ class SynthesisBlock(nn.Module):
         if img is not None:
             img = ops.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
+            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(ws.dtype)
             img = img + y if img is not None else y
         return x, img
 
@@ -297,7 +298,7 @@ class SynthesisNetwork(nn.Module):
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must have shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         fp16 = fp16 and not force_fp32 and ws.device.type == "cuda"
-        ws = ws.to(torch.float32)
+        ws = ws.to(torch.float64 if ws.dtype == torch.float64 else torch.float32)
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:

@@ -15,16 +15,20 @@ from personalize.device import describe_device, pick_device
 class ProgressBar:
     """A ``ProgressFn`` that draws a tqdm bar (with ETA) on stderr; usable as a context manager."""
 
-    def __init__(self, desc: str) -> None:
+    def __init__(self, desc: str, unit: str = "it", unit_scale: bool = False) -> None:
+        """``unit='B', unit_scale=True`` shows byte counts as kB/MB/GB with a transfer rate."""
         self.desc = desc
+        self.unit = unit
+        self.unit_scale = unit_scale
         self._bar: tqdm | None = None
 
     def __call__(self, done: int, total: int, message: str = "") -> None:
         if self._bar is None or self._bar.total != total:
             if self._bar is not None:
                 self._bar.close()
-            self._bar = tqdm(total=total, desc=self.desc, unit="it", file=sys.stderr,
-                             dynamic_ncols=True, initial=done)
+            self._bar = tqdm(total=total or None, desc=self.desc, unit=self.unit,
+                             unit_scale=self.unit_scale, unit_divisor=1024 if self.unit_scale else 1000,
+                             file=sys.stderr, dynamic_ncols=True, initial=done)
         self._bar.n = done
         if message:
             self._bar.set_postfix_str(message, refresh=False)

@@ -57,28 +57,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-class _MiBProgress:
-    """Adapts byte counts to the shared ``ProgressBar`` (which counts plain units) in MiB."""
-
-    def __init__(self, bar: ProgressBar) -> None:
-        self.bar = bar
-
-    def __call__(self, done: int, total: int, message: str = "") -> None:
-        self.bar(done // _MIB, -(-total // _MIB), message)
-
-
 def cmd_fetch(args: argparse.Namespace) -> int:
     entry = get_entry(args.name)
     print(f"fetching {entry.name} from {args.url or entry.url}", file=sys.stderr)
-    with ProgressBar(f"{entry.name} (MiB)") as bar:
-        path = fetch_weights(entry.name, progress=_MiBProgress(bar), url=args.url)
+    with ProgressBar(entry.name, unit="B", unit_scale=True) as bar:
+        path = fetch_weights(entry.name, progress=bar, url=args.url)
     print(f"{entry.name}: verified, at {path}")
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     entry = get_entry(args.name)
-    with ProgressBar(f"{entry.name} (MiB)") as bar:
-        path = import_weights(entry.name, args.file, progress=_MiBProgress(bar))
+    with ProgressBar(entry.name, unit="B", unit_scale=True) as bar:
+        path = import_weights(entry.name, args.file, progress=bar)
     print(f"{entry.name}: verified and imported to {path}")
     return 0

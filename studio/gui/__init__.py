@@ -4,3 +4,7 @@ It holds no algorithm: every long action calls the same ``studio.jobs`` function
 ``studio-cli``, through ``studio.gui.worker.JobRunner`` (a background thread with progress, ETA
 and cancel) so the window never freezes.
 """
+
+from studio.gui.qt_compat import guard_singleton_refcounts as _guard
+
+_guard()  # PySide6 6.12.0 + Python 3.11 refcount bug: see qt_compat.py

@@ -6,6 +6,7 @@ only place that arranges them.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,6 +46,8 @@ class StudioContext(QObject):
         self._on_success: Callable[[JobOutcome], None] | None = None
         self._job_stage: str | None = None
         self.runner.finished.connect(self._job_finished)
+        self.runner.progressed.connect(self._job_progressed)
+        self._last_refresh = 0.0
         # Another process (studio-cli) may change the project too: poll the manifest cheaply.
         self._poll = QTimer(self)
         self._poll.setInterval(2000)
@@ -105,10 +108,20 @@ class StudioContext(QObject):
             self.error(title, exc)
             return False
         self._on_success = on_success
+        # The job gets its own Project object: it mutates and saves its manifest on its thread
+        # while the UI thread keeps re-reading the file into ``self.project``.
+        args = tuple(_own_copy(a) for a in args)
+        kwargs = {k: _own_copy(v) for k, v in kwargs.items()}
         started = self.runner.start(title, fn, *args, **kwargs)
         if started:
             self.force_refresh()
         return started
+
+    def _job_progressed(self, *_args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_refresh > 0.5:
+            self._last_refresh = now
+            self.refresh()
 
     def _job_finished(self, outcome: JobOutcome) -> None:
         callback, self._on_success = self._on_success, None
@@ -133,3 +146,8 @@ class StudioContext(QObject):
 
     def open_folder(self, path: str | Path) -> None:
         self.open_url(QUrl.fromLocalFile(str(path)))
+
+
+def _own_copy(value: Any) -> Any:
+    """A fresh ``Project`` for the job's thread (same folder); other values unchanged."""
+    return Project.open(value.root) if isinstance(value, Project) else value

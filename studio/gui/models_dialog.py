@@ -31,7 +31,13 @@ def _field(entry: Any, *names: str, default: Any = "") -> Any:
 
 def weights_status() -> list[tuple[str, str, bool, str]]:
     """(name, description, present, path) for every registry entry; [] without a manager."""
-    rows = []
+    try:
+        rows = jobs_bridge.job("list_weights")()
+        return [(str(r.name), str(getattr(r, "description", r.name)), bool(r.present), str(r.path))
+                for r in rows]
+    except Exception:  # noqa: BLE001 - fall back to the registry and paths
+        pass
+    out = []
     registry = jobs_bridge.weights_registry()
     try:
         weights_path = jobs_bridge.job("weights_path")
@@ -41,8 +47,8 @@ def weights_status() -> list[tuple[str, str, bool, str]]:
         path = weights_path(name) if weights_path else None
         present = bool(path) and Path(path).is_file()
         desc = str(_field(entry, "description", "title", "filename", default=name))
-        rows.append((name, desc, present, str(path or "")))
-    return rows
+        out.append((name, desc, present, str(path or "")))
+    return out
 
 
 def human_size(entry: Any) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from studio.gui.live_coverage import read_landmarks
 
 
 def crop_paths(scan_dir: Path) -> list[Path]:
@@ -89,12 +88,14 @@ def pose_grid(scan_dir: Path, indices: list[int] | None, rows: int = 3, cols: in
             valid = data["valid"] if "valid" in data else np.ones(len(lm), bool)
     except (OSError, KeyError, ValueError):
         return None
+    from personalize.faces.quality import head_pose
+
     grid = [[0] * cols for _ in range(rows)]
     chosen = range(len(lm)) if indices is None else indices
     for i in chosen:
         if 0 <= i < len(lm) and valid[i]:
-            r = read_landmarks(lm[i])
-            col = int((min(max(r.yaw, -max_yaw), max_yaw) + max_yaw) / (2 * max_yaw) * cols)
-            row = int((min(max(r.pitch, -max_pitch), max_pitch) + max_pitch) / (2 * max_pitch) * rows)
+            yaw, pitch, _roll = head_pose(lm[i])
+            col = int((min(max(yaw, -max_yaw), max_yaw) + max_yaw) / (2 * max_yaw) * cols)
+            row = int((min(max(pitch, -max_pitch), max_pitch) + max_pitch) / (2 * max_pitch) * rows)
             grid[min(row, rows - 1)][min(col, cols - 1)] += 1
     return grid

@@ -106,6 +106,7 @@ class ExportPage(StagePage):
         names = [n for n in list_takes(self.project.takes_dir)
                  if take_is_complete(self.project.take_dir(n))]
         if names == [self.take_box.itemText(i) for i in range(self.take_box.count())]:
+            self.update_buttons()
             return
         current = self.take_box.currentText()
         self.take_box.blockSignals(True)
@@ -114,6 +115,7 @@ class ExportPage(StagePage):
         self.take_box.setCurrentIndex(max(0, self.take_box.findText(current)))
         self.take_box.blockSignals(False)
         self._suggest_output()
+        self.update_buttons()
 
     def _suggest_output(self) -> None:
         if self.project is None or not self.take_box.currentText():

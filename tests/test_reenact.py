@@ -1,0 +1,142 @@
+"""Per-frame P+ optimization on real faces with a known answer; track saving, resume, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from editing.render import tensor_to_uint8
+from optimize.latent_space import PersonalizedSpace
+from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
+from optimize.reenact import (TRACK_FILE, DrivingFrames, FrameOptimizer, ReenactSettings,
+                              identity_reference, image_to_tensor, load_track, reenact)
+from personalize.errors import Cancelled, ProjectError
+from personalize.progress import CancelToken
+from tests._reenact_helpers import WarpFaceGenerator, mean_keypoint_error, warp_anchors
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def face_mesh():
+    from personalize.faces.facemesh import FaceMesh
+
+    return FaceMesh.from_mediapipe()
+
+
+@pytest.fixture(scope="module")
+def warp_setup():
+    generator = WarpFaceGenerator(size=SIZE)
+    anchors = warp_anchors(generator)
+    return generator, anchors, PersonalizedSpace(anchors, generator.num_ws)
+
+
+def _render(generator, space, coefficients) -> np.ndarray:
+    with torch.no_grad():
+        ws = space.coefficients_to_ws(torch.tensor(coefficients, dtype=torch.float32))
+        return tensor_to_uint8(generator.synthesis(ws))
+
+
+def test_optimization_recovers_a_known_code_on_a_real_face(face_mesh, warp_setup) -> None:
+    from personalize.faces import detect_landmarks
+
+    generator, _, space = warp_setup
+    true_coeff = [[0.7, 0.0, 0.0, 0.3, 0.0, 0.0]]
+    driving = _render(generator, space, true_coeff)[0]
+    detected = detect_landmarks(driving)  # the driving side: real MediaPipe on the rendered face
+    assert detected is not None
+    mesh = MeshLandmarks(face_mesh, input_size=SIZE)
+    settings = ReenactSettings(steps=60, lr=0.1, patience=15)
+    loss = ReenactLoss(mesh, settings.weights)
+    target = loss.driving_target(image_to_tensor(driving, SIZE, "cpu"), torch.from_numpy(detected)[None])
+    reference = identity_reference(generator, space, mesh)
+    start = space.center_code()
+
+    def keypoint_error(code) -> float:
+        with torch.no_grad():
+            mesh.reset()
+            image = generator.synthesis(space.final_ws(code))
+            return mean_keypoint_error(keypoints_from_landmarks(mesh(image), SIZE), target.keypoints)
+
+    result = FrameOptimizer(generator, space, loss, settings).optimize(start, target, reference)
+    before, after = keypoint_error(start), keypoint_error(result.code)
+    assert after < before / 3, (before, after)
+    assert result.loss_curve[-1] < result.loss_curve[0]
+    # the code comes close to the known one, judged by what the generator can see (its controls)
+    true_ws = space.coefficients_to_ws(torch.tensor(true_coeff))
+    with torch.no_grad():
+        c_true = generator.controls_of(true_ws)[0, :3]  # shift x, shift y, rotation
+        c_start = generator.controls_of(space.final_ws(start))[0, :3]
+        c_end = generator.controls_of(space.final_ws(result.code))[0, :3]
+    assert float((c_end - c_true).norm()) < 0.35 * float((c_start - c_true).norm())
+
+
+def _clip(generator, space, n: int, faceless: tuple[int, ...] = ()) -> DrivingFrames:
+    """n frames moving from one anchor mix to another; ``faceless`` frames are flat grey."""
+    frames = []
+    for t in range(n):
+        w = t / max(1, n - 1)
+        frames.append(_render(generator, space, [[0.5 - 0.4 * w, 0.0, 0.0, 0.5, 0.4 * w, 0.0]])[0])
+    for t in faceless:
+        frames[t] = np.full_like(frames[t], 128)
+    return DrivingFrames.from_arrays(frames)
+
+
+def test_track_is_saved_resumes_and_holds_faceless_frames(face_mesh, warp_setup, tmp_path) -> None:
+    generator, anchors, space = warp_setup
+    driving = _clip(generator, space, 5, faceless=(2,))
+    assert driving.valid.tolist() == [True, True, False, True, True]
+    settings = ReenactSettings(steps=6, first_steps=8, save_every=1, lr=0.1)
+    track_path = tmp_path / TRACK_FILE
+
+    # an uninterrupted run ...
+    full = reenact(generator, anchors, driving, tmp_path / "full.npz", MeshLandmarks(face_mesh, SIZE),
+                   settings=settings)
+    assert full.flagged_frames == [2]
+    assert full.track.complete and full.track.frames_done == 5
+    np.testing.assert_array_equal(full.track.ws[2], full.track.ws[1])  # no face: previous code held
+    assert np.isfinite(full.track.final_loss[[0, 1, 3, 4]]).all() and np.isnan(full.track.final_loss[2])
+
+    # ... equals one cancelled after 3 frames and resumed
+    token = CancelToken()
+
+    def stop_after_three(done: int, total: int, message: str = "") -> None:
+        if done == 3:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        reenact(generator, anchors, driving, track_path, MeshLandmarks(face_mesh, SIZE), settings=settings,
+                progress=stop_after_three, cancel=token)
+    partial = load_track(tmp_path)
+    assert partial.frames_done == 3 and not partial.complete
+    resumed = reenact(generator, anchors, driving, track_path, MeshLandmarks(face_mesh, SIZE),
+                      settings=settings)
+    assert resumed.frames_optimized == 2  # frames 3 and 4 only
+    np.testing.assert_allclose(resumed.track.ws, full.track.ws, atol=1e-5)
+    # smoothing is applied at the end along time
+    assert resumed.track.smooth_sigma == 2.0
+    assert not np.allclose(resumed.track.ws_smooth, resumed.track.ws)
+    np.testing.assert_allclose(load_track(track_path).best_ws(), resumed.track.ws_smooth)
+
+
+def test_corrupt_or_mismatched_track_is_detected(face_mesh, warp_setup, tmp_path) -> None:
+    generator, anchors, space = warp_setup
+    driving = _clip(generator, space, 2)
+    settings = ReenactSettings(steps=2, first_steps=2, smooth_sigma=0.0)
+    path = tmp_path / TRACK_FILE
+    path.write_bytes(b"not a zip file")
+    with pytest.raises(ProjectError, match="corrupt"):
+        reenact(generator, anchors, driving, path, MeshLandmarks(face_mesh, SIZE), settings=settings)
+    reenact(generator, anchors, driving, path, MeshLandmarks(face_mesh, SIZE), settings=settings, restart=True)
+    assert load_track(path).complete
+    other = ReenactSettings(steps=3, first_steps=2, smooth_sigma=0.0)
+    with pytest.raises(ProjectError, match="another driving video"):
+        reenact(generator, anchors, driving, path, MeshLandmarks(face_mesh, SIZE), settings=other)
+    with pytest.raises(ProjectError, match="another driving video"):
+        reenact(generator, anchors, _clip(generator, space, 3), path, MeshLandmarks(face_mesh, SIZE),
+                settings=settings)
+    # a finished track with the same inputs is reused, not re-optimized
+    again = reenact(generator, anchors, driving, path, MeshLandmarks(face_mesh, SIZE), settings=settings)
+    assert again.frames_optimized == 0
+    with pytest.raises(ProjectError, match="No latent track"):
+        load_track(tmp_path / "missing")
