@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from editing.attributes import ATTRIBUTES, ImageLandmarker, LANDMARK_ATTRIBUTES, clip_age_scores, measure
 from editing.directions import Direction, reliability
-from personalize.errors import UserError
+from personalize.errors import MissingWeightsError, UserError
 from personalize.fileio import atomic_save_npz
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from personalize.pspace import sample_convex
@@ -185,8 +185,11 @@ def learn_direction(G: torch.nn.Module, anchors: torch.Tensor | np.ndarray, attr
     close: Callable[[], None] = lambda: None
     if scorer is None:
         if attribute == "age":
-            if clip_model is None or getattr(clip_model, "random_weights", False):
-                raise UserError("Learning 'age' needs real CLIP weights (age has no landmark measure).",
+            if clip_model is None:
+                raise MissingWeightsError("Learning 'age' needs the CLIP weights (age has no landmark measure).",
+                                          "Fetch them with: studio-cli models fetch clip-vit-b32")
+            if getattr(clip_model, "random_weights", False):
+                raise UserError("Learning 'age' needs real CLIP weights, not a randomly initialised CLIP.",
                                 "Fetch them with: studio-cli models fetch clip-vit-b32")
             scorer = clip_age_scorer(clip_model)
         else:

@@ -38,6 +38,7 @@ from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_pr
 
 TRACK_FILE = "latents.npz"
 TRACK_FORMAT = 1
+MIN_DETECT_SIDE = 256
 
 
 @dataclass
@@ -155,16 +156,29 @@ class DrivingFrames:
 def detect_crop_landmarks(load_image: Callable[[int], np.ndarray], n: int,
                           progress: ProgressFn = no_progress,
                           cancel: CancelToken = NEVER_CANCELLED) -> tuple[np.ndarray, np.ndarray]:
-    """MediaPipe (static mode) on every aligned crop -> landmarks (T,478,3), valid (T,)."""
+    """MediaPipe (static mode) on every aligned crop -> landmarks (T,478,3) in crop pixels, valid (T,).
+
+    Crops smaller than ``MIN_DETECT_SIDE`` are upscaled first (MediaPipe's detector misses faces in
+    tiny images, e.g. a 64 px test generator's crops); landmarks are scaled back.
+    """
+    import cv2
+
     from personalize.faces import detect_landmarks
 
     landmarks = np.zeros((n, 478, 3), np.float32)
     valid = np.zeros(n, bool)
     for t in range(n):
         cancel.check()
-        found = detect_landmarks(load_image(t))
+        image = load_image(t)
+        side = image.shape[1]
+        scale = 1.0
+        if side < MIN_DETECT_SIDE:
+            scale = MIN_DETECT_SIDE / side
+            image = cv2.resize(image, (MIN_DETECT_SIDE, int(round(image.shape[0] * scale))),
+                               interpolation=cv2.INTER_CUBIC)
+        found = detect_landmarks(image)
         if found is not None:
-            landmarks[t] = found
+            landmarks[t] = found / scale
             valid[t] = True
         progress(t + 1, n, "driving keypoints")
     return landmarks, valid

@@ -12,6 +12,7 @@ crash while writing leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import random
@@ -129,7 +130,7 @@ def _restore_rng(state: dict[str, Any], sampler: torch.Generator) -> None:
 # ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: Path, G: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                     sampler: torch.Generator, config: TuningConfig, log_rows: list[dict[str, float]],
-                    order: list[int]) -> None:
+                    order: list[int], data: str = "") -> None:
     """Atomically write everything needed to continue bit-exactly (temp file, fsync, rename)."""
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -138,6 +139,7 @@ def save_checkpoint(path: Path, G: torch.nn.Module, optimizer: torch.optim.Optim
         "optimizer": optimizer.state_dict(),
         "rng": _capture_rng(sampler),
         "config": config.fingerprint(),
+        "data": data,
         "log": [[r["step"], r["loss"], r["lpips"], r["pixel"]] for r in log_rows],
         "order": order,
     }
@@ -185,6 +187,22 @@ def synthesize(G: torch.nn.Module, w: torch.Tensor) -> torch.Tensor:
     return G.synthesis(ws, noise_mode="const")
 
 
+def data_fingerprint(G: torch.nn.Module, anchors: torch.Tensor, targets: torch.Tensor) -> str:
+    """sha1 of the starting synthesis weights, the anchors and the frames.
+
+    A checkpoint is resumed only if it was made from the same base generator, anchors and frames;
+    otherwise (a new selection, another base) tuning starts over instead of mixing runs.
+    """
+    digest = hashlib.sha1()
+    for name, tensor in sorted(G.synthesis.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(anchors.detach().cpu().float().contiguous().numpy().tobytes())
+    digest.update(str(tuple(targets.shape)).encode())
+    digest.update(targets.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _batch_order(n: int, sampler: torch.Generator) -> list[int]:
     return torch.randperm(n, generator=sampler).tolist()
 
@@ -218,13 +236,16 @@ def tune_generator(G: torch.nn.Module, anchors: torch.Tensor, targets: torch.Ten
     sampler = torch.Generator().manual_seed(config.seed)
 
     ckpt_path = work_dir / "checkpoints" / CHECKPOINT_NAME if work_dir is not None else None
+    data_id = data_fingerprint(G, anchors, targets) if ckpt_path is not None else ""
     step = 0
     log_rows: list[dict[str, float]] = []
     order: list[int] = []
     if ckpt_path is not None and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
-        if state.get("config") != config.fingerprint() or state.get("format") != CHECKPOINT_FORMAT:
-            log.warning("tuning checkpoint has other settings (%s); starting over", state.get("config"))
+        if (state.get("config") != config.fingerprint() or state.get("format") != CHECKPOINT_FORMAT
+                or state.get("data") != data_id):
+            log.warning("the tuning checkpoint was made with other settings, frames or base generator; "
+                        "starting over")
         else:
             try:
                 G.synthesis.load_state_dict(state["synthesis"])
@@ -242,7 +263,7 @@ def tune_generator(G: torch.nn.Module, anchors: torch.Tensor, targets: torch.Ten
     def checkpoint_now() -> None:
         if ckpt_path is None:
             return
-        save_checkpoint(ckpt_path, G, optimizer, step, sampler, config, log_rows, order)
+        save_checkpoint(ckpt_path, G, optimizer, step, sampler, config, log_rows, order, data_id)
         write_log_csv(work_dir / "log.csv", log_rows)
 
     try:

@@ -9,6 +9,7 @@ portrait, all controlled linearly by the code. Known codes therefore give known,
 """
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def stream_info(path: Path) -> dict[str, object]:
 
     out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0",
                           "-f", "null", "-"], capture_output=True, text=True).stderr
-    frames = [int(tok.split("=")[1]) for tok in out.replace("frame= ", "frame=").split() if tok.startswith("frame=")]
+    frames = [int(n) for n in re.findall(r"frame=\s*(\d+)", out)]
     fps = None
     for line in out.splitlines():
         if "Video:" in line and " fps" in line:

@@ -37,6 +37,7 @@ def _render(generator, space, coefficients) -> np.ndarray:
         return tensor_to_uint8(generator.synthesis(ws))
 
 
+@pytest.mark.slow  # ~10 s on an idle 2-core machine, ~35 s when the CPU is shared
 def test_optimization_recovers_a_known_code_on_a_real_face(face_mesh, warp_setup) -> None:
     from personalize.faces import detect_landmarks
 
@@ -84,18 +85,18 @@ def _clip(generator, space, n: int, faceless: tuple[int, ...] = ()) -> DrivingFr
 
 def test_track_is_saved_resumes_and_holds_faceless_frames(face_mesh, warp_setup, tmp_path) -> None:
     generator, anchors, space = warp_setup
-    driving = _clip(generator, space, 5, faceless=(2,))
-    assert driving.valid.tolist() == [True, True, False, True, True]
-    settings = ReenactSettings(steps=6, first_steps=8, save_every=1, lr=0.1)
+    driving = _clip(generator, space, 4, faceless=(2,))
+    assert driving.valid.tolist() == [True, True, False, True]
+    settings = ReenactSettings(steps=3, first_steps=4, save_every=1, lr=0.1)
     track_path = tmp_path / TRACK_FILE
 
     # an uninterrupted run ...
     full = reenact(generator, anchors, driving, tmp_path / "full.npz", MeshLandmarks(face_mesh, SIZE),
                    settings=settings)
     assert full.flagged_frames == [2]
-    assert full.track.complete and full.track.frames_done == 5
+    assert full.track.complete and full.track.frames_done == 4
     np.testing.assert_array_equal(full.track.ws[2], full.track.ws[1])  # no face: previous code held
-    assert np.isfinite(full.track.final_loss[[0, 1, 3, 4]]).all() and np.isnan(full.track.final_loss[2])
+    assert np.isfinite(full.track.final_loss[[0, 1, 3]]).all() and np.isnan(full.track.final_loss[2])
 
     # ... equals one cancelled after 3 frames and resumed
     token = CancelToken()
@@ -111,7 +112,7 @@ def test_track_is_saved_resumes_and_holds_faceless_frames(face_mesh, warp_setup,
     assert partial.frames_done == 3 and not partial.complete
     resumed = reenact(generator, anchors, driving, track_path, MeshLandmarks(face_mesh, SIZE),
                       settings=settings)
-    assert resumed.frames_optimized == 2  # frames 3 and 4 only
+    assert resumed.frames_optimized == 1  # frame 3 only (2 has no face)
     np.testing.assert_allclose(resumed.track.ws, full.track.ws, atol=1e-5)
     # smoothing is applied at the end along time
     assert resumed.track.smooth_sigma == 2.0

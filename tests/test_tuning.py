@@ -167,3 +167,17 @@ def test_pspace_helpers():
     # concentrated Dirichlet -> close to the center
     near = sample_convex(anchors, 50, torch.Generator().manual_seed(1), concentration=500.0)
     assert (near - anchors_center(anchors)).norm(dim=1).max() < 0.3 * anchors.norm(dim=1).mean()
+
+
+def test_checkpoint_of_other_frames_is_not_resumed(tmp_path, targets, metric):
+    cfg = TuningConfig(steps=2, batch=2, checkpoint_every=2)
+    G = make_generator(seed=0)
+    anchors = _anchors(G, 8)
+    tune_generator(G, anchors, targets, metric, cfg, work_dir=tmp_path)
+    more = TuningConfig(steps=3, batch=2, checkpoint_every=2)
+    same = tune_generator(make_generator(seed=0), anchors, targets, metric, more, work_dir=tmp_path)
+    assert same.resumed_from == 2
+    other = tune_generator(make_generator(seed=0), anchors + 0.01, targets, metric, more, work_dir=tmp_path)
+    assert other.resumed_from == 0 and other.steps_done == 3
+    base = tune_generator(make_generator(seed=1), anchors + 0.01, targets, metric, more, work_dir=tmp_path)
+    assert base.resumed_from == 0

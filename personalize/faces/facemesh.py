@@ -25,7 +25,6 @@ installed wheel at run time (see `tflite_torch.py`) and re-implements the steps 
 """
 from __future__ import annotations
 
-import math
 import threading
 from pathlib import Path
 

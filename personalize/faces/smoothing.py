@@ -34,23 +34,64 @@ def fill_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return filled.reshape(values.shape)
 
 
+def _line_fit(values: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(value at row 0, slope per row) of a straight line fitted to the first ``count`` rows."""
+    t = np.arange(count, dtype=np.float64)
+    flat = values[:count].reshape(count, -1)
+    if count < 2:
+        return flat[0].reshape(values.shape[1:]), np.zeros(values.shape[1:])
+    slope, intercept = np.polyfit(t, flat, 1)
+    return intercept.reshape(values.shape[1:]), slope.reshape(values.shape[1:])
+
+
+def _extend_head(values: np.ndarray, pad: int, fit: int) -> np.ndarray:
+    """``pad`` rows to put before ``values``: point reflection of the first rows through the
+    fitted line's value at row 0 (continued along the line where the clip is too short)."""
+    pivot, slope = _line_fit(values, fit)
+    k = np.arange(pad, 0, -1)  # rows -pad .. -1 mirror rows pad .. 1
+    mirrored = np.empty((pad,) + values.shape[1:])
+    have = k <= values.shape[0] - 1
+    mirrored[have] = 2.0 * pivot - values[k[have]]
+    extra = k[~have].reshape((-1,) + (1,) * (values.ndim - 1))
+    mirrored[~have] = pivot - slope * extra  # 2 * pivot - line(k)
+    return mirrored
+
+
+def _extend_odd(values: np.ndarray, pad: int, fit: int) -> np.ndarray:
+    """Pad (T, ...) values at both ends by point reflection about lines fitted to the ends.
+
+    Why not ``mode='nearest'`` alone: repeating the edge value makes a head that is moving at
+    the start or end of the clip look like it slows down there (a lag at the edges). Reflecting
+    through the edge keeps straight motion straight; pivoting on a fitted line instead of the
+    raw edge sample keeps the first/last frame's landmark noise from surviving unsmoothed.
+    """
+    head = _extend_head(values, pad, fit)
+    tail = _extend_head(values[::-1], pad, fit)[::-1]
+    return np.concatenate([head, values, tail], axis=0)
+
+
 def smooth_series(values: np.ndarray, valid: np.ndarray | None = None,
                   sigma: float = 2.0) -> np.ndarray:
-    """Zero-phase Gaussian low-pass over time (axis 0) of (T, ...) values, in frames.
+    """Zero-phase Gaussian low-pass over time (axis 0) of (T, ...) values; sigma in frames.
 
     Invalid frames are interpolated first so they neither pull neighbours towards garbage nor
-    leave holes; ``sigma == 0`` only fills the gaps. Edges use 'nearest' so the first and last
-    frames are not pulled towards zero.
+    leave holes; ``sigma == 0`` only fills the gaps. The ends are extended by odd reflection
+    (see ``_extend_odd``) so linear motion passes unchanged everywhere, edges included.
     """
     values = np.asarray(values, dtype=np.float64)
     if valid is None:
         valid = np.ones(values.shape[0], dtype=bool)
-    filled = fill_invalid(values, valid)
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
-    if sigma == 0 or values.shape[0] < 2:
+    filled = fill_invalid(values, valid)
+    T = filled.shape[0]
+    if sigma == 0 or T < 3:
         return filled
-    return gaussian_filter1d(filled, sigma=float(sigma), axis=0, mode="nearest")
+    pad = int(4.0 * sigma + 0.5)  # scipy's kernel radius (truncate=4)
+    fit = min(T, pad + 1)
+    extended = _extend_odd(filled, pad, fit)
+    smoothed = gaussian_filter1d(extended, sigma=float(sigma), axis=0, mode="nearest")
+    return smoothed[pad:pad + T]
 
 
 def smooth_quads(centers: np.ndarray, half_sides: np.ndarray, valid: np.ndarray,

@@ -29,7 +29,7 @@ def show_error(parent: QWidget | None, title: str, exc: BaseException, details: 
     box.setIcon(QMessageBox.Icon.Warning if isinstance(exc, UserError) else QMessageBox.Icon.Critical)
     box.setWindowTitle(f"{title} — problem")
     box.setText(text)
-    if isinstance(exc, MissingWeightsError):
+    if isinstance(exc, MissingWeightsError) and "Models" not in info:
         info = (info + "\n\n" if info else "") + "You can also get it from Tools ▸ Models…"
     if info:
         box.setInformativeText(info)

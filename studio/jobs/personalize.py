@@ -109,8 +109,6 @@ def select_frames(project: Project, count: int = 250, *, work_size: int | None =
     """Pick ``count`` LPIPS-diverse frames (paper Alg. 1) and write ``dataset/selection.json``."""
     from personalize import selection as sel
 
-    if project.status("prepare") not in ("done",) and not (project.scan_dir / "crops").is_dir():
-        project.require("prepare", "Frame selection")
     work_size = work_size or sel.DEFAULT_WORK_SIZE
     if count < 2:
         raise UserError(f"--count must be at least 2 (got {count}).", "The paper uses 250.")

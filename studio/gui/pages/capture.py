@@ -307,6 +307,7 @@ class CapturePage(StagePage):
             spin.setDecimals(1)
             spin.setSingleStep(0.5)
             spin.setEnabled(False)
+            spin.setMaximumWidth(120)
         self.trim_in.setToolTip("Skip the start of the video up to this time (e.g. while you "
                                 "were pressing record).")
         self.trim_out.setToolTip("Ignore the video after this time.")
@@ -339,9 +340,13 @@ class CapturePage(StagePage):
         self.drop.dropEvent(event)
 
     def project_loaded(self) -> None:
-        video = self.project.manifest.get("sources", {}).get("scan_video")
-        if video and Path(video).is_file():
-            self.load_video(video, keep_trim=True)
+        sources = self.project.manifest.get("sources", {})
+        scan = sources.get("scan") if isinstance(sources.get("scan"), dict) else {}
+        candidates = [sources.get("scan_video"), scan.get("original"),
+                      str(self.project.root / scan["copy"]) if scan.get("copy") else None]
+        video = next((v for v in candidates if v and Path(v).is_file()), None)
+        if video:
+            self.load_video(video, keep_trim=video == sources.get("scan_video"))
 
     def load_video(self, path: str, keep_trim: bool = False) -> None:
         try:

@@ -19,7 +19,7 @@ from studio.gui import jobs_bridge
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.takes import list_takes, take_is_complete
-from studio.gui.widgets.video_player import to_pixmap
+from studio.gui.widgets.image_view import ImageView
 from studio.gui.worker import JobRunner
 
 ATTRIBUTES = ("smile", "mouth_open", "eyes_open", "yaw", "pitch", "age")
@@ -128,11 +128,8 @@ class EditPage(StagePage):
         self.frame_spin.setRange(0, 100000)
         self.frame_spin.setToolTip("Which frame of the take to preview.")
         self.frame_spin.valueChanged.connect(lambda _v: self._schedule_preview())
-        self.preview = QLabel("Preview of the current frame")
-        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumSize(200, 200)
-        self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.preview.setStyleSheet("background: #202020; color: #bbb;")
+        self.preview = ImageView("Preview of the current frame", dark=True)
+        self.preview.setToolTip("The selected frame of the take, with the slider edits and the style.")
 
         # styles
         self.styles = QListWidget()
@@ -266,7 +263,7 @@ class EditPage(StagePage):
         if self.project is None or not self.take_box.currentText():
             return
         if not jobs_bridge.available("preview_frame"):
-            self.preview.setText("Live preview needs a newer editing module; Export renders the edits.")
+            self.preview.show_text("Live preview needs a newer editing module; Export renders the edits.")
             return
         if self.preview_runner.busy:
             self._preview_again = True
@@ -277,16 +274,12 @@ class EditPage(StagePage):
 
     def _preview_done(self, outcome) -> None:
         if outcome.error is not None:
-            self.preview.setText(f"Preview failed: {outcome.error}")
+            message = getattr(outcome.error, "message", None) or str(outcome.error)
+            self.preview.show_text(f"No preview: {message}")
         elif outcome.result is not None:
             result = outcome.result
-            if isinstance(result, (str, Path)):
-                from PySide6.QtGui import QPixmap
-                pix = QPixmap(str(result))
-            else:
-                pix = to_pixmap(np.asarray(result, dtype=np.uint8))
-            self.preview.setPixmap(pix.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                              Qt.TransformationMode.SmoothTransformation))
+            self.preview.set_image(result if isinstance(result, (str, Path))
+                                   else np.asarray(result, dtype=np.uint8))
         if self._preview_again:
             self._preview_again = False
             self.update_preview()

@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                               QPushButton, QSizePolicy, QSpinBox, QSplitter, QVBoxLayout, QWidget)
+                               QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
 from studio.gui import jobs_bridge
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
+from studio.gui.widgets.image_view import ImageView
 from studio.gui.widgets.loss_plot import LossPlot
 from studio.project import DONE, RUNNING
 
@@ -63,11 +63,7 @@ class PersonalizePage(StagePage):
                                       "'Resume' continues from there (Esc).")
         self.cancel_button.clicked.connect(ctx.runner.cancel)
         self.plot = LossPlot()
-        self.preview = QLabel("Preview grids (generated | real) appear here as training goes on.")
-        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview.setWordWrap(True)
-        self.preview.setMinimumSize(200, 160)
-        self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.preview = ImageView("Preview grids (generated | real) appear here as training goes on.")
         self.preview.setToolTip("Left of each pair: what the generator draws now; right: your frame.")
         self._preview_path: Path | None = None
         self._timer = QTimer(self)
@@ -165,11 +161,8 @@ class PersonalizePage(StagePage):
         self.plot.load(self.project.model_dir / "log.csv")
         preview = newest_preview(self.project.model_dir)
         if preview is not None and preview != self._preview_path:
-            pix = QPixmap(str(preview))
-            if not pix.isNull():
+            if self.preview.set_image(preview):
                 self._preview_path = preview
-                self.preview.setPixmap(pix.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                                  Qt.TransformationMode.SmoothTransformation))
 
     def start(self) -> None:
         if not self.ready:

@@ -52,6 +52,12 @@ class PreparePage(StagePage):
                                  "which); they are left out of training automatically."))
         self.body.addWidget(self.grid, 1)
 
+    def select_size(self, size: int) -> None:
+        """Show ``size`` in the size box (adding it if it is not one of the usual ones)."""
+        if self.size_box.findData(size) < 0:
+            self.size_box.addItem(f"{size} × {size}", size)
+        self.size_box.setCurrentIndex(self.size_box.findData(size))
+
     def update_buttons(self) -> None:
         self.run_button.setEnabled(self.ready)
         done = self.ctx.statuses.get(self.stage) == DONE
@@ -67,6 +73,9 @@ class PreparePage(StagePage):
     def load_results(self) -> None:
         if self.project is None:
             return
+        settings = self.project.stage_info("prepare").get("settings") or {}
+        if isinstance(settings, dict) and isinstance(settings.get("size"), int):
+            self.select_size(settings["size"])
         paths = crop_paths(self.project.scan_dir)
         flags, summary = load_quality(self.project.scan_dir)
         by_position = {pos: flags.get(frame_index(p), []) for pos, p in enumerate(paths)}

@@ -141,6 +141,13 @@ class ReenactPage(StagePage):
         folder = self.project.take_dir(item.text())
         result = rendered_video(folder)
         self.player.set_videos(driving_video(folder), result)
+        if not take_is_complete(folder) and driving_video(folder) is not None:
+            # An unfinished take: pressing Re-enact continues it where it stopped.
+            self.set_driving(str(driving_video(folder)))
+            self.name_edit.setText(item.text())
+            self.run_button.setText("Resume take")
+        else:
+            self.run_button.setText("Re-enact")
 
     def start(self) -> None:
         if not self.ready or not self.driving:

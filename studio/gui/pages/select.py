@@ -73,7 +73,15 @@ class SelectPage(StagePage):
         if all_grid is not None:
             self.coverage.set_grid(sel_grid or [[0] * len(all_grid[0]) for _ in all_grid], all_grid)
         if selected:
-            self.summary_label.setText(f"{len(selected)} of {len(paths)} frames selected.")
+            text = f"{len(selected)} of {len(paths)} frames selected."
+            coverage = data.get("coverage") if isinstance(data, dict) else None
+            if isinstance(coverage, dict):
+                spreads = [f"{name.replace('_', ' ')} {v['chosen_p5_p95'] / v['all_p5_p95']:.0%}"
+                           for name, v in coverage.items()
+                           if isinstance(v, dict) and v.get("all_p5_p95")]
+                if spreads:
+                    text += " Spread kept vs all frames: " + ", ".join(spreads) + "."
+            self.summary_label.setText(text)
         else:
             self.summary_label.setText("No frames selected yet." if paths else "Prepare the scan first.")
 
