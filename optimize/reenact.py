@@ -45,9 +45,9 @@ MIN_DETECT_SIDE = 256
 class ReenactSettings:
     """Everything that shapes a latent track (part of the track's fingerprint)."""
 
-    steps: int = 60
+    steps: int = 40
     """Adam steps per frame at most (early stopping may end a frame sooner)."""
-    lr: float = 0.05
+    lr: float = 0.2
     """Adam step size for alpha, in unit-scale coefficients (uniform coefficient = 1)."""
     delta_lr_scale: float = 0.1
     """The offsets' step size is ``lr * delta_lr_scale``. Why: L_delta is a sum of norms, whose
@@ -57,16 +57,30 @@ class ReenactSettings:
     """Warm-start noise (Appendix C.3), relative to the uniform coefficient."""
     smooth_sigma: float = 2.0
     """Latent low-pass filter along time in frames (Appendix C.3); 0 turns it off."""
-    patience: int = 10
+    patience: int = 20
     """Early stopping: stop after this many steps without a relative improvement of ``min_improvement``."""
     min_improvement: float = 2e-3
+    min_steps: int = 15
+    """Early stopping never ends a frame before this many steps (Adam's first big steps often
+    overshoot, which must not read as a plateau)."""
     first_steps: int | None = None
     """Steps for the first optimized frame (it starts far from the answer); default 2 x steps."""
+    lr_decay: bool = True
+    """Cosine decay of the step size over the frame's step budget (down to 10 %): big steps
+    first for speed, small ones last to settle."""
+    lr_warmup: int = 5
+    """Steps over which the step size ramps up linearly. Why: Adam's first steps move every
+    coefficient by the full step size whatever the gradient's size, which throws a warm start
+    (already near the answer) far off; a ramp keeps the first moves small."""
     first_frame: str = "nearest-anchor"
     """'nearest-anchor' or 'center': where frame 0 starts."""
     mesh_input: int = 256
     """Side the generated image is resized to before the FaceMesh."""
     save_every: int = 5
+    min_save_seconds: float = 10.0
+    """Save the track every ``save_every`` frames but not more often than this (a long 1024 px
+    track is tens of MB); a cancel, Ctrl-C or error saves at once, so only a hard kill loses
+    the last few seconds of work."""
     seed: int = 0
     weights: LossWeights = field(default_factory=LossWeights)
 
@@ -86,6 +100,7 @@ class ReenactSettings:
         """The settings that change the optimized codes (not save_every)."""
         d = asdict(self)
         d.pop("save_every")
+        d.pop("min_save_seconds")
         d.pop("smooth_sigma")  # smoothing is applied after the fact; changing it reuses the codes
         return d
 
@@ -212,7 +227,7 @@ class LatentTrack:
 
     alpha (T,N), delta (T,L,N): optimizer codes (unit scale) for resume and warm starts;
     ws (T,L,D): each frame's normalized result; ws_smooth (T,L,D): after the temporal filter
-    (valid once ``complete``); face_found (T,) bool; final_loss, key_loss (T,); steps (T,) int;
+    (empty until ``complete``); face_found (T,) bool; final_loss, key_loss (T,); steps (T,) int;
     loss_curves (T,S) float32, NaN-padded; frames_done: frames 0..frames_done-1 are final.
     """
 
@@ -237,7 +252,7 @@ class LatentTrack:
                    alpha=np.zeros((n_frames, n_anchors), np.float32),
                    delta=np.zeros((n_frames, num_ws, n_anchors), np.float32),
                    ws=np.zeros((n_frames, num_ws, w_dim), np.float32),
-                   ws_smooth=np.zeros((n_frames, num_ws, w_dim), np.float32),
+                   ws_smooth=np.zeros((0, num_ws, w_dim), np.float32),  # filled when complete
                    face_found=np.zeros(n_frames, bool),
                    final_loss=np.full(n_frames, np.nan, np.float32),
                    key_loss=np.full(n_frames, np.nan, np.float32),
@@ -280,7 +295,8 @@ class LatentTrack:
             raise ProjectError(f"The latent track {path} is corrupt or unreadable ({exc}).", hint) from exc
         t = track.ws.shape[0]
         shapes_ok = (track.alpha.shape[0] == t and track.delta.shape[0] == t and track.ws.ndim == 3
-                     and track.ws_smooth.shape == track.ws.shape and track.face_found.shape == (t,)
+                     and (track.ws_smooth.shape == track.ws.shape or not track.complete)
+                     and track.face_found.shape == (t,)
                      and 0 <= track.frames_done <= t and np.isfinite(track.ws[:track.frames_done]).all())
         if not shapes_ok:
             raise ProjectError(f"The latent track {path} is inconsistent (corrupt).", hint)
@@ -311,6 +327,16 @@ def track_fingerprint(driving: DrivingFrames, anchors: np.ndarray, generator_id:
 
 
 # ------------------------------------------------------------------------------------ optimizer
+def lr_factor(step: int, steps: int, warmup: int, decay: bool) -> float:
+    """Step-size multiplier at ``step`` of ``steps``: linear ramp-up, then cosine decay to 0.1."""
+    factor = 1.0
+    if warmup > 0 and step < warmup:
+        factor = (step + 1) / (warmup + 1)
+    if decay and steps > 1:
+        factor *= 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * step / (steps - 1)))
+    return factor
+
+
 @dataclass
 class FrameResult:
     code: PPlusCode
@@ -337,9 +363,6 @@ class FrameOptimizer:
                  steps: int | None = None) -> FrameResult:
         s = self.settings
         steps = steps or s.steps
-        reset = getattr(self.loss.landmarks, "reset", None)
-        if reset is not None:
-            reset()  # each frame finds its own face ROI: a resumed take gives the same codes
         code = PPlusCode(start.alpha.detach().clone().requires_grad_(True),
                          start.delta.detach().clone().requires_grad_(True))
         optimizer = torch.optim.Adam([{"params": [code.alpha], "lr": s.lr},
@@ -350,7 +373,11 @@ class FrameOptimizer:
         curve: list[float] = []
         since_improved = 0
         passes = 0
-        for _ in range(steps):
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+        for step in range(steps):
+            factor = lr_factor(step, steps, s.lr_warmup, s.lr_decay)
+            for group, base_lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base_lr * factor
             optimizer.zero_grad(set_to_none=True)
             image = self.synthesize(self.space.to_ws(code))
             passes += 1
@@ -368,7 +395,7 @@ class FrameOptimizer:
                 best_total = value
                 best = code.detach()
                 best_terms = terms.scalars()
-            if since_improved >= s.patience:
+            if since_improved >= s.patience and len(curve) >= min(s.min_steps, steps):
                 break
             total.backward()
             optimizer.step()
@@ -469,46 +496,54 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
             previous = PPlusCode(torch.from_numpy(track.alpha[t_prev:t_prev + 1]).to(device),
                                  torch.from_numpy(track.delta[t_prev:t_prev + 1]).to(device))
         first_valid_done = bool(track.face_found[:track.frames_done].any())
-        for t in range(track.frames_done, n):
-            cancel.check()
-            found = bool(driving.valid[t])
-            if found:
-                frame = driving.load_image(t)
-                image = image_to_tensor(frame, resolution, device)
-                # landmarks are in the crop's pixels; the crop may differ from the generator's size
-                lm = torch.from_numpy(driving.landmarks[t:t + 1]).to(device) * (resolution / frame.shape[1])
-                target = loss.driving_target(image, lm)
-                if previous is None:
-                    start = _first_code(settings, space, generator, landmarks, target, anchor_kp, cancel)
-                    steps = first_steps
-                elif not first_valid_done:
-                    start, steps = previous, first_steps  # frames before were faceless: held codes
+        last_save = time.perf_counter()
+        unsaved = 0
+        try:
+            for t in range(track.frames_done, n):
+                cancel.check()
+                found = bool(driving.valid[t])
+                if found:
+                    frame = driving.load_image(t)
+                    image = image_to_tensor(frame, resolution, device)
+                    # landmarks are in the crop's pixels; the crop may differ from the generator's size
+                    lm = torch.from_numpy(driving.landmarks[t:t + 1]).to(device) * (resolution / frame.shape[1])
+                    target = loss.driving_target(image, lm)
+                    if previous is None or not first_valid_done:
+                        # the first frame with a face (earlier faceless frames only held a placeholder)
+                        start = _first_code(settings, space, generator, landmarks, target, anchor_kp, cancel)
+                        steps = first_steps
+                    else:
+                        noise = torch.Generator().manual_seed(settings.seed * 1_000_003 + t)
+                        start, steps = space.perturbed(previous, settings.noise_sigma, noise), settings.steps
+                    result = optimizer.optimize(start, target, reference, steps)
+                    code = result.code
+                    passes += result.generator_passes
+                    frames_optimized += 1
+                    first_valid_done = True
+                    track.loss_curves[t, :len(result.loss_curve)] = result.loss_curve
+                    track.final_loss[t] = result.terms.get("total", np.nan)
+                    track.key_loss[t] = result.terms.get("key", np.nan)
+                    track.steps[t] = len(result.loss_curve)
                 else:
-                    noise = torch.Generator().manual_seed(settings.seed * 1_000_003 + t)
-                    start, steps = space.perturbed(previous, settings.noise_sigma, noise), settings.steps
-                result = optimizer.optimize(start, target, reference, steps)
-                code = result.code
-                passes += result.generator_passes
-                frames_optimized += 1
-                first_valid_done = True
-                track.loss_curves[t, :len(result.loss_curve)] = result.loss_curve
-                track.final_loss[t] = result.terms.get("total", np.nan)
-                track.key_loss[t] = result.terms.get("key", np.nan)
-                track.steps[t] = len(result.loss_curve)
-            else:
-                code = previous if previous is not None else space.center_code()
-            with torch.no_grad():
-                track.ws[t] = space.final_ws(code)[0].cpu().numpy()
-            track.alpha[t] = code.alpha[0].detach().cpu().numpy()
-            track.delta[t] = code.delta[0].detach().cpu().numpy()
-            track.face_found[t] = found
-            track.frames_done = t + 1
-            previous = code
-            if track.frames_done % settings.save_every == 0 or track.frames_done == n:
-                track.save(track_path)
-            message = (f"frame {t + 1}/{n} loss {track.final_loss[t]:.4f}" if found
-                       else f"frame {t + 1}/{n}: no face, holding the previous code")
-            progress(t + 1, n, message)
+                    code = previous if previous is not None else space.center_code()
+                with torch.no_grad():
+                    track.ws[t] = space.final_ws(code)[0].cpu().numpy()
+                track.alpha[t] = code.alpha[0].detach().cpu().numpy()
+                track.delta[t] = code.delta[0].detach().cpu().numpy()
+                track.face_found[t] = found
+                track.frames_done = t + 1
+                previous = code
+                unsaved += 1
+                if unsaved >= settings.save_every and time.perf_counter() - last_save >= settings.min_save_seconds:
+                    track.save(track_path)
+                    last_save, unsaved = time.perf_counter(), 0
+                message = (f"frame {t + 1}/{n} loss {track.final_loss[t]:.4f}" if found
+                           else f"frame {t + 1}/{n}: no face, holding the previous code")
+                progress(t + 1, n, message)
+        except BaseException:
+            if unsaved:
+                track.save(track_path)  # keep every finished frame (cancel, Ctrl-C, an error)
+            raise
     track.smooth_sigma = float(settings.smooth_sigma)
     track.ws_smooth = smooth_track(track.ws, settings.smooth_sigma)
     track.complete = True

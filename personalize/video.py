@@ -9,6 +9,7 @@ Frames are HWC ``uint8`` RGB arrays throughout.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -23,6 +24,10 @@ import numpy as np
 
 from personalize.errors import MediaError
 from personalize.fileio import atomic_path
+
+# imageio-ffmpeg warns on every open of a rotated (portrait phone) video that the decoded size
+# differs from the stored one; that is the rotation being applied, as intended.
+logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
 
 _VIDEO_HINT = ("Use a video file ffmpeg can read (e.g. .mp4/.mov/.mkv/.webm recorded by a phone or "
                "webcam); if it was downloaded or copied, download/copy it again.")
@@ -162,8 +167,8 @@ def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps:
     """Encode (H, W, 3) uint8 RGB frames to an H.264 yuv420p MP4, atomically; return the count.
 
     If ``audio_from`` is a file with an audio stream, that stream is encoded (AAC) into the output
-    and cut to the video's length (``-shortest``), so an exported re-enactment keeps the driving
-    video's sound. Odd sizes are padded by one replicated row/column (yuv420p needs even sizes).
+    and cut or silence-padded to the video's length, so an exported re-enactment keeps the
+    driving video's sound and all its frames. Odd sizes are padded by one replicated row/column (yuv420p needs even sizes).
     """
     path = Path(path)
     audio_path: str | None = None
@@ -179,7 +184,9 @@ def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps:
     output_params = ["-crf", str(int(crf)), "-preset", "medium", "-movflags", "+faststart",
                      "-f", "mp4"]
     if audio_path is not None:
-        output_params += ["-shortest"]
+        # pad the audio with silence, then stop with the video: every frame is kept whether the
+        # audio is longer (cut) or shorter (silence after it) than the frames
+        output_params += ["-af", "apad", "-shortest"]
     count = 0
     with atomic_path(path, suffix=".mp4") as tmp:
         writer = imageio_ffmpeg.write_frames(

@@ -41,5 +41,7 @@ if [ "$version_out" != "$expected" ]; then
   echo "error: the bundled app printed '$version_out', expected '$expected'" >&2
   exit 1
 fi
+echo "self-test: $APP --self-test (off-screen window, every job module, MediaPipe models)"
+QT_QPA_PLATFORM=offscreen "$APP" --self-test
 du -sh dist/studio | awk '{print "bundle size: " $1}'
 echo "ok: dist/studio/ is ready"

@@ -121,13 +121,13 @@ def fake_personalize(project, base="ffhq", steps=None, batch=4, progress=None, c
     project.mark_done("personalize", steps=5)
 
 
-def make_take(project, name: str = "smile", result: bool = True) -> Path:
+def make_take(project, name: str = "smile", result: bool = True, complete: bool = True) -> Path:
     """A finished take folder: the real driving clip, a latent track, optionally a render."""
     import shutil
     folder = project.take_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DRIVING, folder / "driving.mp4")
-    np.savez(folder / "latents.npz", ws=np.zeros((3, 4, 8), np.float32))
+    np.savez(folder / "latents.npz", ws=np.zeros((3, 4, 8), np.float32), complete=np.array(complete))
     if result:
         shutil.copyfile(DRIVING, folder / "preview.mp4")
     return folder

@@ -413,3 +413,73 @@ def test_every_stage_page_survives_small_and_large_windows(project_window, qtbot
             qtbot.wait(5)
             assert win.pages[stage].isVisible()
             assert win.pages[stage].width() > 300
+
+
+def test_live_coverage_reads_head_turns_and_expressions_from_real_frames(qtbot):
+    import cv2
+
+    from personalize.faces import detect_landmarks
+    from studio.gui.live_coverage import read_landmarks
+    from studio.gui.widgets.coverage_meter import CoverageMeter
+
+    cap = cv2.VideoCapture(str(helpers.SELFSCAN))
+    readings = {}
+    for index in (0, 280, 320):            # frontal, turned (yaw ~ +20 deg), mouth open
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, bgr = cap.read()
+        assert ok
+        landmarks = detect_landmarks(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        assert landmarks is not None
+        readings[index] = read_landmarks(landmarks)
+    assert abs(readings[0].yaw) < 8 and readings[280].yaw > 12
+    assert readings[320].mouth_open > 0.4 > readings[0].mouth_open
+    meter = CoverageMeter()
+    qtbot.addWidget(meter)
+    for r in readings.values():
+        meter.add_pose(r.yaw, r.pitch)
+    assert meter.cell_of(readings[0].yaw, readings[0].pitch) != meter.cell_of(readings[280].yaw, readings[280].pitch)
+    assert 0 < meter.fraction_covered() < 1
+
+
+def test_unfinished_take_is_offered_for_resume(project_window):
+    win = project_window
+    project = win.ctx.project
+    for stage in ("capture", "prepare", "select", "personalize"):
+        project.mark_done(stage)
+    helpers.make_take(project, "half", result=False, complete=False)
+    win.ctx.force_refresh()
+    page = win.pages["reenact"]
+    page.load_takes()
+    page.takes.setCurrentRow(0)
+    assert page.run_button.text() == "Resume take" and page.name_edit.text() == "half"
+    assert page.run_button.isEnabled() and not page.render_button.isEnabled()
+
+
+def test_settings_cache_folder_reaches_the_weights_manager(window, tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_CACHE_DIR", str(tmp_path / "elsewhere"))
+    dialog = window.show_settings()
+    dialog.cache_edit.setText(str(tmp_path / "my-weights"))
+    dialog.accept()
+    from studio.weights import weights_path
+    assert weights_path("ffhq").parent == tmp_path / "my-weights"
+
+
+def test_window_geometry_is_remembered_and_a_dropped_project_folder_opens(qtbot, settings, tmp_path, studio_cache):
+    from studio.project import Project
+
+    first = StudioWindow(settings)
+    qtbot.addWidget(first)
+    first.show()
+    first.resize(740, 520)
+    qtbot.wait(20)
+    first.close()
+    second = StudioWindow(settings)
+    qtbot.addWidget(second)
+    assert (second.width(), second.height()) == (740, 520)
+    project = Project.create(tmp_path / "dropped.studio")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(project.root))])
+    second.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                                Qt.KeyboardModifier.NoModifier))
+    assert second.ctx.project is not None and second.ctx.project.root == project.root
+    second.close()

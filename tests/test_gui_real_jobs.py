@@ -4,7 +4,6 @@ whole flow to an exported MP4 with tiny models."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 os.environ.setdefault("QT_LOGGING_RULES", "qt.multimedia*=false")
 
@@ -135,6 +134,11 @@ def test_full_flow_from_selfscan_to_exported_mp4_with_tiny_models(window, qtbot,
     run(reenact, reenact.run_button)
     qtbot.waitUntil(lambda: not win.ctx.runner.busy, timeout=600000)   # its preview render
     assert win.ctx.statuses["reenact"] == "done"
+    edit = win.pages["edit"]                                          # live preview, real job
+    win.go_to_stage("edit")
+    qtbot.waitUntil(lambda: edit.preview.source is not None or "No preview" in edit.preview.text(),
+                    timeout=120000)
+    assert edit.preview.source is not None, edit.preview.text()
     export = win.pages["export"]
     win.go_to_stage("export")
     export.load_takes()

@@ -103,3 +103,22 @@ def test_age_with_a_clip_scorer_runs_end_to_end() -> None:
     assert result.n_scored == 40 and result.direction.vector.shape == (1, 16)
     _, rel = project_direction(result.direction.vector, anchors)
     assert rel == pytest.approx(1.0, abs=1e-4)
+
+
+def test_smile_and_eyes_measures_on_a_real_clip() -> None:
+    """driving_man_smile_wink_3s: neutral at frame 0, smiling around frame 40, winking at frame 64."""
+    from personalize.video import iter_frames
+    from tests.conftest import MEDIA
+
+    wanted = {0: None, 40: None, 64: None}
+    for i, frame in enumerate(iter_frames(MEDIA / "driving_man_smile_wink_3s.mp4", start=0, stop=65)):
+        if i in wanted:
+            wanted[i] = frame
+    images = torch.from_numpy(np.stack([wanted[0], wanted[40], wanted[64]])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with ImageLandmarker() as lm:
+        landmarks = lm(images)
+    smile_scores = measure("smile", landmarks)
+    eyes = measure("eyes_open", landmarks)
+    assert smile_scores[1] > smile_scores[0] + 0.1, smile_scores
+    assert eyes[2] < eyes[0] - 0.08, eyes
+    assert abs(measure("yaw", landmarks)).max() < 15  # he faces the camera throughout

@@ -72,7 +72,6 @@ def test_facemesh_keypoints_agree_with_mediapipe_on_a_real_face(face_mesh, face)
 
 def test_terms_grow_with_the_difference(face_mesh, face) -> None:
     generator = WarpFaceGenerator(size=256)
-    anchors = torch.from_numpy(warp_anchors(generator))
     mesh = MeshLandmarks(face_mesh, 256)
     loss = ReenactLoss(mesh, LossWeights())
     ws_neutral = torch.zeros(1, generator.num_ws, generator.w_dim)
@@ -87,7 +86,6 @@ def test_terms_grow_with_the_difference(face_mesh, face) -> None:
         diff = loss(moved, target, None)
     assert float(diff.key) > 10 * float(same.key) + 1e-3
     assert float(diff.mouth) > 10 * float(same.mouth) + 1e-4
-    del anchors
 
 
 @pytest.mark.parametrize("which", ["tiny_stylegan2", "warp_face"])

@@ -66,6 +66,24 @@ def test_reenact_and_render_through_the_cli(tmp_path, clip, capsys) -> None:
     assert main(["render", str(project.root), "--take", "speech", "--out", str(gif)]) == 0
     assert gif.stat().st_size > 0
 
+    # a semantic edit through the editing engineer's directions module changes the frames
+    import torch
+
+    from editing.directions import Direction, save_direction
+
+    save_direction(project, Direction("smile", torch.ones(1, 64) * 3.0))
+    edited_dir = tmp_path / "edited"
+    assert main(["render", str(project.root), "--take", "speech", "--edit", "smile=1.5",
+                 "--out", str(edited_dir)]) == 0
+    from personalize.video import read_image
+
+    crops_dir = tmp_path / "crops"
+    assert main(["render", str(project.root), "--take", "speech", "--out", str(crops_dir)]) == 0
+    assert not np.array_equal(read_image(edited_dir / "000003.png"), read_image(crops_dir / "000003.png"))
+    assert main(["render", str(project.root), "--take", "speech", "--edit", "nosuch=1",
+                 "--out", str(edited_dir)]) == 2
+    assert "No direction named 'nosuch'" in capsys.readouterr().err
+
     # resuming a finished take re-optimizes nothing; a different video under the same name is refused
     assert main(["reenact", str(project.root), "--name", "speech", "--steps", "1", "--device", "cpu"]) == 0
     assert "0 optimized this run" in capsys.readouterr().out

@@ -63,8 +63,7 @@ def build_demo_project(root: Path):
     take = helpers.make_take(project, "smile_wink", result=False)
     frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in crops[:78]]
     write_video(take / "preview.mp4", iter(frames), 25.0, audio_from=None)
-    helpers.make_take(project, "speech_unfinished", result=False)
-    (project.take_dir("speech_unfinished") / "latents.npz").unlink()
+    helpers.make_take(project, "speech_unfinished", result=False, complete=False)
     project.mark_done("reenact", take="smile_wink")
     rng = np.random.default_rng(0)
     for name, rel in (("smile", 0.83), ("age", 0.41), ("yaw", 0.95)):
@@ -149,10 +148,16 @@ def render_screenshots(out_dir: Path) -> list[Path]:
     page.load_takes(select="smile_wink")
     page.player.slider.setValue(30)
     shoot("07_reenact")
+    # Stand-in preview (the demo take has no real latent track): a real aligned crop.
+    crops = sorted((project_root / "scan" / "crops").glob("*.png"))
+    jobs_bridge.OVERRIDES["preview_frame"] = lambda project, take, frame=0, **_: str(crops[40 + frame])
     win.go_to_stage("edit")
     win.pages["edit"].sliders["smile"].slider.setValue(120)
     win.pages["edit"].prompt_edit.setText("a pencil sketch")
     win.pages["edit"].update_buttons()
+    win.pages["edit"].update_preview()
+    win.pages["edit"].preview_runner.wait(10000)
+    settle(300)
     shoot("08_edit")
     win.go_to_stage("export")
     shoot("09_export")

@@ -93,3 +93,42 @@ def test_clip_helper_cuts_exact_frames(tmp_path) -> None:
     ref = list(iter_frames(SELFSCAN2, 20, 21))[0].astype(float)
     got = list(iter_frames(clip, 0, 1))[0].astype(float)
     assert np.abs(ref - got).mean() < 3.0
+
+
+def test_phone_rotation_metadata_is_applied(tmp_path) -> None:
+    """Portrait phone videos store landscape pixels plus a rotation flag: frames come upright."""
+    import subprocess
+
+    from personalize.video import ffmpeg_exe
+    wide = cut_clip(DRIVING_SMILE, tmp_path / "wide.mp4", 4)
+    small = tmp_path / "small.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(wide), "-vf", "scale=256:128",
+                    "-c:v", "libx264", str(small)], check=True)
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-display_rotation:v", "90", "-i",
+                    str(small), "-c", "copy", str(rotated)], check=True)
+    info = probe_video(rotated)
+    assert (info.width, info.height) == (128, 256)
+    frames = list(iter_frames(rotated))
+    assert len(frames) == 4 and frames[0].shape == (256, 128, 3)
+
+
+def test_audio_shorter_than_video_keeps_every_frame(tmp_path) -> None:
+    frames = [np.full((64, 64, 3), i, np.uint8) for i in range(250)]  # 10 s at 25 fps
+    out = tmp_path / "long.mp4"
+    write_video(out, frames, fps=25, audio_from=DRIVING_SPEECH)  # 8 s of audio
+    info = probe_video(out)
+    assert info.n_frames == 250 and info.has_audio
+    assert info.duration == pytest.approx(10.0, abs=0.2)
+
+
+def test_failed_write_leaves_no_file(tmp_path) -> None:
+    def broken():
+        for i in range(3):
+            yield np.zeros((32, 32, 3), np.uint8)
+        raise RuntimeError("renderer crashed")
+
+    out = tmp_path / "partial.mp4"
+    with pytest.raises(RuntimeError):
+        write_video(out, broken(), fps=10)
+    assert list(tmp_path.iterdir()) == []

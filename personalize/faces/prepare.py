@@ -31,12 +31,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from personalize.errors import MediaError
+from personalize.errors import MediaError, UserError
 from personalize.faces.alignment import (Quad, alignment_anchors, quad_params_from_anchors,
                                          quad_transform, transform_points, warp_crop)
 from personalize.faces.landmarks import DEFAULT_MAX_FACES, N_LANDMARKS, LandmarkTracker
-from personalize.faces.quality import (QualityThresholds, assess, quality_report, sharpness,
-                                       usable_mask)
+from personalize.faces.quality import (BAD_FLAGS, QualityThresholds, assess, quality_report,
+                                       sharpness)
 from personalize.faces.smoothing import smooth_quads
 from personalize.fileio import atomic_save_npz, atomic_write_json, read_json
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
@@ -49,6 +49,9 @@ LANDMARKS_FILE = "landmarks.npz"
 QUALITY_FILE = "quality.json"
 CROPS_DIR = "crops"
 PNG_COMPRESSION = 1  # fast: crops are written once per frame; level 1 is ~5x faster than 3
+# Run-length strategy: about as fast as the default at level 1 and ~20 % smaller files for
+# upscaled (smooth) 1024 px crops.
+PNG_STRATEGY = cv2.IMWRITE_PNG_STRATEGY_RLE
 
 
 @dataclass
@@ -86,7 +89,6 @@ class PrepareResult:
     def usable(self) -> np.ndarray:
         """(T,) bool: frames with a face and without quality problems (see quality.BAD_FLAGS)."""
         flags = [set(rec["flags"]) for rec in self.quality["frames"]]
-        from personalize.faces.quality import BAD_FLAGS
         return np.array([not (f & set(BAD_FLAGS)) for f in flags], dtype=bool)
 
     def read_crop(self, t: int) -> np.ndarray:
@@ -113,7 +115,8 @@ def _write_png_fast(path: Path, image_rgb: np.ndarray) -> None:
     Durability comes from the marker written (and fsynced) after all crops.
     """
     ok, buf = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+                           [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION,
+                            cv2.IMWRITE_PNG_STRATEGY, PNG_STRATEGY])
     if not ok:
         raise RuntimeError(f"PNG encoding failed for {path}")
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -126,7 +129,6 @@ def _write_png_fast(path: Path, image_rgb: np.ndarray) -> None:
 
 
 def _check_settings(size: int, smooth_sigma: float) -> None:
-    from personalize.errors import UserError
     if not isinstance(size, (int, np.integer)) or not 16 <= int(size) <= 4096:
         raise UserError(f"Crop size {size!r} is not supported.",
                         "Use 1024 for the FFHQ generator (512 or 256 for quick tests).")
@@ -405,4 +407,4 @@ def load_prepared(out_dir: str | os.PathLike[str]) -> PrepareResult:
         source_sha256=str(meta.get("source_sha256", "")), settings=dict(meta.get("settings", {})))
 
 
-__all__ = ["PrepareResult", "prepare_video", "load_prepared", "crop_transforms", "usable_mask"]
+__all__ = ["PrepareResult", "prepare_video", "load_prepared", "crop_transforms", "sha256_of"]

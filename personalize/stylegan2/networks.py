@@ -173,10 +173,15 @@ class SynthesisLayer(nn.Module):
             noise = self.noise_const * self.noise_strength
         elif noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', not {noise_mode!r}")
+        act_gain = self.act_gain * gain
         x = ops.modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                                 resample_filter=self.resample_filter, fused=fused_modconv)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return ops.bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+                                 resample_filter=self.resample_filter, fused=fused_modconv,
+                                 gain=act_gain, bias=self.bias)
+        # bias and gain are applied above (lrelu(g*a) == g*lrelu(a) for g > 0); clamp after gain.
+        x = ops.activate(x, self.activation)
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp * gain, self.conv_clamp * gain)
+        return x
 
 
 class ToRGBLayer(nn.Module):
@@ -238,28 +243,30 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
                 noise_mode: NoiseMode = "random", fp16: bool = False,
-                fused_modconv: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                fused_modconv: bool | None = None, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """ws: (N, num_conv + num_torgb, w_dim); x: features of the previous block; img: its RGB."""
         # float32 normally; float64 only when a caller passes float64 ws (numerical gradient checks).
         dtype = torch.float16 if (fp16 and self.use_fp16) else ws.dtype
         w_iter = iter(ws.unbind(dim=1))
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         if self.in_channels == 0:
-            x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1).contiguous(memory_format=fmt)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
         elif self.architecture == "resnet":
-            x = x.to(dtype)
+            x = x.to(dtype).contiguous(memory_format=fmt)
             y = self.skip(x, gain=math.sqrt(0.5))
             x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv, gain=math.sqrt(0.5))
             x = y + x
         else:
-            x = x.to(dtype)
+            x = x.to(dtype).contiguous(memory_format=fmt)
             x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
         if img is not None:
             img = ops.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(ws.dtype)
+            y = y.contiguous()
             img = img + y if img is not None else y
         return x, img
 
@@ -293,11 +300,20 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{res}", block)
 
     def forward(self, ws: torch.Tensor, noise_mode: NoiseMode = "random", fp16: bool = False,
-                force_fp32: bool = False, fused_modconv: bool | None = None) -> torch.Tensor:
-        """``fp16=True`` runs the fp16-declared blocks in half precision (CUDA only; off by default)."""
+                force_fp32: bool = False, fused_modconv: bool | None = None,
+                channels_last: bool | None = None) -> torch.Tensor:
+        """ws (N, num_ws, w_dim) -> image (N, C, R, R) float32 (float64 if ws is float64).
+
+        ``fp16=True`` runs the fp16-declared blocks in half precision (CUDA only; off by default;
+        ``force_fp32`` is accepted for official call sites). ``fused_modconv`` forces an execution
+        plan (None = fastest for the situation). ``channels_last`` (None = off) picks the
+        activation memory layout; the output is always contiguous NCHW.
+        """
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must have shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         fp16 = fp16 and not force_fp32 and ws.device.type == "cuda"
+        if channels_last is None:  # measured: no consistent gain on CPU at batch 1; NCHW by default
+            channels_last = False
         ws = ws.to(torch.float64 if ws.dtype == torch.float64 else torch.float32)
         x = img = None
         w_idx = 0
@@ -305,7 +321,8 @@ class SynthesisNetwork(nn.Module):
             block = getattr(self, f"b{res}")
             cur = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
-            x, img = block(x, img, cur, noise_mode=noise_mode, fp16=fp16, fused_modconv=fused_modconv)
+            x, img = block(x, img, cur, noise_mode=noise_mode, fp16=fp16, fused_modconv=fused_modconv,
+                           channels_last=channels_last)
         return img
 
 

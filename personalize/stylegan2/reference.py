@@ -43,8 +43,12 @@ def upsample2d_ref(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 def modulated_conv2d_ref(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
                          noise: torch.Tensor | None = None, up: int = 1, padding: int = 0,
                          resample_filter: torch.Tensor | None = None, demodulate: bool = True,
-                         fused: bool | None = None) -> torch.Tensor:
-    """Official fused modconv: per-sample weights, one grouped conv (groups = batch)."""
+                         fused: bool | None = None, gain: float = 1.0,
+                         bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Official fused modconv: per-sample weights, one grouped conv (groups = batch).
+
+    Returns ``(conv + noise + bias) * gain``, the contract of ``ops.modulated_conv2d``.
+    """
     n, in_ch, h, wd = x.shape
     out_ch, _, kh, kw = weight.shape
     w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
@@ -62,7 +66,9 @@ def modulated_conv2d_ref(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
     x = x.reshape(n, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise
-    return x
+    if bias is not None:
+        x = x + bias.reshape(1, -1, 1, 1)
+    return x * gain if gain != 1 else x
 
 
 def modulated_1x1_ref(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="the driving video (default: the take's copy, to resume a take)")
     re.add_argument("--name", required=True, help="take name (folder PROJECT/takes/NAME/)")
     re.add_argument("--steps", type=int, default=None,
-                    help="optimization steps per frame at most (default 60; early stopping may end sooner)")
-    re.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.05)")
+                    help="optimization steps per frame at most (default 40; early stopping may end sooner)")
+    re.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.2, cosine-decayed within each frame)")
     re.add_argument("--no-smooth", action="store_true",
                     help="skip the temporal filter on the latent codes (sigma 2 frames)")
     re.add_argument("--first-frame", choices=("nearest-anchor", "center"), default=None,

@@ -89,7 +89,13 @@ class StudioContext(QObject):
 
     @property
     def device(self) -> str:
+        """The device setting as the user chose it ('auto', 'cpu', 'cuda', 'mps')."""
         return str(self.settings.get("device") or "auto")
+
+    def resolved_device(self) -> str:
+        """The device that will really run ('cpu', 'cuda', ...); UserError if unavailable."""
+        from personalize.device import pick_device
+        return str(pick_device(self.device))
 
     # ------------------------------------------------------------------ jobs
     def run_job(self, title: str, action: str | Callable[..., Any], *args: Any,
@@ -104,6 +110,9 @@ class StudioContext(QObject):
             return False
         try:
             fn = jobs_bridge.job(action) if isinstance(action, str) else action
+            if "device" in kwargs:  # 'auto' / 'cuda' from the settings -> the device that exists
+                from personalize.device import pick_device
+                kwargs["device"] = str(pick_device(kwargs["device"]))
         except Exception as exc:  # noqa: BLE001
             self.error(title, exc)
             return False

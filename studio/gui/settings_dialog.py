@@ -15,6 +15,7 @@ class SettingsDialog(QDialog):
         super().__init__(parent)
         self.settings = settings
         self.setWindowTitle("Settings")
+        self.setMinimumWidth(520)
         self.device_box = QComboBox()
         for label, value in DEVICES:
             self.device_box.addItem(label, value)

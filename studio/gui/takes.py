@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from studio.gui.widgets.drop_zone import VIDEO_EXTS
 
 
@@ -26,4 +28,12 @@ def rendered_video(take_dir: Path) -> Path | None:
 
 
 def take_is_complete(take_dir: Path) -> bool:
-    return (take_dir / "latents.npz").is_file()
+    """True when the take's latent track (``latents.npz``, saved incrementally) is marked complete."""
+    path = take_dir / "latents.npz"
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return bool(data["complete"]) if "complete" in data.files else True
+    except (OSError, ValueError, KeyError):
+        return False

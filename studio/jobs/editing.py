@@ -11,7 +11,6 @@ Shared by the CLI and the GUI. The work is in ``editing.directions`` / ``editing
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,6 @@ from editing.directions import (Direction, list_directions, project_direction, r
 from personalize.errors import ProjectError, UserError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from studio.project import Project, safe_name
-
-log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- project files

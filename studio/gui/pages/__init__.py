@@ -1,1 +1,1 @@
-"""One page per pipeline stage, in order (see ``studio.gui.pages.registry.PAGE_CLASSES``)."""
+"""One page per pipeline stage, in order; ``studio.gui.main_window.PAGE_CLASSES`` lists them."""

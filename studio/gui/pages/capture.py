@@ -196,6 +196,7 @@ class WebcamPanel(QGroupBox):
         self.recorder = QMediaRecorder()
         self.recorder.setQuality(QMediaRecorder.Quality.HighQuality)
         self.session.setRecorder(self.recorder)
+        self.recorder.recorderStateChanged.connect(self._on_recorder_state)
         self.recorder.errorOccurred.connect(lambda _e, text: self.state_label.setText(f"Recorder: {text}"))
         self.camera.errorOccurred.connect(lambda _e, text: self.state_label.setText(f"Camera: {text}"))
         self.camera.start()
@@ -248,11 +249,17 @@ class WebcamPanel(QGroupBox):
         self._tick.stop()
         self.record_button.setText("● Record (3 s countdown)")
         if self.recorder is not None:
-            self.recorder.stop()
-            location = self.recorder.actualLocation().toLocalFile() or str(getattr(self, "_target", ""))
-            if location:
-                self.state_label.setText(f"Saved {location}.")
-                self.recorded.emit(location)
+            self.state_label.setText("Finishing the recording…")
+            self.recorder.stop()  # asynchronous: _on_recorder_state emits the file when it is closed
+
+    def _on_recorder_state(self, state) -> None:
+        from PySide6.QtMultimedia import QMediaRecorder
+        if state != QMediaRecorder.RecorderState.StoppedState or self.recorder is None:
+            return
+        location = self.recorder.actualLocation().toLocalFile() or str(getattr(self, "_target", ""))
+        if location and Path(location).is_file():
+            self.state_label.setText(f"Saved {location}. Check it below, trim it, then 'Use this video'.")
+            self.recorded.emit(location)
 
     def _on_frame(self, frame) -> None:
         image = frame.toImage()

@@ -12,7 +12,7 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
                                QHBoxLayout, QInputDialog, QLabel, QLineEdit, QListWidget,
-                               QListWidgetItem, QPushButton, QSizePolicy, QSlider, QSpinBox,
+                               QListWidgetItem, QPushButton, QSlider, QSpinBox,
                                QVBoxLayout, QWidget)
 
 from studio.gui import jobs_bridge
@@ -268,9 +268,14 @@ class EditPage(StagePage):
         if self.preview_runner.busy:
             self._preview_again = True
             return
+        try:
+            device = self.ctx.resolved_device()
+        except Exception as exc:  # noqa: BLE001 - e.g. CUDA chosen but missing
+            self.preview.show_text(f"No preview: {exc}")
+            return
         self.preview_runner.start("Preview", jobs_bridge.job("preview_frame"), self.project,
                                   take=self.take_box.currentText(), frame=self.frame_spin.value(),
-                                  edits=dict(self.ctx.edits), style=self.ctx.style, device=self.ctx.device)
+                                  edits=dict(self.ctx.edits), style=self.ctx.style, device=device)
 
     def _preview_done(self, outcome) -> None:
         if outcome.error is not None:

@@ -7,6 +7,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QWidget)
 
+from studio.gui import jobs_bridge
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.takes import list_takes, take_is_complete
@@ -139,6 +140,12 @@ class ExportPage(StagePage):
 
     def update_buttons(self) -> None:
         self.export_button.setEnabled(self.ready and self.take_box.count() > 0)
+        if self.isVisible():
+            sizable = jobs_bridge.accepts("render", "size")
+            self.resolution_box.setEnabled(sizable)
+            if not sizable:
+                self.resolution_box.setCurrentIndex(0)
+                self.resolution_box.setToolTip("This version renders at the source size only.")
 
     def start(self) -> None:
         if not self.ready or not self.take_box.currentText():

@@ -1,0 +1,214 @@
+"""Benchmark: re-enactment speed (generator passes, seconds per driving frame) and keypoint error vs steps.
+
+Prints:
+1. speed: one driving frame (a real aligned face, MediaPipe keypoints) optimized in P+ of a random
+   FFHQ-shaped generator (256 px on CPU; 1024 px on CUDA when present, N anchors from its mapping):
+   seconds per step split into generator forward+backward and FaceMesh+loss, generator passes
+   per frame and seconds per frame at the default step count;
+2. quality: keypoint error (mean L2 over the 66 keypoints, in pixels of a 256 crop, FaceMesh on
+   the result vs MediaPipe on the target) against the number of steps, on a generator with a known
+   answer (``tests/_reenact_helpers.WarpFaceGenerator``: a real portrait moved by the code), from
+   the center of P. Random StyleGAN2 weights draw no face, so error figures need that stand-in;
+3. a warm-started take on the same stand-in: steps actually run per frame (early stopping),
+   generator passes, and the keypoint error of the smoothed track.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/reenact.py            # CPU 256 (+ CUDA 1024 if present)
+    .venv/bin/python bench/reenact.py --quick                       # fewer timed steps
+    .venv/bin/python bench/reenact.py --device cuda --size 1024 --anchors 250
+Not a test: it only prints figures.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from optimize.latent_space import PersonalizedSpace  # noqa: E402
+from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks  # noqa: E402
+from optimize.reenact import (FrameOptimizer, ReenactSettings, identity_reference,  # noqa: E402
+                              image_to_tensor)
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = ROOT.parent / "shared" / "media"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _face(size: int) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    from personalize.faces import detect_landmarks
+
+    image = cv2.cvtColor(cv2.imread(str(MEDIA / "aligned" / "watson.jpg")), cv2.COLOR_BGR2RGB)
+    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    landmarks = detect_landmarks(image)
+    assert landmarks is not None
+    return image, landmarks
+
+
+def speed(size: int, device: torch.device, n_anchors: int, steps_timed: int, default_steps: int) -> None:
+    from personalize.faces.facemesh import FaceMesh
+    from personalize.stylegan2 import generator_from_kwargs
+    from personalize.stylegan2.configs import FFHQ256_KWARGS, FFHQ1024_KWARGS
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    kwargs = {256: FFHQ256_KWARGS, 1024: FFHQ1024_KWARGS}[size]
+    torch.manual_seed(0)
+    generator = generator_from_kwargs(kwargs).eval().to(device)
+    for p in generator.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        anchors = generator.mapping(torch.randn(n_anchors, generator.z_dim, device=device), None)[:, 0]
+    space = PersonalizedSpace(anchors, generator.num_ws, device=device)
+    mesh = MeshLandmarks(FaceMesh.from_mediapipe(device=device), input_size=min(256, size))
+    settings = ReenactSettings(steps=steps_timed, patience=10 ** 6)
+    loss = ReenactLoss(mesh, settings.weights)
+    image, lm = _face(size)
+    target = loss.driving_target(image_to_tensor(image, size, device), torch.from_numpy(lm)[None].to(device))
+    reference = identity_reference(generator, space, mesh)
+    optimizer = FrameOptimizer(generator, space, loss, settings)
+    optimizer.optimize(space.center_code(), target, reference, steps=2)  # warm-up (cudnn, allocator)
+
+    # split: generator forward+backward alone vs the whole step
+    code = space.center_code()
+    code.alpha.requires_grad_(True)
+    code.delta.requires_grad_(True)
+    reps = max(2, steps_timed // 2)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        img = generator.synthesis(space.to_ws(code), noise_mode="const")
+        img.square().mean().backward()
+    _sync(device)
+    gen_s = (time.perf_counter() - t0) / reps
+    _sync(device)
+    t0 = time.perf_counter()
+    result = optimizer.optimize(space.center_code(), target, reference, steps=steps_timed)
+    _sync(device)
+    step_s = (time.perf_counter() - t0) / len(result.loss_curve)
+    print(f"[speed] {device.type} {size}px, {n_anchors} anchors, num_ws {generator.num_ws}: "
+          f"{step_s:.3f} s/step (generator fwd+bwd {gen_s:.3f} s, FaceMesh+losses+Adam "
+          f"{max(0.0, step_s - gen_s):.3f} s); 1 generator pass per step")
+    print(f"[speed] {device.type} {size}px: {default_steps} steps/frame -> {default_steps} generator passes, "
+          f"{default_steps * step_s:.2f} s per driving frame (upper bound: early stopping ends most "
+          f"frames sooner); first frame {2 * default_steps} steps")
+
+
+def quality(step_list: list[int], lr: float, size: int = 256) -> None:
+    from editing.render import tensor_to_uint8
+    from personalize.faces import detect_landmarks
+    from personalize.faces.facemesh import FaceMesh
+    from tests._reenact_helpers import WarpFaceGenerator, warp_anchors
+
+    generator = WarpFaceGenerator(size=size)
+    anchors = warp_anchors(generator)
+    space = PersonalizedSpace(anchors, generator.num_ws)
+    mesh = MeshLandmarks(FaceMesh.from_mediapipe(), input_size=size)
+    targets = [[0.7, 0.0, 0.0, 0.3, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0, 0.5, 0.0], [0.1, 0.1, 0.6, 0.1, 0.0, 0.1]]
+    rows = []
+    for coeff in targets:
+        with torch.no_grad():
+            driving = tensor_to_uint8(generator.synthesis(space.coefficients_to_ws(torch.tensor([coeff]))))[0]
+        lm = detect_landmarks(driving)
+        settings = ReenactSettings(lr=lr, patience=10 ** 6)
+        loss = ReenactLoss(mesh, settings.weights)
+        target = loss.driving_target(image_to_tensor(driving, size, "cpu"), torch.from_numpy(lm)[None])
+        reference = identity_reference(generator, space, mesh)
+        optimizer = FrameOptimizer(generator, space, loss, settings)
+
+        def error(code) -> float:
+            with torch.no_grad():
+                mesh.reset()
+                kp = keypoints_from_landmarks(mesh(generator.synthesis(space.final_ws(code))), size)
+            return float((kp[..., :2] - target.keypoints[..., :2]).norm(dim=-1).mean()) * size
+
+        row = [error(space.center_code())]
+        for steps in step_list:
+            row.append(error(optimizer.optimize(space.center_code(), target, reference, steps=steps).code))
+        rows.append(row)
+    mean = np.mean(np.array(rows), axis=0)
+    header = "steps:      start " + " ".join(f"{s:>6d}" for s in step_list)
+    print(f"[quality] keypoint error (px at {size}, mean over 66 points, {len(targets)} targets, lr {lr}):")
+    print("  " + header)
+    print("  error px: " + " ".join(f"{v:6.3f}" for v in mean))
+
+
+def track_run(n_frames: int, size: int = 256) -> None:
+    """A warm-started take (known codes moving smoothly): steps actually run, s/frame, error."""
+    import tempfile
+
+    from editing.render import tensor_to_uint8
+    from optimize.reenact import DrivingFrames, reenact
+    from personalize.faces.facemesh import FaceMesh
+    from tests._reenact_helpers import WarpFaceGenerator, warp_anchors
+
+    generator = WarpFaceGenerator(size=size)
+    anchors = warp_anchors(generator)
+    space = PersonalizedSpace(anchors, generator.num_ws)
+    frames = []
+    for t in range(n_frames):
+        w = t / max(1, n_frames - 1)
+        coeff = torch.tensor([[0.6 - 0.5 * w, 0.1, 0.0, 0.3, 0.5 * w, 0.0]])
+        with torch.no_grad():
+            frames.append(tensor_to_uint8(generator.synthesis(space.coefficients_to_ws(coeff)))[0])
+    driving = DrivingFrames.from_arrays(frames)
+    mesh = MeshLandmarks(FaceMesh.from_mediapipe(), input_size=size)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = reenact(generator, anchors, driving, Path(tmp) / "latents.npz", mesh)
+    track = result.track
+    errors = []
+    for t in range(n_frames):
+        with torch.no_grad():
+            mesh.reset()
+            image = generator.synthesis(torch.from_numpy(track.ws_smooth[t:t + 1]))
+            kp = keypoints_from_landmarks(mesh(image), size)
+        target = keypoints_from_landmarks(torch.from_numpy(driving.landmarks[t:t + 1]), size)
+        errors.append(float((kp[..., :2] - target[..., :2]).norm(dim=-1).mean()) * size)
+    print(f"[track] {n_frames} warm-started frames at {size}px (default settings): steps/frame "
+          f"first {track.steps[0]}, then mean {track.steps[1:].mean():.1f} (early stopping); "
+          f"{result.generator_passes} generator passes, {result.seconds / n_frames:.2f} s/frame with the "
+          f"warp stand-in; keypoint error after smoothing {np.mean(errors):.3f} px (max {np.max(errors):.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu, plus cuda when present)")
+    parser.add_argument("--size", type=int, default=None, help="256 or 1024")
+    parser.add_argument("--anchors", type=int, default=None, help="anchor count (default 16 on CPU, 250 on CUDA)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-quality", action="store_true")
+    parser.add_argument("--lr", type=float, default=ReenactSettings().lr)
+    args = parser.parse_args()
+    torch.set_grad_enabled(True)
+    default_steps = ReenactSettings().steps
+    runs = []
+    if args.device:
+        device = torch.device(args.device)
+        runs.append((args.size or (1024 if device.type == "cuda" else 256), device))
+    else:
+        runs.append((args.size or 256, torch.device("cpu")))
+        if torch.cuda.is_available():
+            runs.append((1024, torch.device("cuda")))
+    for size, device in runs:
+        n_anchors = args.anchors or (250 if device.type == "cuda" else 16)
+        steps = (4 if args.quick else 10) if device.type == "cpu" else 30
+        speed(size, device, n_anchors, steps, default_steps)
+    if not args.no_quality:
+        quality([5, 10, 20] if args.quick else [5, 10, 20, 40, 80], args.lr)
+        track_run(6 if args.quick else 12)
+
+
+if __name__ == "__main__":
+    main()
