@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from tqdm import tqdm
 
 from personalize.device import describe_device, pick_device
+from personalize.progress import CancelToken
 
 
 class ProgressBar:
@@ -65,3 +68,28 @@ def timed(label: str) -> Callable[[], None]:
         print(f"{label} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
     return done
+
+
+@contextlib.contextmanager
+def ctrl_c_cancels(token: CancelToken) -> Iterator[None]:
+    """First Ctrl-C asks the job to stop cleanly (it saves its progress); a second one interrupts.
+
+    Why: a long job killed mid-write would lose work; through the token it stops between units.
+    Outside the main thread (signals unavailable) this does nothing.
+    """
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):  # noqa: ANN001
+            token.cancel()
+            signal.signal(signal.SIGINT, previous)
+            print("\nstopping after the current step...", file=sys.stderr)
+
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -8,13 +8,10 @@ the same command again resumes.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-from typing import Iterator
 
 from personalize.progress import CancelToken
-from studio.cli.common import ProgressBar, add_device_arg, resolve_device
+from studio.cli.common import ProgressBar, add_device_arg, ctrl_c_cancels, resolve_device
 from studio.project import Project
 
 ATTRIBUTE_CHOICES = ("smile", "mouth_open", "eyes_open", "yaw", "pitch", "age")
@@ -77,25 +74,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _ctrl_c_cancels(token: CancelToken) -> Iterator[None]:
-    """First Ctrl-C: ask the job to stop cleanly after saving; a second one interrupts as usual."""
-    try:
-        previous = signal.getsignal(signal.SIGINT)
-
-        def handler(signum, frame):  # noqa: ANN001
-            token.cancel()
-            signal.signal(signal.SIGINT, previous)
-            print("\nstopping after the current step...", file=sys.stderr)
-
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -141,7 +119,7 @@ def _learn(args: argparse.Namespace) -> int:
     project = Project.open(args.project)
     device = resolve_device(args)
     token = CancelToken()
-    with ProgressBar(f"learn {args.attribute}") as bar, _ctrl_c_cancels(token):
+    with ProgressBar(f"learn {args.attribute}") as bar, ctrl_c_cancels(token):
         result = learn_direction(project, args.attribute, name=args.name, samples=args.samples, seed=args.seed,
                                  batch_size=args.batch, force=args.force, device=device, progress=bar, cancel=token)
     d = result.direction
@@ -157,7 +135,7 @@ def _stylize(args: argparse.Namespace) -> int:
     project = Project.open(args.project)
     device = resolve_device(args)
     token = CancelToken()
-    with ProgressBar(f"stylize {args.name}") as bar, _ctrl_c_cancels(token):
+    with ProgressBar(f"stylize {args.name}") as bar, ctrl_c_cancels(token):
         path = stylize(project, args.prompt, args.name, source_prompt=args.source_prompt, iterations=args.iters,
                        lr=args.lr, batch_size=args.batch, layers_k=args.layers, seed=args.seed, force=args.force,
                        device=device, progress=bar, cancel=token)

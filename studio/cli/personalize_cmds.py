@@ -7,13 +7,10 @@ command again resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-from typing import Iterator
 
 from personalize.progress import CancelToken
-from studio.cli.common import ProgressBar, add_device_arg, resolve_device
+from studio.cli.common import ProgressBar, add_device_arg, ctrl_c_cancels, resolve_device
 from studio.project import Project
 
 
@@ -46,31 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     pers.set_defaults(handler=_personalize)
 
 
-@contextlib.contextmanager
-def _ctrl_c_cancels(token: CancelToken) -> Iterator[None]:
-    """First Ctrl-C: ask the job to stop cleanly (it saves a checkpoint). Second: default behaviour."""
-    try:
-        previous = signal.getsignal(signal.SIGINT)
-    except ValueError:  # not the main thread
-        yield
-        return
-
-    def handler(signum, frame):  # noqa: ANN001
-        token.cancel()
-        signal.signal(signal.SIGINT, previous)
-        print("\nstopping after the current step...", file=sys.stderr)
-
-    try:
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _notify(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -81,7 +53,7 @@ def _select(args: argparse.Namespace) -> int:
     project = Project.open(args.project)
     device = resolve_device(args)
     token = CancelToken()
-    with ProgressBar("select") as bar, _ctrl_c_cancels(token):
+    with ProgressBar("select") as bar, ctrl_c_cancels(token):
         info = select_frames(project, args.count, work_size=args.work_size, device=device,
                              progress=bar, cancel=token, notify=_notify)
     print(f"selected {info['count']} of {info['usable_frames']} frames in {info['seconds']} s "
@@ -97,7 +69,7 @@ def _personalize(args: argparse.Namespace) -> int:
     project = Project.open(args.project)
     device = resolve_device(args)
     token = CancelToken()
-    with ProgressBar("personalize") as bar, _ctrl_c_cancels(token):
+    with ProgressBar("personalize") as bar, ctrl_c_cancels(token):
         config = personalize_project(project, args.base, frames=args.frames, steps=args.steps,
                                      batch=args.batch, device=device,
                                      inversion_steps=args.inversion_steps,
