@@ -5,12 +5,12 @@ Prints:
    FFHQ-shaped generator (256 px on CPU; 1024 px on CUDA when present, N anchors from its mapping):
    seconds per step split into generator forward+backward and FaceMesh+loss, generator passes
    per frame and seconds per frame at the default step count;
-2. quality: keypoint error (mean L2 over the 66 keypoints, in pixels of a 256 crop, FaceMesh on
+2. quality: keypoint error of a cold start (mean L2 over the 66 keypoints, in pixels of a 256 crop, FaceMesh on
    the result vs MediaPipe on the target) against the number of steps, on a generator with a known
    answer (``tests/_reenact_helpers.WarpFaceGenerator``: a real portrait moved by the code), from
    the center of P. Random StyleGAN2 weights draw no face, so error figures need that stand-in;
-3. a warm-started take on the same stand-in: steps actually run per frame (early stopping),
-   generator passes, and the keypoint error of the smoothed track.
+3. a warm-started take on the same stand-in, default settings side by side with a long run:
+   steps actually run per frame, generator passes, s/frame and the keypoint error per frame.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/reenact.py            # CPU 256 (+ CUDA 1024 if present)
     .venv/bin/python bench/reenact.py --quick                       # fewer timed steps
@@ -122,7 +122,7 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
         with torch.no_grad():
             driving = tensor_to_uint8(generator.synthesis(space.coefficients_to_ws(torch.tensor([coeff]))))[0]
         lm = detect_landmarks(driving)
-        settings = ReenactSettings(lr=lr, patience=10 ** 6)
+        settings = ReenactSettings(first_lr=lr, patience=10 ** 6)
         loss = ReenactLoss(mesh, settings.weights)
         target = loss.driving_target(image_to_tensor(driving, size, "cpu"), torch.from_numpy(lm)[None])
         reference = identity_reference(generator, space, mesh)
@@ -136,7 +136,8 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
 
         row = [error(space.center_code())]
         for steps in step_list:
-            row.append(error(optimizer.optimize(space.center_code(), target, reference, steps=steps).code))
+            row.append(error(optimizer.optimize(space.center_code(), target, reference, steps=steps,
+                                                lr=settings.first_lr).code))
         rows.append(row)
     mean = np.mean(np.array(rows), axis=0)
     header = "steps:      start " + " ".join(f"{s:>6d}" for s in step_list)
@@ -146,7 +147,8 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
 
 
 def track_run(n_frames: int, size: int = 256) -> None:
-    """A warm-started take (known codes moving smoothly): steps actually run, s/frame, error."""
+    """A warm-started take on the stand-in (known codes moving smoothly), default settings side by
+    side with a long run (4x the steps, no early stopping): steps, passes, s/frame, keypoint error."""
     import tempfile
 
     from editing.render import tensor_to_uint8
@@ -165,21 +167,26 @@ def track_run(n_frames: int, size: int = 256) -> None:
             frames.append(tensor_to_uint8(generator.synthesis(space.coefficients_to_ws(coeff)))[0])
     driving = DrivingFrames.from_arrays(frames)
     mesh = MeshLandmarks(FaceMesh.from_mediapipe(), input_size=size)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = reenact(generator, anchors, driving, Path(tmp) / "latents.npz", mesh)
-    track = result.track
-    errors = []
-    for t in range(n_frames):
+    target = keypoints_from_landmarks(torch.from_numpy(driving.landmarks), size)
+
+    def errors(ws: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            mesh.reset()
-            image = generator.synthesis(torch.from_numpy(track.ws_smooth[t:t + 1]))
-            kp = keypoints_from_landmarks(mesh(image), size)
-        target = keypoints_from_landmarks(torch.from_numpy(driving.landmarks[t:t + 1]), size)
-        errors.append(float((kp[..., :2] - target[..., :2]).norm(dim=-1).mean()) * size)
-    print(f"[track] {n_frames} warm-started frames at {size}px (default settings): steps/frame "
-          f"first {track.steps[0]}, then mean {track.steps[1:].mean():.1f} (early stopping); "
-          f"{result.generator_passes} generator passes, {result.seconds / n_frames:.2f} s/frame with the "
-          f"warp stand-in; keypoint error after smoothing {np.mean(errors):.3f} px (max {np.max(errors):.3f})")
+            kp = keypoints_from_landmarks(mesh(generator.synthesis(torch.from_numpy(ws))), size)
+        return ((kp[..., :2] - target[..., :2]).norm(dim=-1).mean(dim=-1) * size).numpy()
+
+    default = ReenactSettings()
+    runs = {"default": default,
+            "long": ReenactSettings(steps=4 * default.steps, first_steps=8 * default.steps, patience=10 ** 6)}
+    print(f"[track] {n_frames} warm-started frames at {size}px on the stand-in; keypoint error in px "
+          "(FaceMesh on the result vs MediaPipe on the frame), raw codes | after the sigma-2 filter:")
+    for name, settings in runs.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            result = reenact(generator, anchors, driving, Path(tmp) / "latents.npz", mesh, settings=settings)
+        track = result.track
+        raw, smooth = errors(track.ws), errors(track.ws_smooth)
+        print(f"  {name:8s} steps/frame first {track.steps[0]}, then mean {track.steps[1:].mean():5.1f}; "
+              f"{result.generator_passes:5d} generator passes, {result.seconds / n_frames:5.2f} s/frame; "
+              f"error mean {raw.mean():.3f} max {raw.max():.3f} | mean {smooth.mean():.3f} max {smooth.max():.3f}")
 
 
 def main() -> None:
@@ -189,7 +196,8 @@ def main() -> None:
     parser.add_argument("--anchors", type=int, default=None, help="anchor count (default 16 on CPU, 250 on CUDA)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-quality", action="store_true")
-    parser.add_argument("--lr", type=float, default=ReenactSettings().lr)
+    parser.add_argument("--lr", type=float, default=ReenactSettings().first_lr,
+                        help="step size of the cold starts in the quality table")
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     default_steps = ReenactSettings().steps

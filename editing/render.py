@@ -131,6 +131,32 @@ def compose_frames(crops: Iterator[np.ndarray], n_frames: int, *, paste_back: bo
             yield crop
 
 
+MIN_OUTPUT_HEIGHT = 16
+MAX_OUTPUT_HEIGHT = 4320
+
+
+def check_output_height(height: int | None) -> int | None:
+    """Validate an output height in pixels (None keeps the natural size)."""
+    if height is None:
+        return None
+    if not MIN_OUTPUT_HEIGHT <= int(height) <= MAX_OUTPUT_HEIGHT:
+        raise UserError(f"Output height {height} px is out of range.",
+                        f"Choose a height between {MIN_OUTPUT_HEIGHT} and {MAX_OUTPUT_HEIGHT} px, "
+                        "e.g. 1080 or 720.")
+    return int(height)
+
+
+def resize_to_height(frame: np.ndarray, height: int) -> np.ndarray:
+    """HWC uint8 -> the same picture ``height`` px tall; the width keeps the aspect ratio, rounded
+    to an even number (H.264 with yuv420p needs even sides). Area filter down, Lanczos up."""
+    h, w = frame.shape[:2]
+    width = max(2, int(round(w * height / h / 2)) * 2)
+    if (h, w) == (height, width):
+        return frame
+    shrinking = height < h
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4)
+
+
 def export_frames(frames: Iterator[np.ndarray], out: str | Path, fps: float,
                   audio_from: str | Path | None = None) -> tuple[int, str]:
     """Write frames to ``out`` (MP4 with ``audio_from``'s audio, GIF, or a PNG folder)."""
@@ -150,6 +176,7 @@ def render_take(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor,
                 transforms: np.ndarray | None = None, crop_size: int | None = None,
                 driving_crops: Sequence[Path] | Callable[[int], np.ndarray] | None = None,
                 audio_from: str | Path | None = None, frames: slice | None = None,
+                height: int | None = None,
                 device: torch.device | str = "cpu", batch_size: int = 4, feather: float = 0.08,
                 progress: ProgressFn = no_progress,
                 cancel: CancelToken = NEVER_CANCELLED) -> RenderResult:
@@ -158,7 +185,10 @@ def render_take(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor,
     ``edit_ws`` edits each batch of ws before synthesis (semantic edits); ``generator`` may be any
     generator with the same ``num_ws`` (personalized or stylized). ``audio_from`` (usually the
     driving video) gives the MP4 its sound. ``frames`` renders a sub-range (previews).
+    ``height``: output frames this many pixels tall (width by aspect ratio); None keeps the
+    natural size (the crop's, or the driving video's when pasting back).
     """
+    height = check_output_height(height)
     from personalize.video import iter_frames
 
     track = np.asarray(ws_track.detach().cpu() if torch.is_tensor(ws_track) else ws_track, np.float32)
@@ -193,7 +223,7 @@ def render_take(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor,
     def counted(it: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         for i, frame in enumerate(it):
             cancel.check()
-            yield frame
+            yield frame if height is None else resize_to_height(frame, height)
             progress(i + 1, n, "rendering")
 
     crops = generate_crops(generator, track, edit_ws=edit_ws, device=device, batch_size=batch_size,

@@ -32,6 +32,8 @@ SHARPNESS = 100.0
 """s in Eq. 7."""
 DILATION_BETA = 0.02
 """beta in Eqs. 6-7 (Appendix C.3)."""
+REVIVABLE_SOFTPLUS_INPUT = -2.0
+"""Lowest ``s (alpha + beta)`` the optimizer keeps (``PersonalizedSpace.alpha_floor``)."""
 
 
 def shifted_softplus(alpha: torch.Tensor, sharpness: float = SHARPNESS,
@@ -197,6 +199,25 @@ class PersonalizedSpace:
     def anchor_ws(self) -> torch.Tensor:
         """ws (N, num_ws, w_dim) of every anchor."""
         return self.anchors[:, None, :].expand(-1, self.num_ws, -1).contiguous()
+
+    @property
+    def alpha_floor(self) -> float:
+        """Lowest useful pre-softplus alpha, in unit scale: where the softplus still passes 12 %
+        of the gradient (``s (alpha + beta) = -2``; alpha~ there is -beta + 0.0013).
+
+        Why: below ``-beta`` the shifted softplus is flat, so a coefficient pushed there gets no
+        gradient and can never come back. Within one frame that only drops an anchor; along a
+        warm-started take the dropped anchors pile up frame after frame until the expression a
+        later frame needs is out of reach (measured: the keypoint error of a 12-frame take grew
+        from 0.03 to 0.8 px, the anchor the take moved towards stuck at -beta). Holding alpha at
+        this floor changes alpha~ by at most 0.0013 and keeps every anchor reachable.
+        """
+        return self.n_anchors * (-self.beta + REVIVABLE_SOFTPLUS_INPUT / self.sharpness)
+
+    def clamp_to_floor_(self, code: PPlusCode) -> None:
+        """In place: lift ``code.alpha`` to ``alpha_floor`` (see there)."""
+        with torch.no_grad():
+            code.alpha.clamp_(min=self.alpha_floor)
 
     def perturbed(self, code: PPlusCode, sigma: float, generator: torch.Generator | None = None) -> PPlusCode:
         """Warm start for the next frame: ``code`` with Gaussian noise of std ``sigma`` on alpha.

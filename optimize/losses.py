@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from optimize.latent_space import PersonalizedSpace, PPlusCode
 
 LandmarkFn = Callable[[torch.Tensor], torch.Tensor]
-"""images (B,3,H,W) in [-1,1] -> landmarks (B,478,3) in pixels of those images (x, y; z alike)."""
+"""images (B,3,H,W) in [-1,1] -> landmarks (B,478,3) in pixels of those images (x, y; z alike).
+A landmark function may also offer ``placement(images)`` and accept ``placement=`` (see
+``MeshLandmarks``): the loss then holds the landmark detector's region fixed for a frame."""
 
 IRIS_PARTS = ("left_iris", "right_iris")
 
@@ -57,6 +59,8 @@ class FrameTarget:
     image: torch.Tensor
     landmarks: torch.Tensor
     keypoints: torch.Tensor
+    placement: torch.Tensor | None = None
+    """(1,4) landmark-detector region for the generated images of this frame (``MeshLandmarks``)."""
 
 
 @dataclass
@@ -90,13 +94,19 @@ class MeshLandmarks:
     Why downsample: the face-landmark network looks at a 192 px region anyway; resizing a 1024
     image first (with antialiasing) costs little and keeps the backward pass small.
 
-    Why the FaceMesh finds its own region of interest at every call (two cheap no-grad passes)
-    instead of tracking it between optimization steps: its landmarks move by ~0.3 px when that
-    window moves, so a window that follows the previous step (or one taken from the driving
-    frame's landmarks) makes the loss jitter, or biases it, by as much as the error being
-    removed. Found afresh, the landmarks are a deterministic function of the image and agree with
-    MediaPipe's to ~0.02 px on a real face. ``reset()`` exists for callers that batch unrelated
-    images (no state is kept now). Returned landmarks (B,478,3) are in pixels of the input image.
+    Why a fixed *placement* (the FaceMesh's region of interest) during one frame's optimization:
+    the landmark network is not exactly equivariant, so its landmarks move by ~0.3 px when the
+    region moves, and the detector that places the region moves it by several pixels for a
+    sub-pixel change of the face. With a region found afresh at every step the loss is a
+    different, jittery function of the code whose true slope near the answer is dominated by
+    those jumps, while autograd (regions are placement decisions, never differentiated) follows
+    the smooth fixed-region function: measured on a real face, the autograd gradient pointed
+    against the finite-difference one and Adam climbed away from the exact answer. A fixed
+    region makes the loss smooth and its gradient exact. The region taken is the one MediaPipe
+    itself would use on the driving frame (``placement``), so when the generated image equals
+    the driving frame the landmarks are exactly MediaPipe's and the optimum is not biased.
+
+    Returned landmarks (B,478,3) are in pixels of the input image.
     """
 
     def __init__(self, face_mesh: torch.nn.Module, input_size: int = 256) -> None:
@@ -106,13 +116,27 @@ class MeshLandmarks:
     def reset(self) -> None:
         """No state to clear (kept so callers need not know)."""
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def _small(self, images: torch.Tensor) -> torch.Tensor:
         size = images.shape[-1]
-        small = images
-        if size != self.input_size:
-            small = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
-                                  align_corners=False, antialias=size > self.input_size)
-        return self.face_mesh(small) * (size / self.input_size)
+        if size == self.input_size:
+            return images
+        return F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
+                             align_corners=False, antialias=size > self.input_size)
+
+    @torch.no_grad()
+    def placement(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B,3,H,W) in [-1,1] -> (B,4) FaceMesh regions, as MediaPipe would place them
+        (detector, else the landmark rule), in this object's internal pixel units."""
+        return self.face_mesh.find_roi((self._small(images).float() + 1.0) * 0.5)
+
+    def __call__(self, images: torch.Tensor, placement: torch.Tensor | None = None) -> torch.Tensor:
+        """images (B,3,H,W) in [-1,1] -> (B,478,3) landmarks in their pixels.
+
+        placement: (1 or B, 4) from ``placement``; found afresh for every image when None.
+        """
+        if placement is not None:
+            placement = placement.expand(images.shape[0], -1)
+        return self.face_mesh(self._small(images), roi=placement) * (images.shape[-1] / self.input_size)
 
 
 def keypoints_from_landmarks(landmarks: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -144,9 +168,16 @@ class ReenactLoss:
         self.weights = weights or LossWeights()
 
     def driving_target(self, image: torch.Tensor, landmarks: torch.Tensor) -> FrameTarget:
-        """Build a frame target from a driving crop (1,3,R,R) and its MediaPipe landmarks (1,478,3)."""
+        """Build a frame target from a driving crop (1,3,R,R) and its MediaPipe landmarks (1,478,3).
+
+        The generated images of this frame will be measured with the landmark region the
+        detector places on the driving crop (see ``MeshLandmarks``), when the landmark function
+        supports placements.
+        """
+        placement_fn = getattr(self.landmarks, "placement", None)
         return FrameTarget(image=image, landmarks=landmarks,
-                           keypoints=keypoints_from_landmarks(landmarks, image.shape[-1]))
+                           keypoints=keypoints_from_landmarks(landmarks, image.shape[-1]),
+                           placement=placement_fn(image) if placement_fn is not None else None)
 
     def __call__(self, generated: torch.Tensor, target: FrameTarget, reference: IdentityReference | None,
                  space: PersonalizedSpace | None = None, code: PPlusCode | None = None) -> LossTerms:
@@ -157,7 +188,10 @@ class ReenactLoss:
         batch = generated.shape[0]
         size = generated.shape[-1]
         zero = generated.new_zeros(batch)
-        gen_landmarks = self.landmarks(generated)
+        if target.placement is not None:
+            gen_landmarks = self.landmarks(generated, placement=target.placement)  # type: ignore[call-arg]
+        else:
+            gen_landmarks = self.landmarks(generated)
         gen_kp = keypoints_from_landmarks(gen_landmarks, size)
         key = keypoint_loss(target.keypoints.expand_as(gen_kp), gen_kp, w.use_z)
 

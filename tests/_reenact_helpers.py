@@ -3,12 +3,14 @@
 Why: a random StyleGAN2 draws no face, so MediaPipe and the FaceMesh would see noise and a test of
 the optimization could not tell a right answer from a wrong one. ``WarpFaceGenerator`` has the
 ``Generator`` interface the optimizer uses (``synthesis(ws)``, ``num_ws``, ``w_dim``,
-``img_resolution``) but renders an aligned portrait from ``../shared/media/aligned`` under a smooth
-warp (head shift, rotation, a vertical stretch of the mouth region) and a blend towards a second
-portrait, all controlled linearly by the code. Known codes therefore give known, real faces.
+``img_resolution``) but renders an aligned self-scan frame from ``../shared/media`` under a smooth
+warp (head shift, rotation, a vertical stretch of the mouth region) and a blend towards a frame of
+the same person with the mouth open, all controlled linearly by the code. Known codes therefore
+give known, real faces of one identity, as a personalized generator does.
 """
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from pathlib import Path
@@ -29,7 +31,38 @@ def load_aligned(name: str, size: int) -> torch.Tensor:
     image = cv2.imread(str(MEDIA / "aligned" / name), cv2.IMREAD_COLOR)
     assert image is not None, f"missing test image {name}"
     image = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    return _to_tensor(image)
+
+
+SELFSCAN_FRAMES = {"selfscan:neutral": 294, "selfscan:mouth-open": 330}
+"""Frames of ``selfscan_woman2_12s.mp4`` where the woman looks ahead with the mouth nearly
+closed and wide open: one person, so the stand-in's blend is an expression, not another
+identity (the eyes loss compares the irises with the person's own reference)."""
+
+
+@functools.lru_cache(maxsize=4)
+def _selfscan_crop(frame_index: int, size: int) -> np.ndarray:
+    from personalize.faces import detect_landmarks
+    from personalize.faces.alignment import align_face
+    from personalize.video import iter_frames
+
+    for index, frame in enumerate(iter_frames(MEDIA / "selfscan_woman2_12s.mp4")):
+        if index == frame_index:
+            landmarks = detect_landmarks(frame)
+            assert landmarks is not None, f"no face in self-scan frame {frame_index}"
+            return align_face(frame, landmarks, size=size)[0]
+    raise AssertionError(f"the self-scan clip has no frame {frame_index}")
+
+
+def load_face(name: str, size: int) -> torch.Tensor:
+    """``aligned/NAME`` or ``selfscan:neutral`` / ``selfscan:mouth-open`` as (1,3,size,size) in [-1,1]."""
+    if name in SELFSCAN_FRAMES:
+        return _to_tensor(_selfscan_crop(SELFSCAN_FRAMES[name], size))
+    return load_aligned(name, size)
+
+
+def _to_tensor(image_rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
 class _Synthesis(nn.Module):
@@ -49,7 +82,7 @@ class WarpFaceGenerator(nn.Module):
     """
 
     def __init__(self, size: int = 256, num_ws: int = 4, w_dim: int = 8, seed: int = 0,
-                 base: str = "watson.jpg", other: str = "stone.jpg") -> None:
+                 base: str = "selfscan:neutral", other: str = "selfscan:mouth-open") -> None:
         super().__init__()
         self.img_resolution = size
         self.num_ws = num_ws
@@ -61,8 +94,8 @@ class WarpFaceGenerator(nn.Module):
         mix = torch.randn(w_dim, N_CONTROLS, generator=gen)
         q, _ = torch.linalg.qr(mix)  # orthonormal columns: every control is reachable
         self.register_buffer("mix", q)
-        self.register_buffer("base", load_aligned(base, size))
-        self.register_buffer("other", load_aligned(other, size))
+        self.register_buffer("base", load_face(base, size))
+        self.register_buffer("other", load_face(other, size))
         self.synthesis = _Synthesis(self)
 
     def controls_of(self, ws: torch.Tensor) -> torch.Tensor:
@@ -139,5 +172,5 @@ def mean_keypoint_error(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarr
     return float((a[..., :2] - b[..., :2]).norm(dim=-1).mean())
 
 
-__all__ = ["WarpFaceGenerator", "warp_anchors", "load_aligned", "cut_clip", "stream_info",
+__all__ = ["WarpFaceGenerator", "warp_anchors", "load_aligned", "load_face", "cut_clip", "stream_info",
            "mean_keypoint_error", "N_CONTROLS"]

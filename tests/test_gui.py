@@ -317,6 +317,55 @@ def test_capture_page_uses_a_dropped_real_video_and_trims_it(project_window, qtb
     assert win.pages["prepare"].run_button.isEnabled()
 
 
+def test_webcam_panel_previews_measures_and_records_a_live_source(project_window, qtbot):
+    """Everything after the camera, for real: frames of a real self-scan pushed through a
+    QVideoFrameInput (where a QCamera would be) reach the preview with MediaPipe's landmarks and
+    the coverage meter, and Qt's recorder writes a video the page then offers to use."""
+    from PySide6.QtGui import QImage
+    from PySide6.QtMultimedia import QVideoFrame, QVideoFrameInput
+
+    from personalize.video import iter_frames, probe_video
+
+    win = project_window
+    page = win.pages["capture"]
+    panel = page.webcam
+    assert not panel.record_button.isEnabled()
+    source = QVideoFrameInput()
+    panel.start_frame_source(source)
+    assert panel.record_button.isEnabled()
+    panel.target_seconds, panel.countdown_seconds = 1.5, 0.25
+    recorded: list[str] = []
+    panel.recorded.connect(recorded.append)
+    frames = [f.copy() for _i, f in zip(range(300), iter_frames(helpers.SELFSCAN))][::6]  # 50 frames, 10 s
+
+    def push(index: int) -> None:
+        rgb = frames[index % len(frames)]
+        image = QImage(rgb.data, rgb.shape[1], rgb.shape[0], 3 * rgb.shape[1], QImage.Format.Format_RGB888)
+        source.sendVideoFrame(QVideoFrame(image.copy()))
+        qtbot.wait(40)
+
+    for i in range(10):
+        push(i)
+    qtbot.waitUntil(lambda: panel._lm is not None, timeout=20000)   # landmarks found off the UI thread
+    assert panel._lm.shape == (478, 3) and not panel.preview.pixmap().isNull()
+    assert panel.coverage.fraction_covered() == 0                    # not recording yet: no coverage
+    qtbot.mouseClick(panel.record_button, Qt.MouseButton.LeftButton)
+    assert panel.record_button.text().startswith("■")
+    i = 10
+    while not recorded and i < 400:
+        push(i)
+        i += 1
+    qtbot.waitUntil(lambda: bool(recorded), timeout=20000)
+    video = Path(recorded[0])
+    assert video.parent == win.ctx.project.root / "capture" and video.is_file()
+    info = probe_video(video)
+    assert info.n_frames >= 10 and (info.width, info.height) == (512, 512)
+    assert panel.coverage.fraction_covered() > 0                     # poses seen while recording
+    assert page.video_path == str(video) and page.use_button.isEnabled()
+    panel.stop_camera()
+    assert not panel.record_button.isEnabled()
+
+
 def test_select_page_highlights_selection_and_shows_coverage(project_window, qtbot):
     win = project_window
     project = win.ctx.project
@@ -371,6 +420,10 @@ def test_reenact_page_runs_a_take_and_plays_it_side_by_side(project_window, qtbo
     page.player.slider.setValue(40)
     assert page.player.position.text() == "41 / 78"
     assert page.player.right_screen.pixmap() is not None
+    options = project.take_dir("driving_man_smile_wink_3s") / "preview.mp4.options.json"
+    qtbot.waitUntil(options.is_file)
+    assert json.loads(options.read_text())["mark_export"] is False
+    assert win.ctx.statuses["export"] != "done"  # a preview is not an export
 
 
 def test_edit_sliders_feed_export_which_opens_the_folder(project_window, qtbot, tmp_path):
@@ -394,12 +447,14 @@ def test_edit_sliders_feed_export_which_opens_the_folder(project_window, qtbot, 
     assert export.take_box.currentText() == "speech" and "smile +1.50" in export.edits_label.text()
     export.format_box.setCurrentIndex(export.format_box.findData("gif"))
     assert export.out_edit.text().endswith("speech_export.gif")
+    assert export.resolution_box.isEnabled()
+    export.resolution_box.setCurrentIndex(export.resolution_box.findData(720))
     qtbot.mouseClick(export.export_button, Qt.MouseButton.LeftButton)
     wait_job(qtbot, win)
     out = project.root / "exports" / "speech_export.gif"
     options = json.loads((out.parent / (out.name + ".options.json")).read_text())
     assert out.is_file() and options["edits"] == {"smile": 1.5} and options["format"] == "gif"
-    assert options["paste_back"] is True and options["side_by_side"] is False
+    assert options["paste_back"] is True and options["side_by_side"] is False and options["height"] == 720
     assert win.opened_urls and win.opened_urls[-1].toLocalFile() == str(out.parent)
     assert win.ctx.statuses["export"] == "done"
 

@@ -105,6 +105,26 @@ def test_perturbed_is_reproducible_and_small() -> None:
     assert 0 < float(moved) < 0.2
 
 
+def test_alpha_floor_keeps_anchors_reachable_and_barely_moves_the_code() -> None:
+    from optimize.latent_space import shifted_softplus
+
+    space = _space(n=6)
+    code = space.anchor_code(2)  # the other five coefficients sit on the flat floor of the softplus
+    code.alpha[0, 0] = -50.0      # and one far below it, as Adam leaves a dropped anchor
+    dead = code.alpha.clone().requires_grad_(True)
+    space.alpha_tilde(PPlusCode(dead, code.delta))[0, 0].backward()
+    assert float(dead.grad[0, 0]) < 1e-6  # no gradient: without the floor it could never return
+    before = space.alpha_tilde(code)
+    space.clamp_to_floor_(code)
+    assert float(code.alpha.min()) >= space.alpha_floor - 1e-6
+    alive = code.alpha.clone().requires_grad_(True)
+    space.alpha_tilde(PPlusCode(alive, code.delta))[0, 0].backward()
+    slope = torch.sigmoid(torch.tensor(-2.0)) / space.n_anchors  # d alpha~ / d unit-scale alpha
+    assert float(alive.grad[0, 0]) == pytest.approx(float(slope), rel=1e-3)
+    assert float((space.alpha_tilde(code) - before).abs().max()) < 0.0014
+    assert float(shifted_softplus(torch.tensor(space.alpha_floor / space.n_anchors))) > -space.beta
+
+
 def test_space_rejects_bad_anchors() -> None:
     with pytest.raises(ValueError):
         PersonalizedSpace(np.zeros((3,), np.float32), 4)

@@ -127,6 +127,45 @@ def test_gradients_reach_alpha_and_delta_through_generator_and_facemesh(face_mes
             assert float(grad_d.abs().sum()) > 0, f"{term}: no gradient to delta"
 
 
+@pytest.mark.slow  # ~15 s: 13 FaceMesh passes at 256
+def test_keypoint_gradient_matches_finite_differences_near_the_answer(face_mesh) -> None:
+    """The optimizer follows autograd; near the answer that gradient must be the loss's slope.
+
+    With the FaceMesh region found afresh for every image, the measured slope (finite
+    differences) pointed against autograd's, and Adam climbed away from an exact start.
+    """
+    from personalize.faces import detect_landmarks
+    from editing.render import tensor_to_uint8
+    from optimize.reenact import image_to_tensor
+
+    generator = WarpFaceGenerator(size=256)
+    space = PersonalizedSpace(warp_anchors(generator), generator.num_ws)
+    true = torch.tensor([[0.6, 0.1, 0.0, 0.3, 0.0, 0.0]])
+    with torch.no_grad():
+        driving = tensor_to_uint8(generator.synthesis(space.coefficients_to_ws(true)))[0]
+    loss = ReenactLoss(MeshLandmarks(face_mesh, 256), LossWeights(mouth=0, eyes=0, delta=0, sum=0))
+    target = loss.driving_target(image_to_tensor(driving, 256, "cpu"),
+                                 torch.from_numpy(detect_landmarks(driving))[None])
+    assert target.placement is not None and target.placement.shape == (1, 4)
+    start = space.code_from_coefficients(true)
+
+    def key(alpha: torch.Tensor) -> torch.Tensor:
+        code = PPlusCode(alpha, start.delta)
+        return loss(generator.synthesis(space.to_ws(code)), target, None).key.sum()
+
+    alpha = start.alpha.clone().requires_grad_(True)
+    key(alpha).backward()
+    eps = 0.003
+    finite = torch.zeros_like(alpha)
+    with torch.no_grad():
+        for i in range(space.n_anchors):
+            step = torch.zeros_like(alpha)
+            step[0, i] = eps
+            finite[0, i] = (key(start.alpha + step) - key(start.alpha - step)) / (2 * eps)
+    cosine = float(torch.nn.functional.cosine_similarity(alpha.grad, finite))
+    assert cosine > 0.95, (alpha.grad, finite)
+
+
 def test_no_face_input_gives_finite_loss(face_mesh) -> None:
     """FaceMesh on garbage (a random generator's output) still returns points: the loss stays finite."""
     mesh = MeshLandmarks(face_mesh, 64)

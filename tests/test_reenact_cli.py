@@ -51,8 +51,21 @@ def test_reenact_and_render_through_the_cli(tmp_path, clip, capsys) -> None:
         assert int(data["face_found"].sum()) > 20  # the crops hold the speaker's face
     assert Project.open(project.root).status("reenact") == "done"
 
+    from studio.jobs.reenact import render_take_job
+
+    preview = render_take_job(Project.open(project.root), "speech", tmp_path / "preview", mark_export=False,
+                              frames=slice(0, 2))
+    assert preview.frames == 2 and Project.open(project.root).status("export") != "done"
     out = tmp_path / "speech.mp4"
     assert main(["render", str(project.root), "--take", "speech", "--paste-back", "--out", str(out)]) == 0
+    assert Project.open(project.root).status("export") == "done"
+    small = tmp_path / "small.mp4"
+    assert main(["render", str(project.root), "--take", "speech", "--paste-back", "--height", "64",
+                 "--out", str(small)]) == 0
+    from personalize.video import probe_video
+
+    assert (probe_video(small).height, probe_video(small).width) == (64, 64)  # the 128 px clip, halved
+    assert main(["render", str(project.root), "--take", "speech", "--height", "5", "--out", str(small)]) == 2
     info = stream_info(out)
     assert info["frames"] == 25
     assert info["fps"] == pytest.approx(25.0)

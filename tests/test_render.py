@@ -96,3 +96,29 @@ def test_render_take_exports_mp4_with_audio_gif_and_pngs(generator, clip, tmp_pa
     assert seen[-1] == (3, 3)
     with pytest.raises(UserError, match="driving video"):
         render_take(generator, ws, tmp_path / "x.mp4", fps=25.0, paste_back=True)
+
+
+def test_output_height_resizes_every_frame_keeping_the_aspect(generator, clip, tmp_path) -> None:
+    from personalize.video import probe_video, read_image
+
+    ws = _track(generator, 3)
+    crops = render_take(generator, ws, tmp_path / "tall", fps=25.0, height=150)
+    pictures = sorted((tmp_path / "tall").glob("*.png"))
+    assert crops.frames == 3 and [read_image(p).shape for p in pictures] == [(150, 150, 3)] * 3
+    driving = [read_image(p) for p in pictures]  # stands in for driving crops (150 px)
+    wide = render_take(generator, ws, tmp_path / "wide.mp4", fps=25.0, height=90,
+                       side_by_side_with_driving=True, driving_crops=lambda t: driving[t])
+    info = probe_video(wide.path)
+    assert (info.height, info.width) == (90, 180)  # (150 | 64->150) side by side, scaled to 90 tall
+    for bad in (0, 10, 100000):
+        with pytest.raises(UserError, match="height"):
+            render_take(generator, ws, tmp_path / "bad.mp4", fps=25.0, height=bad)
+
+
+def test_resize_to_height_keeps_even_sides() -> None:
+    from editing.render import resize_to_height
+
+    frame = np.zeros((480, 854, 3), np.uint8)
+    out = resize_to_height(frame, 720)
+    assert out.shape == (720, 1280, 3)
+    assert resize_to_height(frame, 101).shape[1] % 2 == 0

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     re.add_argument("--name", required=True, help="take name (folder PROJECT/takes/NAME/)")
     re.add_argument("--steps", type=int, default=None,
                     help="optimization steps per frame at most (default 40; early stopping may end sooner)")
-    re.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.2, cosine-decayed within each frame)")
+    re.add_argument("--lr", type=float, default=None, help="Adam learning rate of the warm-started frames (default 0.05, cosine-decayed "
+                         "within each frame; the first frame uses 4x this)")
     re.add_argument("--no-smooth", action="store_true",
                     help="skip the temporal filter on the latent codes (sigma 2 frames)")
     re.add_argument("--first-frame", choices=("nearest-anchor", "center"), default=None,
@@ -57,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--raw", action="store_true", help="render the codes before temporal smoothing")
     rd.add_argument("--feather", type=float, default=0.08,
                     help="soft edge of the pasted face, as a fraction of the crop (default 0.08)")
+    rd.add_argument("--height", type=int, default=None, metavar="PX",
+                    help="output height in pixels, e.g. 1080 or 720 (the width keeps the aspect "
+                         "ratio; default: the crop's size, or the driving video's with --paste-back)")
     rd.add_argument("--out", required=True, help="output: FILE.mp4, FILE.gif or a folder for PNG frames")
     add_device_arg(rd)
     rd.set_defaults(handler=_render)
@@ -104,7 +108,8 @@ def _render(args: argparse.Namespace) -> int:
             result = render_take_job(project, args.take, args.out, paste_back=args.paste_back,
                                      side_by_side=args.side_by_side, edits=args.edit or None,
                                      style=args.style, device=device, raw=args.raw,
-                                     feather=args.feather, progress=bar, cancel=token)
+                                     feather=args.feather, height=args.height, progress=bar,
+                                     cancel=token)
         except KeyboardInterrupt:
             token.cancel()
             raise

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 
-from editing.render import RenderResult, WsEdit, output_kind, render_take
+from editing.render import RenderResult, WsEdit, check_output_height, output_kind, render_take
 from optimize.reenact import (TRACK_FILE, DrivingFrames, ReenactResult, ReenactSettings,
                               anchor_keypoints, load_track, reenact)
 from personalize.errors import ProjectError, UserError
@@ -136,6 +136,7 @@ def reenact_take(project: Project, driving: str | Path | None, name: str, steps:
     if steps is not None:
         settings.steps = int(steps)
     if lr is not None:
+        settings.first_lr = float(lr) * settings.first_lr / settings.lr  # keep the cold-start ratio
         settings.lr = float(lr)
     if not smooth:
         settings.smooth_sigma = 0.0
@@ -299,14 +300,17 @@ def style_path(project: Project, style: str) -> Path:
 def render_take_job(project: Project, take: str, out: str | Path, paste_back: bool = False,
                     side_by_side: bool = False, edits: EditSpec = None, style: str | None = None,
                     device: torch.device | str = "cpu", *, raw: bool = False,
-                    frames: slice | None = None, batch_size: int = 4, feather: float = 0.08,
+                    frames: slice | None = None, height: int | None = None,
+                    batch_size: int = 4, feather: float = 0.08, mark_export: bool = True,
                     progress: ProgressFn = no_progress,
                     cancel: CancelToken = NEVER_CANCELLED) -> RenderResult:
     """Render take ``take`` to ``out`` (.mp4 with the driving audio, .gif, or a folder of PNGs).
 
     paste_back: into the driving video's full frames (else the aligned crops); side_by_side:
     driving | result; edits: semantic directions and strengths; style: a stylized generator's
-    name; raw: render the unsmoothed codes (to compare with the filtered track).
+    name; raw: render the unsmoothed codes (to compare with the filtered track); height: output
+    height in pixels (None: the natural size); mark_export: record the result as the project's
+    Export stage (False for previews, which are not an export the user asked for).
     """
     from personalize.faces import load_prepared
     from personalize.stylegan2 import load_generator
@@ -324,7 +328,8 @@ def render_take_job(project: Project, take: str, out: str | Path, paste_back: bo
         raise ProjectError(f"The take '{take}' is not finished ({track.frames_done} of {track.n_frames} frames).",
                            f"Resume it with: studio-cli reenact {project.root} --name {take}")
     ws = track.ws if raw else track.best_ws()
-    output_kind(out)  # validate the output name before any work
+    output_kind(out)  # validate the output name and size before any work
+    check_output_height(height)
     device = torch.device(device)
     _enable_fast_math(device)
     generator_file = style_path(project, style) if style else personalized_generator_path(project)
@@ -345,10 +350,11 @@ def render_take_job(project: Project, take: str, out: str | Path, paste_back: bo
                          side_by_side_with_driving=side_by_side, driving_video=driving_video,
                          transforms=prepared.transforms, crop_size=prepared.size,
                          driving_crops=prepared.crop_paths, audio_from=driving_video, frames=frames,
-                         device=device, batch_size=batch_size, feather=feather, progress=progress,
-                         cancel=cancel)
-    project.mark_done("export", take=take, out=str(Path(out).resolve()), kind=result.kind,
-                      frames=result.frames, style=style, edits=json.dumps(_edit_record(edits)))
+                         height=height, device=device, batch_size=batch_size, feather=feather,
+                         progress=progress, cancel=cancel)
+    if mark_export:
+        project.mark_done("export", take=take, out=str(Path(out).resolve()), kind=result.kind,
+                          frames=result.frames, style=style, edits=json.dumps(_edit_record(edits)))
     return result
 
 

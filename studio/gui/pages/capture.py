@@ -104,7 +104,12 @@ def qimage_to_rgb(image: QImage) -> np.ndarray:
 
 
 class WebcamPanel(QGroupBox):
-    """Camera chooser, live preview with landmarks, countdown, recording to a target length."""
+    """Camera chooser, live preview with landmarks, countdown, recording to a target length.
+
+    The source is a ``QCamera`` or a ``QVideoFrameInput`` (``start_frame_source``); either feeds
+    one ``QMediaCaptureSession`` whose sink shows the preview and whose ``QMediaRecorder`` writes
+    the file, so everything after the source is the same code.
+    """
 
     recorded = Signal(str)
 
@@ -128,7 +133,9 @@ class WebcamPanel(QGroupBox):
         self.length_bar.setFormat(f"%v s of about {TARGET_SECONDS} s")
         self.coverage = CoverageMeter()
         self.state_label = hint("")
-        self.camera = self.session = self.recorder = self.sink = None
+        self.camera = self.frame_input = self.session = self.recorder = self.sink = None
+        self.target_seconds: float = TARGET_SECONDS
+        self.countdown_seconds: float = COUNTDOWN_SECONDS
         self._lm: np.ndarray | None = None
         self._detecting = False
         self._last_detect = 0.0
@@ -181,15 +188,32 @@ class WebcamPanel(QGroupBox):
         has = bool(self.cameras)
         self.camera_box.setEnabled(has)
         self.start_button.setEnabled(has)
-        self.record_button.setEnabled(has and self.camera is not None)
+        self.record_button.setEnabled(self.session is not None)
 
     def start_camera(self) -> None:
-        from PySide6.QtMultimedia import QCamera, QMediaCaptureSession, QMediaRecorder, QVideoSink
+        from PySide6.QtMultimedia import QCamera
         self.stop_camera()
-        device = self.cameras[self.camera_box.currentIndex()]
-        self.camera = QCamera(device)
+        self.camera = QCamera(self.cameras[self.camera_box.currentIndex()])
+        self._start_session(lambda session: session.setCamera(self.camera))
+        self.camera.errorOccurred.connect(lambda _e, text: self.state_label.setText(f"Camera: {text}"))
+        self.camera.start()
+        self.state_label.setText("Camera on. Sit in good, even light, face the camera, then Record.")
+        self._update_enabled()
+
+    def start_frame_source(self, frame_input) -> None:
+        """Use a ``QVideoFrameInput`` instead of a camera: frames pushed into it are previewed,
+        measured and recorded exactly like a camera's (tests, or a virtual source)."""
+        self.stop_camera()
+        self.frame_input = frame_input
+        self._start_session(lambda session: session.setVideoFrameInput(frame_input))
+        self.state_label.setText("Video source on. Press Record.")
+        self._update_enabled()
+
+    def _start_session(self, attach_source) -> None:
+        """One capture session: the source -> a sink (live preview, landmarks) and a recorder."""
+        from PySide6.QtMultimedia import QMediaCaptureSession, QMediaRecorder, QVideoSink
         self.session = QMediaCaptureSession()
-        self.session.setCamera(self.camera)
+        attach_source(self.session)
         self.sink = QVideoSink()
         self.sink.videoFrameChanged.connect(self._on_frame)
         self.session.setVideoSink(self.sink)
@@ -198,18 +222,15 @@ class WebcamPanel(QGroupBox):
         self.session.setRecorder(self.recorder)
         self.recorder.recorderStateChanged.connect(self._on_recorder_state)
         self.recorder.errorOccurred.connect(lambda _e, text: self.state_label.setText(f"Recorder: {text}"))
-        self.camera.errorOccurred.connect(lambda _e, text: self.state_label.setText(f"Camera: {text}"))
-        self.camera.start()
-        self.state_label.setText("Camera on. Sit in good, even light, face the camera, then Record.")
-        self._update_enabled()
 
     def stop_camera(self) -> None:
         if self.recorder is not None:
             self.recorder.stop()
         if self.camera is not None:
             self.camera.stop()
-        self.camera = self.session = self.recorder = self.sink = None
+        self.camera = self.frame_input = self.session = self.recorder = self.sink = None
         self._tick.stop()
+        self._update_enabled()
 
     def toggle_recording(self) -> None:
         from PySide6.QtMultimedia import QMediaRecorder
@@ -219,7 +240,7 @@ class WebcamPanel(QGroupBox):
             self._finish_recording()
             return
         self.coverage.reset()
-        self._countdown = COUNTDOWN_SECONDS * 4
+        self._countdown = max(1, int(round(self.countdown_seconds * 4)))  # ticks of 250 ms
         self._tick.start()
         self.record_button.setText("■ Stop")
 
@@ -238,10 +259,10 @@ class WebcamPanel(QGroupBox):
             return
         if self.recorder and self.recorder.recorderState() == QMediaRecorder.RecorderState.RecordingState:
             seconds = time.monotonic() - self._record_start
-            self.length_bar.setValue(int(min(TARGET_SECONDS, seconds)))
+            self.length_bar.setValue(int(min(self.target_seconds, seconds)))
             self.state_label.setText("Recording… turn slowly, smile, open your mouth, close your "
                                      "eyes, raise your brows.")
-            if seconds >= TARGET_SECONDS:
+            if seconds >= self.target_seconds:
                 self._finish_recording()
 
     def _finish_recording(self) -> None:

@@ -7,14 +7,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QWidget)
 
-from studio.gui import jobs_bridge
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.takes import list_takes, take_is_complete
 
 FORMATS = (("MP4 video (with the driving video's sound)", "mp4"), ("Animated GIF", "gif"),
            ("PNG pictures, one per frame", "png"))
-RESOLUTIONS = (("Same as the source", None), ("1024 px", 1024), ("512 px", 512), ("256 px", 256))
+RESOLUTIONS = (("Same as the source", None), ("1080 px tall", 1080), ("720 px tall", 720),
+               ("512 px tall", 512), ("256 px tall", 256))
 
 
 class ExportPage(StagePage):
@@ -40,7 +40,9 @@ class ExportPage(StagePage):
         self.resolution_box = QComboBox()
         for label, value in RESOLUTIONS:
             self.resolution_box.addItem(label, value)
-        self.resolution_box.setToolTip("Output size. 'Same as the source' keeps the driving video's size.")
+        self.resolution_box.setToolTip("Output height; the width follows the picture's shape. 'Same as "
+                                       "the source' keeps the driving video's size (or the face "
+                                       "crop's, without pasting back).")
         self.edits_label = QLabel()
         self.edits_label.setWordWrap(True)
         self.out_edit = QLineEdit()
@@ -140,12 +142,6 @@ class ExportPage(StagePage):
 
     def update_buttons(self) -> None:
         self.export_button.setEnabled(self.ready and self.take_box.count() > 0)
-        if self.isVisible():
-            sizable = jobs_bridge.accepts("render", "size")
-            self.resolution_box.setEnabled(sizable)
-            if not sizable:
-                self.resolution_box.setCurrentIndex(0)
-                self.resolution_box.setToolTip("This version renders at the source size only.")
 
     def start(self) -> None:
         if not self.ready or not self.take_box.currentText():
@@ -173,4 +169,4 @@ class ExportPage(StagePage):
                          take=self.take_box.currentText(), out=out, format=fmt,
                          paste_back=self.paste_back.isChecked(), side_by_side=self.side_by_side.isChecked(),
                          edits=dict(self.ctx.edits) or None, style=self.ctx.style,
-                         size=self.resolution_box.currentData(), device=self.ctx.device, on_success=done)
+                         height=self.resolution_box.currentData(), device=self.ctx.device, on_success=done)

@@ -172,5 +172,5 @@ class ReenactPage(StagePage):
         take = item.text()
         out = self.project.take_dir(take) / "preview.mp4"
         self.ctx.run_job(f"Render preview of '{take}'", "render", self.project, take=take, out=out,
-                         paste_back=False, side_by_side=False, device=self.ctx.device,
+                         paste_back=False, side_by_side=False, mark_export=False, device=self.ctx.device,
                          on_success=lambda _o: self._take_selected(self.takes.currentItem()))
