@@ -101,6 +101,23 @@ def speed(size: int, device: torch.device, n_anchors: int, steps_timed: int, def
     print(f"[speed] {device.type} {size}px, {n_anchors} anchors, num_ws {generator.num_ws}: "
           f"{step_s:.3f} s/step (generator fwd+bwd {gen_s:.3f} s, FaceMesh+losses+Adam "
           f"{max(0.0, step_s - gen_s):.3f} s); 1 generator pass per step")
+    # the FaceMesh + losses part alone, region fixed per frame (default) vs found at every step
+    import dataclasses
+
+    with torch.no_grad():
+        image = generator.synthesis(space.to_ws(space.center_code()), noise_mode="const")
+    per_step = {}
+    for name, tgt in (("fixed region", target), ("region per step", dataclasses.replace(target, placement=None))):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            leaf = image.clone().requires_grad_(True)
+            loss(leaf, tgt, reference, space, code).total.sum().backward()
+        _sync(device)
+        per_step[name] = (time.perf_counter() - t0) / reps
+    print(f"[speed] {device.type} FaceMesh+losses fwd+bwd per step: fixed region {per_step['fixed region']:.4f} s "
+          f"vs region found per step {per_step['region per step']:.4f} s "
+          f"({per_step['region per step'] / per_step['fixed region']:.2f}x)")
     print(f"[speed] {device.type} {size}px: {default_steps} steps/frame -> {default_steps} generator passes, "
           f"{default_steps * step_s:.2f} s per driving frame (upper bound: early stopping ends most "
           f"frames sooner); first frame {2 * default_steps} steps")
