@@ -1,6 +1,7 @@
 """End to end through studio-cli with a tiny StyleGAN2 on CPU: reenact, render, export with audio."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,11 @@ def test_reenact_and_render_through_the_cli(tmp_path, clip, capsys) -> None:
     assert source["frames"] == 25 and source["audio"]
 
     code = main(["reenact", str(project.root), "--driving", str(clip), "--name", "speech",
-                 "--steps", "1", "--device", "cpu"])
+                 "--steps", "1", "--lr", "0.1", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     take = project.take_dir("speech")
+    recorded = json.loads((take / "track.json").read_text())["settings"]
+    assert (recorded["lr"], recorded["first_lr"]) == (0.1, pytest.approx(0.4))  # the cold start keeps 4x
     with np.load(take / "latents.npz") as data:
         assert data["ws"].shape == (25, 10, 64) or data["ws"].shape[0] == 25
         assert int(data["frames_done"]) == 25 and bool(data["complete"])
@@ -98,7 +101,8 @@ def test_reenact_and_render_through_the_cli(tmp_path, clip, capsys) -> None:
     assert "No direction named 'nosuch'" in capsys.readouterr().err
 
     # resuming a finished take re-optimizes nothing; a different video under the same name is refused
-    assert main(["reenact", str(project.root), "--name", "speech", "--steps", "1", "--device", "cpu"]) == 0
+    assert main(["reenact", str(project.root), "--name", "speech", "--steps", "1", "--lr", "0.1",
+                 "--device", "cpu"]) == 0
     assert "0 optimized this run" in capsys.readouterr().out
     other = cut_clip(MEDIA / "driving_man_smile_wink_3s.mp4", tmp_path / "other.mp4", 0.2, size=128)
     assert main(["reenact", str(project.root), "--driving", str(other), "--name", "speech", "--steps", "1"]) == 2
