@@ -147,7 +147,6 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
 
         def error(code) -> float:
             with torch.no_grad():
-                mesh.reset()
                 kp = keypoints_from_landmarks(mesh(generator.synthesis(space.final_ws(code))), size)
             return float((kp[..., :2] - target.keypoints[..., :2]).norm(dim=-1).mean()) * size
 

@@ -113,9 +113,6 @@ class MeshLandmarks:
         self.face_mesh = face_mesh
         self.input_size = int(input_size)
 
-    def reset(self) -> None:
-        """No state to clear (kept so callers need not know)."""
-
     def _small(self, images: torch.Tensor) -> torch.Tensor:
         size = images.shape[-1]
         if size == self.input_size:

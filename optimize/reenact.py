@@ -429,11 +429,7 @@ def identity_reference(generator: torch.nn.Module, space: PersonalizedSpace,
     """I_c: the image of the center of P and its landmarks (once per take)."""
     with torch.no_grad():
         image = generator.synthesis(space.center_ws(), noise_mode="const")
-        if hasattr(landmarks, "reset"):
-            landmarks.reset()  # type: ignore[attr-defined]
         lm = landmarks(image)
-        if hasattr(landmarks, "reset"):
-            landmarks.reset()  # type: ignore[attr-defined]
     return IdentityReference(image=image.detach(), landmarks=lm.detach())
 
 
@@ -446,11 +442,7 @@ def anchor_keypoints(generator: torch.nn.Module, space: PersonalizedSpace, landm
         for i in range(0, space.n_anchors, batch):
             cancel.check()
             images = generator.synthesis(all_ws[i:i + batch], noise_mode="const")
-            if hasattr(landmarks, "reset"):
-                landmarks.reset()  # type: ignore[attr-defined]
             out.append(keypoints_from_landmarks(landmarks(images), images.shape[-1]).cpu().numpy())
-    if hasattr(landmarks, "reset"):
-        landmarks.reset()  # type: ignore[attr-defined]
     return np.concatenate(out).astype(np.float32)
 
 

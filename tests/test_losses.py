@@ -47,7 +47,6 @@ def test_all_terms_zero_for_identical_images(face_mesh, face) -> None:
     loss = ReenactLoss(mesh, LossWeights())
     with torch.no_grad():
         lm = mesh(face)
-        mesh.reset()
         target = loss.driving_target(face, lm)
         terms = loss(face, target, IdentityReference(face, lm))
     assert float(terms.key) < 1e-4
@@ -80,9 +79,7 @@ def test_terms_grow_with_the_difference(face_mesh, face) -> None:
         base = generator.synthesis(ws_neutral)
         moved = generator.synthesis(stretched)
         target = loss.driving_target(base, mesh(base))
-        mesh.reset()  # same ROI search for each image: only the content differs
         same = loss(base, target, None)
-        mesh.reset()
         diff = loss(moved, target, None)
     assert float(diff.key) > 10 * float(same.key) + 1e-3
     assert float(diff.mouth) > 10 * float(same.mouth) + 1e-4
@@ -107,12 +104,10 @@ def test_gradients_reach_alpha_and_delta_through_generator_and_facemesh(face_mes
     target_image = torch.nn.functional.interpolate(face, size=(size, size), mode="area")
     with torch.no_grad():
         target_lm = mesh(target_image)
-        mesh.reset()
         reference = IdentityReference(generator.synthesis(space.center_ws(), noise_mode="const"), target_lm)
     target = loss.driving_target(target_image, target_lm)
     for term in ("key", "mouth", "eyes", "delta", "sum"):
         code = _code(space)
-        mesh.reset()
         image = generator.synthesis(space.to_ws(code), noise_mode="const")
         terms = loss(image, target, reference, space, code)
         value = getattr(terms, term).sum()

@@ -55,7 +55,6 @@ def test_optimization_recovers_a_known_code_on_a_real_face(face_mesh, warp_setup
 
     def keypoint_error(code) -> float:
         with torch.no_grad():
-            mesh.reset()
             image = generator.synthesis(space.final_ws(code))
             return mean_keypoint_error(keypoints_from_landmarks(mesh(image), SIZE), target.keypoints)
 

@@ -34,7 +34,6 @@ from studio.project import Project
 TRACK_INFO = "track.json"
 DRIVING_KEYPOINTS = "driving_keypoints.npz"
 ANCHOR_KEYPOINTS = ".anchor_keypoints.npz"
-MESH_INPUT = 256
 
 Notify = Callable[[str], None]
 
@@ -177,7 +176,7 @@ def reenact_take(project: Project, driving: str | Path | None, name: str, steps:
     frames.valid = frames.valid & np.asarray(prepared.valid, bool)
 
     face_mesh = FaceMesh.from_mediapipe(device=device)
-    landmarks = MeshLandmarks(face_mesh, input_size=min(MESH_INPUT, resolution))
+    landmarks = MeshLandmarks(face_mesh, input_size=min(settings.mesh_input, resolution))
     generator_id = _generator_id(project)
     anchor_kp = None
     if settings.first_frame == "nearest-anchor":
