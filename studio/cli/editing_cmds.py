@@ -74,8 +74,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-
-
 def _fmt(value: object, digits: int = 3) -> str:
     return "-" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from personalize.progress import CancelToken
-from studio.cli.common import ProgressBar, timed
+from studio.cli.common import ProgressBar, ctrl_c_cancels, timed
 from studio.project import Project
 
 
@@ -36,13 +36,9 @@ def _prepare(args: argparse.Namespace) -> int:
     project = Project.open(args.project)
     token = CancelToken()
     done = timed("prepared")
-    with ProgressBar("prepare") as bar:
-        try:
-            result = prepare_scan(project, args.video, size=args.size, smooth=args.smooth,
-                                  progress=bar, cancel=token)
-        except KeyboardInterrupt:
-            token.cancel()
-            raise
+    with ProgressBar("prepare") as bar, ctrl_c_cancels(token):
+        result = prepare_scan(project, args.video, size=args.size, smooth=args.smooth,
+                              progress=bar, cancel=token)
     done()
     summary = result.summary
     counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary["counts"].items() if v)

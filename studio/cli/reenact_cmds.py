@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from personalize.progress import CancelToken
-from studio.cli.common import ProgressBar, add_device_arg, resolve_device, timed
+from studio.cli.common import ProgressBar, add_device_arg, ctrl_c_cancels, resolve_device, timed
 from studio.project import Project
 
 
@@ -77,15 +77,11 @@ def _reenact(args: argparse.Namespace) -> int:
         settings.first_frame = args.first_frame
     token = CancelToken()
     done = timed("re-enacted")
-    with ProgressBar(f"reenact {args.name}") as bar:
-        try:
-            record = reenact_take(project, args.driving, args.name, steps=args.steps, lr=args.lr,
-                                  smooth=not args.no_smooth, device=device, progress=bar, cancel=token,
-                                  restart=args.restart, settings=settings,
-                                  notify=lambda m: print(m, file=sys.stderr))
-        except KeyboardInterrupt:
-            token.cancel()
-            raise
+    with ProgressBar(f"reenact {args.name}") as bar, ctrl_c_cancels(token):
+        record = reenact_take(project, args.driving, args.name, steps=args.steps, lr=args.lr,
+                              smooth=not args.no_smooth, device=device, progress=bar, cancel=token,
+                              restart=args.restart, settings=settings,
+                              notify=lambda m: print(m, file=sys.stderr))
     done()
     print(f"take '{record['take']}': {record['n_frames']} frames at {record['fps']:g} fps, "
           f"{record['frames_optimized_this_run']} optimized this run "
@@ -103,16 +99,12 @@ def _render(args: argparse.Namespace) -> int:
     device = resolve_device(args)
     token = CancelToken()
     done = timed("rendered")
-    with ProgressBar(f"render {args.take}") as bar:
-        try:
-            result = render_take_job(project, args.take, args.out, paste_back=args.paste_back,
-                                     side_by_side=args.side_by_side, edits=args.edit or None,
-                                     style=args.style, device=device, raw=args.raw,
-                                     feather=args.feather, height=args.height, progress=bar,
-                                     cancel=token)
-        except KeyboardInterrupt:
-            token.cancel()
-            raise
+    with ProgressBar(f"render {args.take}") as bar, ctrl_c_cancels(token):
+        result = render_take_job(project, args.take, args.out, paste_back=args.paste_back,
+                                 side_by_side=args.side_by_side, edits=args.edit or None,
+                                 style=args.style, device=device, raw=args.raw,
+                                 feather=args.feather, height=args.height, progress=bar,
+                                 cancel=token)
     done()
     print(f"{result.frames} frames at {result.fps:g} fps -> {result.path} ({result.kind})")
     return 0

@@ -60,16 +60,6 @@ def available(action: str) -> bool:
     return True
 
 
-def accepts(action: str, option: str) -> bool:
-    """True if ``action``'s function takes the keyword ``option`` (to hide unsupported settings)."""
-    import inspect
-    try:
-        params = inspect.signature(job(action)).parameters
-    except Exception:  # noqa: BLE001
-        return False
-    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 def weights_registry() -> dict[str, Any]:
     """The weights manager's registry (name -> entry), or {} when the manager is unavailable."""
     try:
