@@ -7,10 +7,13 @@ Prints:
    per frame and seconds per frame at the default step count;
 2. quality: keypoint error of a cold start (mean L2 over the 66 keypoints, in pixels of a 256 crop, FaceMesh on
    the result vs MediaPipe on the target) against the number of steps, on a generator with a known
-   answer (``tests/_reenact_helpers.WarpFaceGenerator``: a real portrait moved by the code), from
-   the center of P. Random StyleGAN2 weights draw no face, so error figures need that stand-in;
-3. a warm-started take on the same stand-in, default settings side by side with a long run:
-   steps actually run per frame, generator passes, s/frame and the keypoint error per frame.
+   answer (``tests/_reenact_helpers.WarpFaceGenerator``: a real portrait moved by the code). Random StyleGAN2 weights draw no face, so error figures need that stand-in;
+3. a warm-started take on the same stand-in, default settings side by side with a long run
+   and with tighter early stopping: steps actually run per frame, generator passes, s/frame and
+   the keypoint error per frame;
+4. in the quality part also: cold starts from the center and from the nearest anchor, and the
+   cosine between autograd's keypoint-loss gradient and finite differences at the exact answer,
+   with the FaceMesh region fixed per frame (the default) and found afresh at every step.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/reenact.py            # CPU 256 (+ CUDA 1024 if present)
     .venv/bin/python bench/reenact.py --quick                       # fewer timed steps
@@ -20,6 +23,7 @@ Not a test: it only prints figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -31,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from optimize.latent_space import PersonalizedSpace  # noqa: E402
 from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks  # noqa: E402
-from optimize.reenact import (FrameOptimizer, ReenactSettings, identity_reference,  # noqa: E402
-                              image_to_tensor)
+from optimize.reenact import (FrameOptimizer, ReenactSettings, anchor_keypoints,  # noqa: E402
+                              identity_reference, image_to_tensor, nearest_anchor)
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
@@ -102,8 +106,6 @@ def speed(size: int, device: torch.device, n_anchors: int, steps_timed: int, def
           f"{step_s:.3f} s/step (generator fwd+bwd {gen_s:.3f} s, FaceMesh+losses+Adam "
           f"{max(0.0, step_s - gen_s):.3f} s); 1 generator pass per step")
     # the FaceMesh + losses part alone, region fixed per frame (default) vs found at every step
-    import dataclasses
-
     with torch.no_grad():
         image = generator.synthesis(space.to_ws(space.center_code()), noise_mode="const")
     per_step = {}
@@ -134,7 +136,9 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
     space = PersonalizedSpace(anchors, generator.num_ws)
     mesh = MeshLandmarks(FaceMesh.from_mediapipe(), input_size=size)
     targets = [[0.7, 0.0, 0.0, 0.3, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0, 0.5, 0.0], [0.1, 0.1, 0.6, 0.1, 0.0, 0.1]]
-    rows = []
+    starts = ("center", "nearest-anchor")
+    rows: dict[str, list[list[float]]] = {name: [] for name in starts}
+    cosines: dict[str, list[float]] = {"fixed region": [], "region per step": []}
     for coeff in targets:
         with torch.no_grad():
             driving = tensor_to_uint8(generator.synthesis(space.coefficients_to_ws(torch.tensor([coeff]))))[0]
@@ -150,16 +154,49 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
                 kp = keypoints_from_landmarks(mesh(generator.synthesis(space.final_ws(code))), size)
             return float((kp[..., :2] - target.keypoints[..., :2]).norm(dim=-1).mean()) * size
 
-        row = [error(space.center_code())]
-        for steps in step_list:
-            row.append(error(optimizer.optimize(space.center_code(), target, reference, steps=steps,
-                                                lr=settings.first_lr).code))
-        rows.append(row)
-    mean = np.mean(np.array(rows), axis=0)
+        anchor_kp = anchor_keypoints(generator, space, mesh)
+        for name in starts:
+            start = (space.center_code() if name == "center"
+                     else space.anchor_code(nearest_anchor(anchor_kp, target.keypoints[0].numpy())))
+            row = [error(start)]
+            for steps in step_list:
+                row.append(error(optimizer.optimize(start, target, reference, steps=steps,
+                                                    lr=settings.first_lr).code))
+            rows[name].append(row)
+        exact = space.code_from_coefficients(torch.tensor([coeff]))
+        cosines["fixed region"].append(_gradient_check(generator, space, mesh, target, exact))
+        cosines["region per step"].append(
+            _gradient_check(generator, space, mesh, dataclasses.replace(target, placement=None), exact))
     header = "steps:      start " + " ".join(f"{s:>6d}" for s in step_list)
-    print(f"[quality] keypoint error (px at {size}, mean over 66 points, {len(targets)} targets, lr {lr}):")
+    print(f"[quality] keypoint error of a cold start (px at {size}, mean over 66 points, "
+          f"{len(targets)} targets, lr {lr}):")
     print("  " + header)
-    print("  error px: " + " ".join(f"{v:6.3f}" for v in mean))
+    for name in starts:
+        mean = np.mean(np.array(rows[name]), axis=0)
+        print(f"  {name:15s}" + " ".join(f"{v:6.3f}" for v in mean))
+    print("[quality] cosine(autograd gradient, finite differences) of L_key at the exact answer, "
+          "per target: " + "; ".join(f"{k} " + ", ".join(f"{c:+.2f}" for c in v) for k, v in cosines.items()))
+
+
+def _gradient_check(generator, space: PersonalizedSpace, mesh, target, exact, eps: float = 0.003) -> float:
+    """Cosine between autograd's gradient of L_key w.r.t. alpha and central finite differences."""
+    from optimize.latent_space import PPlusCode
+    from optimize.losses import LossWeights
+
+    key_only = ReenactLoss(mesh, LossWeights(mouth=0, eyes=0, delta=0, sum=0))
+
+    def key(alpha: torch.Tensor) -> torch.Tensor:
+        return key_only(generator.synthesis(space.to_ws(PPlusCode(alpha, exact.delta))), target, None).key.sum()
+
+    alpha = exact.alpha.clone().requires_grad_(True)
+    key(alpha).backward()
+    finite = torch.zeros_like(alpha)
+    with torch.no_grad():
+        for i in range(space.n_anchors):
+            step = torch.zeros_like(alpha)
+            step[0, i] = eps
+            finite[0, i] = (key(exact.alpha + step) - key(exact.alpha - step)) / (2 * eps)
+    return float(torch.nn.functional.cosine_similarity(alpha.grad, finite))
 
 
 def track_run(n_frames: int, size: int = 256) -> None:
@@ -192,7 +229,8 @@ def track_run(n_frames: int, size: int = 256) -> None:
 
     default = ReenactSettings()
     runs = {"default": default,
-            "long": ReenactSettings(steps=4 * default.steps, first_steps=8 * default.steps, patience=10 ** 6)}
+            "long": ReenactSettings(steps=4 * default.steps, first_steps=8 * default.steps, patience=10 ** 6),
+            "patience 8": ReenactSettings(patience=8, min_steps=10)}  # tighter early stopping
     print(f"[track] {n_frames} warm-started frames at {size}px on the stand-in; keypoint error in px "
           "(FaceMesh on the result vs MediaPipe on the frame), raw codes | after the sigma-2 filter:")
     for name, settings in runs.items():
@@ -200,7 +238,7 @@ def track_run(n_frames: int, size: int = 256) -> None:
             result = reenact(generator, anchors, driving, Path(tmp) / "latents.npz", mesh, settings=settings)
         track = result.track
         raw, smooth = errors(track.ws), errors(track.ws_smooth)
-        print(f"  {name:8s} steps/frame first {track.steps[0]}, then mean {track.steps[1:].mean():5.1f}; "
+        print(f"  {name:10s} steps/frame first {track.steps[0]}, then mean {track.steps[1:].mean():5.1f}; "
               f"{result.generator_passes:5d} generator passes, {result.seconds / n_frames:5.2f} s/frame; "
               f"error mean {raw.mean():.3f} max {raw.max():.3f} | mean {smooth.mean():.3f} max {smooth.max():.3f}")
 
