@@ -129,7 +129,7 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
     from editing.render import tensor_to_uint8
     from personalize.faces import detect_landmarks
     from personalize.faces.facemesh import FaceMesh
-    from tests._reenact_helpers import WarpFaceGenerator, warp_anchors
+    from tests._reenact_helpers import WarpFaceGenerator, keypoint_gradient_cosine, warp_anchors
 
     generator = WarpFaceGenerator(size=size)
     anchors = warp_anchors(generator)
@@ -164,9 +164,9 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
                                                     lr=settings.first_lr).code))
             rows[name].append(row)
         exact = space.code_from_coefficients(torch.tensor([coeff]))
-        cosines["fixed region"].append(_gradient_check(generator, space, mesh, target, exact))
+        cosines["fixed region"].append(keypoint_gradient_cosine(generator, space, mesh, target, exact))
         cosines["region per step"].append(
-            _gradient_check(generator, space, mesh, dataclasses.replace(target, placement=None), exact))
+            keypoint_gradient_cosine(generator, space, mesh, dataclasses.replace(target, placement=None), exact))
     header = "steps:      start " + " ".join(f"{s:>6d}" for s in step_list)
     print(f"[quality] keypoint error of a cold start (px at {size}, mean over 66 points, "
           f"{len(targets)} targets, lr {lr}):")
@@ -176,27 +176,6 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
         print(f"  {name:15s}" + " ".join(f"{v:6.3f}" for v in mean))
     print("[quality] cosine(autograd gradient, finite differences) of L_key at the exact answer, "
           "per target: " + "; ".join(f"{k} " + ", ".join(f"{c:+.2f}" for c in v) for k, v in cosines.items()))
-
-
-def _gradient_check(generator, space: PersonalizedSpace, mesh, target, exact, eps: float = 0.003) -> float:
-    """Cosine between autograd's gradient of L_key w.r.t. alpha and central finite differences."""
-    from optimize.latent_space import PPlusCode
-    from optimize.losses import LossWeights
-
-    key_only = ReenactLoss(mesh, LossWeights(mouth=0, eyes=0, delta=0, sum=0))
-
-    def key(alpha: torch.Tensor) -> torch.Tensor:
-        return key_only(generator.synthesis(space.to_ws(PPlusCode(alpha, exact.delta))), target, None).key.sum()
-
-    alpha = exact.alpha.clone().requires_grad_(True)
-    key(alpha).backward()
-    finite = torch.zeros_like(alpha)
-    with torch.no_grad():
-        for i in range(space.n_anchors):
-            step = torch.zeros_like(alpha)
-            step[0, i] = eps
-            finite[0, i] = (key(exact.alpha + step) - key(exact.alpha - step)) / (2 * eps)
-    return float(torch.nn.functional.cosine_similarity(alpha.grad, finite))
 
 
 def track_run(n_frames: int, size: int = 256) -> None:

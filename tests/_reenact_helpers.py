@@ -172,5 +172,30 @@ def mean_keypoint_error(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarr
     return float((a[..., :2] - b[..., :2]).norm(dim=-1).mean())
 
 
-__all__ = ["WarpFaceGenerator", "warp_anchors", "load_aligned", "load_face", "cut_clip", "stream_info",
+def keypoint_gradient_cosine(generator: nn.Module, space, mesh, target, exact, eps: float = 0.003) -> float:
+    """Cosine between autograd's gradient of L_key w.r.t. alpha at the code ``exact`` and central
+    finite differences (``target``: an ``optimize.losses.FrameTarget``; ``mesh``: ``MeshLandmarks``).
+
+    The optimizer follows autograd: near the answer that gradient must be the loss's slope.
+    """
+    from optimize.latent_space import PPlusCode
+    from optimize.losses import LossWeights, ReenactLoss
+
+    key_only = ReenactLoss(mesh, LossWeights(mouth=0, eyes=0, delta=0, sum=0))
+
+    def key(alpha: torch.Tensor) -> torch.Tensor:
+        return key_only(generator.synthesis(space.to_ws(PPlusCode(alpha, exact.delta))), target, None).key.sum()
+
+    alpha = exact.alpha.clone().requires_grad_(True)
+    key(alpha).backward()
+    finite = torch.zeros_like(alpha)
+    with torch.no_grad():
+        for i in range(space.n_anchors):
+            step = torch.zeros_like(alpha)
+            step[0, i] = eps
+            finite[0, i] = (key(exact.alpha + step) - key(exact.alpha - step)) / (2 * eps)
+    return float(F.cosine_similarity(alpha.grad, finite))
+
+
+__all__ = ["keypoint_gradient_cosine", "WarpFaceGenerator", "warp_anchors", "load_aligned", "load_face", "cut_clip", "stream_info",
            "mean_keypoint_error", "N_CONTROLS"]
