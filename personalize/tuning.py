@@ -16,7 +16,7 @@ import hashlib
 import io
 import logging
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -317,8 +317,4 @@ def write_personalized_model(G: torch.nn.Module, anchors: np.ndarray, model_dir:
     atomic_write_bytes(model_dir / "anchors.npy", buf.getvalue())
     atomic_write_json(model_dir / "config.json", config)
     return target
-
-
-def config_dict(config: TuningConfig) -> dict[str, Any]:
-    return asdict(config)
 
