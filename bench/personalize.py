@@ -13,19 +13,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from personalize.perceptual import build_lpips
+from personalize.selection import lpips_features, pairwise_lpips, select_diverse
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from personalize.perceptual import build_lpips  # noqa: E402
-from personalize.selection import lpips_features, pairwise_lpips, select_diverse  # noqa: E402
-
 VIDEO = ROOT.parent / "shared" / "media" / "selfscan_woman_33s.mp4"
 
 

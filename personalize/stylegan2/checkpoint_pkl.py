@@ -28,10 +28,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from personalize.errors import CheckpointError
+from personalize.errors import Action, CheckpointError
 
-_HINT = ("Use the official StyleGAN2-ADA FFHQ checkpoint (`studio-cli models fetch ffhq`) or a "
-         "generator saved by the studio.")
+_HINT = ("Use the official StyleGAN2-ADA FFHQ checkpoint (the 'ffhq' weights) or a generator "
+         "saved by the studio.")
+_ACTION = Action("models", "ffhq")
 
 # Synthesis arguments that StyleGAN3-repo StyleGAN2 pickles may store at the top level.
 _SYNTHESIS_KEYS = {"channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
@@ -190,29 +191,29 @@ def read_official_pickle(path: str | Path) -> tuple[dict[str, Any], dict[str, to
         if str(exc) == "TENSORFLOW":
             raise CheckpointError(f"{name} is a TensorFlow StyleGAN2 pickle; the studio reads the PyTorch "
                                   "StyleGAN2-ADA format.",
-                                  "Convert it with NVIDIA's stylegan2-ada-pytorch legacy.py, or " + _HINT) from None
+                                  "Convert it with NVIDIA's stylegan2-ada-pytorch legacy.py, or " + _HINT, _ACTION) from None
         raise CheckpointError(f"Refusing to load {name}: {exc}. It may be damaged or unsafe; nothing from it "
-                              "was run.", _HINT) from None
+                              "was run.", _HINT, _ACTION) from None
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
             AttributeError, MemoryError, RecursionError, OverflowError) as exc:
         raise CheckpointError(f"{name} is truncated or damaged ({type(exc).__name__}: {exc}).",
-                              "Download or copy it again (`studio-cli models fetch ffhq` resumes and "
-                              "verifies downloads).") from None
+                              "Download or copy it again (the weights manager resumes and verifies "
+                              "downloads).", _ACTION) from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{name} holds a {type(data).__name__}, not a StyleGAN2-ADA checkpoint dict.", _HINT)
+        raise CheckpointError(f"{name} holds a {type(data).__name__}, not a StyleGAN2-ADA checkpoint dict.", _HINT, _ACTION)
     key = "G_ema" if "G_ema" in data else "G" if "G" in data else None
     if key is None:
         raise CheckpointError(f"{name} contains no generator (found only {sorted(map(str, data))[:6]}).",
-                              "A discriminator-only or other pickle cannot be used. " + _HINT)
+                              "A discriminator-only or other pickle cannot be used. " + _HINT, _ACTION)
     net = data[key]
     if not isinstance(net, PersistentObject):
-        raise CheckpointError(f"{name}: '{key}' is not a StyleGAN2-ADA network object.", _HINT)
+        raise CheckpointError(f"{name}: '{key}' is not a StyleGAN2-ADA network object.", _HINT, _ACTION)
     try:
         _check_architecture(net, name)
         init_kwargs = _init_kwargs(net)
         tensors = collect_tensors(net)
     except UnsafePickleError as exc:
-        raise CheckpointError(f"{name}: the generator is malformed ({exc}).", _HINT) from None
+        raise CheckpointError(f"{name}: the generator is malformed ({exc}).", _HINT, _ACTION) from None
     return init_kwargs, tensors
 
 
@@ -227,12 +228,12 @@ def _check_architecture(net: PersistentObject, name: str) -> None:
                  or any(str(c).startswith("L") or str(c) == "input" for c in synth_children))
     if looks_sg3:
         raise CheckpointError(f"{name} is a StyleGAN3 generator; the studio needs a StyleGAN2(-ADA) one.",
-                              _HINT)
+                              _HINT, _ACTION)
     if net.class_name != "Generator":
         raise CheckpointError(f"{name}: the generator entry is a '{net.class_name}', not a StyleGAN2 'Generator'.",
-                              _HINT)
+                              _HINT, _ACTION)
     if synth_children and not all(str(c).startswith("b") and str(c)[1:].isdigit() for c in synth_children):
-        raise CheckpointError(f"{name}: unrecognized synthesis layers {synth_children[:4]}; not StyleGAN2.", _HINT)
+        raise CheckpointError(f"{name}: unrecognized synthesis layers {synth_children[:4]}; not StyleGAN2.", _HINT, _ACTION)
 
 
 def _plain(value: Any) -> Any:

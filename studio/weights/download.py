@@ -15,9 +15,10 @@ import urllib.request
 from pathlib import Path
 
 from personalize.errors import MissingWeightsError, UserError
+from personalize.fileio import sha256_file
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from studio.weights.registry import WeightsFile, get_entry
-from studio.weights.store import (cache_dir, check_file_identity, find_copy, hash_file,
+from studio.weights.store import (cache_dir, check_file_identity, find_copy,
                                   record_pin_if_new, verify_file)
 
 CHUNK_BYTES = 1 << 20
@@ -62,7 +63,7 @@ def fetch_weights(name: str, progress: ProgressFn = no_progress,
 
     size = part.stat().st_size
     try:
-        digest = hash_file(part, progress)
+        digest = sha256_file(part, progress)
         check_file_identity(
             entry, digest, size, f"the download from {url}",
             hint=f"The partial download was deleted. Run `studio-cli models fetch {entry.name}` "

@@ -17,8 +17,8 @@ from typing import Callable
 import platformdirs
 
 from personalize.errors import MissingWeightsError, UserError
-from personalize.fileio import atomic_path, atomic_write_json, read_json
-from personalize.progress import ProgressFn, no_progress
+from personalize.fileio import atomic_path, atomic_write_json, read_json, sha256_file
+from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from studio.weights.registry import WeightsFile, get_entry
 
 APP_NAME = "selfscan-avatar-studio"
@@ -121,19 +121,6 @@ def require_weights(name: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Verification and pins.
 
-def hash_file(path: Path, progress: ProgressFn = no_progress) -> str:
-    """sha256 hex digest of a file, read in 1 MiB chunks (never the whole file in memory)."""
-    digest = hashlib.sha256()
-    total = path.stat().st_size
-    done = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            progress(done, total, "verifying")
-    return digest.hexdigest()
-
-
 def _pins_path() -> Path:
     return cache_dir() / PINS_FILE
 
@@ -191,7 +178,7 @@ def check_file_identity(entry: WeightsFile, digest: str, size: int, what: str,
 def verify_file(name: str, path: Path, progress: ProgressFn = no_progress) -> str:
     """Check an existing file against the registry; returns its sha256."""
     entry = get_entry(name)
-    digest = hash_file(path, progress)
+    digest = sha256_file(path, progress)
     check_file_identity(entry, digest, path.stat().st_size, f"{path}")
     return digest
 
@@ -200,11 +187,12 @@ def verify_file(name: str, path: Path, progress: ProgressFn = no_progress) -> st
 # Import.
 
 def import_weights(name: str, file: str | os.PathLike[str],
-                   progress: ProgressFn = no_progress) -> Path:
+                   progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> Path:
     """Copy a user-supplied file into the cache after checking it is the right one.
 
     The copy goes to a temporary file next to the target and is renamed only after the hash
-    matched, so a wrong or half-copied file never appears under the real name.
+    matched, so a wrong or half-copied file never appears under the real name (nor after a
+    cancel, which stops between chunks).
     """
     entry = get_entry(name)
     source = Path(file).expanduser()
@@ -226,6 +214,7 @@ def import_weights(name: str, file: str | os.PathLike[str],
     with atomic_path(target, suffix=".import") as tmp:
         with open(source, "rb") as src, open(tmp, "wb") as dst:
             while chunk := src.read(_CHUNK):
+                cancel.check()
                 digest.update(chunk)
                 dst.write(chunk)
                 done += len(chunk)
