@@ -60,6 +60,16 @@ def project_window(window, tmp_path):
     return window
 
 
+def with_finished_take(win, name: str):
+    """The window's project with every stage up to Re-enact done and a finished take ``name``."""
+    project = win.ctx.project
+    for stage in ("capture", "prepare", "select", "personalize", "reenact"):
+        project.mark_done(stage)
+    helpers.make_take(project, name)
+    win.ctx.force_refresh()
+    return project
+
+
 def wait_job(qtbot, win, timeout=20000):
     qtbot.waitUntil(lambda: not win.ctx.runner.busy, timeout=timeout)
 
@@ -456,11 +466,7 @@ def test_reenact_page_runs_a_take_and_plays_it_side_by_side(project_window, qtbo
 
 def test_edit_sliders_feed_export_which_opens_the_folder(project_window, qtbot, tmp_path):
     win = project_window
-    project = win.ctx.project
-    for stage in ("capture", "prepare", "select", "personalize", "reenact"):
-        project.mark_done(stage)
-    helpers.make_take(project, "speech")
-    win.ctx.force_refresh()
+    project = with_finished_take(win, "speech")
     helpers.use_fakes(win, import_direction=helpers.fake_import_direction, render=helpers.fake_render)
     edit = win.pages["edit"]
     win.go_to_stage("edit")
@@ -493,11 +499,7 @@ def test_edit_page_learns_stylizes_and_previews_with_the_real_jobs_keywords(proj
     import numpy as np
 
     win = project_window
-    project = win.ctx.project
-    for stage in ("capture", "prepare", "select", "personalize", "reenact"):
-        project.mark_done(stage)
-    helpers.make_take(project, "speech")
-    win.ctx.force_refresh()
+    project = with_finished_take(win, "speech")
     calls = []
 
     def fake_learn(project, attribute, progress=None, cancel=None, **options):
