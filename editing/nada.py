@@ -37,6 +37,7 @@ from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_pr
 from personalize.pspace import sample_convex
 
 STYLE_META = "style.json"
+STYLE_GENERATOR = "generator.safetensors"
 CHECKPOINT = "nada_checkpoint.pt"
 DIRECTION_FLOOR = 1e-2
 """|ΔI| below this (in normalized CLIP units) counts as this size in the cosine: at the first step
@@ -291,7 +292,7 @@ def save_style(result: NadaResult, style_dir: str | os.PathLike[str], config: Na
     }
     if (style_dir / STYLE_META).exists():
         (style_dir / STYLE_META).unlink()  # forced: mark incomplete while the generator is replaced
-    path = save_generator(result.generator, style_dir / "generator.safetensors", extra={"style": config.target_prompt})
+    path = save_generator(result.generator, style_dir / STYLE_GENERATOR, extra={"style": config.target_prompt})
     atomic_write_json(style_dir / STYLE_META, meta)
     return Path(path)
 

@@ -45,22 +45,21 @@ SUBFOLDERS = ("scan", "dataset", "model", "takes", "styles", "directions")
 
 NOT_DONE, RUNNING, DONE, STALE = "not done", "running", "done", "stale"
 
-# File names inside the folders (the writers receive the paths composed from these).
+# File names inside the folders (the writers receive the paths composed from these). A writer that
+# is given a whole folder names the files in it (scan/ and a take's crops: personalize.faces.prepare;
+# model/: personalize.tuning; styles/<name>/: editing.nada); the readers below import those names.
 SOURCE_STEM = "source"                   # scan/source.<ext>: the self-scan video's copy
 DRIVING_STEM = "driving"                 # takes/<name>/driving.<ext>: the driving video's copy
 CAPTURE_DIR = "capture"                  # webcam recordings
 EXPORTS_DIR = "exports"                  # the GUI's default place for exported videos
 SELECTION_FILE = "selection.json"        # dataset/
 INVERSION_FILE = "inversion.json"        # dataset/
-ANCHORS_FILE = "anchors.npy"             # dataset/ (inversion) and model/ (saved with the generator)
-GENERATOR_FILE = "generator.safetensors"  # model/ and styles/<name>/
-GENERATOR_META = "generator.json"        # model/: the generator's configuration
+DATASET_ANCHORS = "anchors.npy"          # dataset/: the inversion's anchors
 TRACK_FILE = "latents.npz"               # takes/<name>/: the latent track
 TRACK_INFO = "track.json"                # takes/<name>/: settings, timings, flagged frames
 DRIVING_KEYPOINTS = "driving_keypoints.npz"  # takes/<name>/: MediaPipe on the aligned crops
 PREVIEW_FILE = "preview.mp4"             # takes/<name>/: the GUI's quick render
 ANCHOR_KEYPOINTS = ".anchor_keypoints.npz"  # takes/: the anchors' keypoints, shared by every take
-STYLE_META = "style.json"                # styles/<name>/: written last, so a listed style is complete
 
 
 @dataclass
@@ -176,6 +175,10 @@ class Project:
         """The project's copy of the self-scan video (``scan/source.<ext>``), if any."""
         return _video_copy(self.scan_dir, SOURCE_STEM)
 
+    def scan_source_path(self, suffix: str) -> Path:
+        """Where a self-scan copy with this suffix (e.g. '.mp4') goes."""
+        return self.scan_dir / f"{SOURCE_STEM}{suffix}"
+
     @property
     def scan_record(self) -> dict[str, Any]:
         """What the capture job recorded about the self-scan: ``original`` (the chosen file),
@@ -184,11 +187,15 @@ class Project:
         record = self.manifest.get("sources", {}).get("scan")
         return dict(record) if isinstance(record, dict) else {}
 
-    def scan_crop_paths(self) -> list[Path]:
-        """The prepared scan's aligned crops (``scan/crops/{t:06d}.png``), in frame order."""
+    @property
+    def scan_crops_dir(self) -> Path:
         from personalize.faces.prepare import CROPS_DIR
 
-        crops = self.scan_dir / CROPS_DIR
+        return self.scan_dir / CROPS_DIR
+
+    def scan_crop_paths(self) -> list[Path]:
+        """The prepared scan's aligned crops (``scan/crops/{t:06d}.png``), in frame order."""
+        crops = self.scan_crops_dir
         return sorted(crops.glob("*.png")) if crops.is_dir() else []
 
     def read_scan_quality(self) -> dict[str, Any] | None:
@@ -199,12 +206,16 @@ class Project:
         data = _read_json_or_none(self.scan_dir / QUALITY_FILE)
         return data if isinstance(data, dict) else None
 
+    @property
+    def scan_landmarks_path(self) -> Path:
+        from personalize.faces.prepare import LANDMARKS_FILE
+
+        return self.scan_dir / LANDMARKS_FILE
+
     def read_scan_landmarks(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(crop_landmarks (T,478,3) float32 in crop pixels, valid (T,) bool) of the prepared
         scan, or None when it is not prepared (or its file is unreadable)."""
-        from personalize.faces.prepare import LANDMARKS_FILE
-
-        path = self.scan_dir / LANDMARKS_FILE
+        path = self.scan_landmarks_path
         if not path.is_file():
             return None
         try:
@@ -236,7 +247,7 @@ class Project:
     @property
     def dataset_anchors_path(self) -> Path:
         """The inversion's anchors (``dataset/anchors.npy``), row i <-> selection frame_ids[i]."""
-        return self.dataset_dir / ANCHORS_FILE
+        return self.dataset_dir / DATASET_ANCHORS
 
     @property
     def inversion_path(self) -> Path:
@@ -245,12 +256,37 @@ class Project:
     # ----------------------------------------------------------------- the personalized generator
     @property
     def generator_path(self) -> Path:
+        from personalize.tuning import GENERATOR_FILE
+
         return self.model_dir / GENERATOR_FILE
 
     @property
     def anchors_path(self) -> Path:
         """The anchors saved with the personalized generator (``model/anchors.npy``)."""
+        from personalize.tuning import ANCHORS_FILE
+
         return self.model_dir / ANCHORS_FILE
+
+    @property
+    def tuning_log_path(self) -> Path:
+        """The tuning's loss log (``model/log.csv``: a header, then one row per step)."""
+        from personalize.tuning import LOG_FILE
+
+        return self.model_dir / LOG_FILE
+
+    def newest_preview(self) -> Path | None:
+        """The newest preview grid the tuning wrote (generated | real), if any."""
+        from personalize.tuning import PREVIEWS_DIR
+
+        folder = self.model_dir / PREVIEWS_DIR
+        images = sorted(folder.glob("*.png"), key=lambda p: (p.stat().st_mtime, p.name)) if folder.is_dir() else []
+        return images[-1] if images else None
+
+    def has_tuning_checkpoint(self) -> bool:
+        """True when a stopped tuning can resume (its checkpoint folder is not empty)."""
+        from personalize.tuning import CHECKPOINTS_DIR
+
+        return any((self.model_dir / CHECKPOINTS_DIR).glob("*"))
 
     def require_generator(self) -> Path:
         """The personalized generator's file; ProjectError saying how to make it when missing."""
@@ -269,7 +305,9 @@ class Project:
     def generator_shape(self) -> tuple[int | None, int | None]:
         """(w_dim, num_ws) of the personalized generator from its JSON sidecar, without loading
         it; (None, None) when unknown."""
-        meta = _read_json_or_none(self.model_dir / GENERATOR_META)
+        from personalize.stylegan2.checkpoint_io import sidecar_path
+
+        meta = _read_json_or_none(sidecar_path(self.generator_path))
         if not isinstance(meta, dict):
             return None, None
         kwargs = meta.get("init_kwargs", {})
@@ -315,6 +353,10 @@ class Project:
         """The take's copy of its driving video (``takes/<name>/driving.<ext>``), if any."""
         return _video_copy(self.take_dir(take), DRIVING_STEM)
 
+    def driving_copy_path(self, take: str, suffix: str) -> Path:
+        """Where a driving video copy with this suffix (e.g. '.mov') goes."""
+        return self.take_dir(take) / f"{DRIVING_STEM}{suffix}"
+
     def track_path(self, take: str) -> Path:
         return self.take_dir(take) / TRACK_FILE
 
@@ -351,16 +393,24 @@ class Project:
         data = _read_json_or_none(self.track_info_path(take))
         return data if isinstance(data, dict) else {}
 
+    def learn_cache_path(self, attribute: str) -> Path:
+        """Partial sample scores of an interrupted 'learn direction' (resume)."""
+        return self.directions_dir / f".learn_{safe_name(attribute, 'attribute')}.npz"
+
     # ----------------------------------------------------------------- styles and directions
     def styles(self) -> list[str]:
         """Finished styles (their ``style.json`` is written last)."""
+        from editing.nada import STYLE_META
+
         if not self.styles_dir.is_dir():
             return []
         return sorted(p.parent.name for p in self.styles_dir.glob(f"*/{STYLE_META}"))
 
     def style_generator_path(self, style: str) -> Path:
         """The stylized generator of ``style``; UserError listing the styles when it is missing."""
-        path = self.style_dir(style) / GENERATOR_FILE
+        from editing.nada import STYLE_GENERATOR
+
+        path = self.style_dir(style) / STYLE_GENERATOR
         if not path.is_file():
             available = ", ".join(self.styles()) or "none"
             raise UserError(f"No style named '{style}' in {self.styles_dir}.",

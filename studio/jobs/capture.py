@@ -22,7 +22,7 @@ from personalize.errors import MediaError
 from personalize.fileio import atomic_path, same_file_content, sha256_file
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from personalize.video import iter_frames, probe_video, write_video
-from studio.project import DONE, SOURCE_STEM, Project
+from studio.project import DONE, Project
 
 MIN_SECONDS = 0.5
 """The shortest part of a video that can be a self-scan (and the trim fields' spacing)."""
@@ -46,10 +46,9 @@ def capture_scan(project: Project, video: str | os.PathLike[str], start: float =
     if unchanged:
         return record
     if trim is None:
-        copy = keep_copy(video, project.scan_dir, SOURCE_STEM)
+        copy = keep_copy(video, project.scan_source_path(copy_suffix(video)))
     else:
-        copy = _trimmed_copy(video, project.scan_dir / f"{SOURCE_STEM}.mp4", trim, info.fps,
-                             progress, cancel)
+        copy = _trimmed_copy(video, project.scan_source_path(".mp4"), trim, info.fps, progress, cancel)
     record = {"original": record.get("original", str(video)) if is_the_copy else str(video),
               "sha256": sha, "trim": trim, "copy": copy.relative_to(project.root).as_posix()}
     project.manifest.setdefault("sources", {})["scan"] = record
@@ -57,16 +56,20 @@ def capture_scan(project: Project, video: str | os.PathLike[str], start: float =
     return record
 
 
-def keep_copy(video: Path, folder: Path, stem: str) -> Path:
-    """Copy ``video`` to ``folder/<stem><ext>`` atomically (skipped when the same bytes are
-    there); then remove copies of earlier videos with another extension."""
-    target = folder / f"{stem}{video.suffix.lower() or '.mp4'}"
+def keep_copy(video: Path, target: Path) -> Path:
+    """Copy ``video`` to ``target`` atomically (skipped when the same bytes are there); then
+    remove copies of earlier videos with another extension (``<target stem>.*``)."""
     if not (target.exists() and (target.resolve() == video.resolve()
                                  or same_file_content(target, video))):
         with atomic_path(target, suffix=target.suffix) as tmp:
             shutil.copyfile(video, tmp)
-    _remove_other_copies(folder, stem, target)
+    _remove_other_copies(target)
     return target
+
+
+def copy_suffix(video: Path) -> str:
+    """The copy's suffix: the video's, lower case ('.mp4' when it has none)."""
+    return video.suffix.lower() or ".mp4"
 
 
 def _trim(start: float, end: float | None, duration: float) -> list[float] | None:
@@ -94,11 +97,11 @@ def _trimmed_copy(video: Path, target: Path, trim: list[float], fps: float,
             yield frame
 
     write_video(target, frames(), fps, audio_from=None)
-    _remove_other_copies(target.parent, target.stem, target)
+    _remove_other_copies(target)
     return target
 
 
-def _remove_other_copies(folder: Path, stem: str, keep: Path) -> None:
-    for old in folder.glob(f"{stem}.*"):
+def _remove_other_copies(keep: Path) -> None:
+    for old in keep.parent.glob(f"{keep.stem}.*"):
         if old != keep and old.is_file() and not old.name.startswith("."):
             old.unlink()

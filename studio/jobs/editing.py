@@ -94,7 +94,7 @@ def learn_direction(project: Project, attribute: str, *, name: str | None = None
                         "Choose another name, or replace it.", Action("force"))
     clip_model = build_clip(device) if attribute == "age" else None  # fail before rendering anything
     G, anchors = load_personalized(project, device)
-    cache = project.directions_dir / f".learn_{attribute}.npz"
+    cache = project.learn_cache_path(attribute)
     project.mark_running("edit")
     try:
         result = learn(G, anchors, attribute, clip_model=clip_model, n_samples=samples, seed=seed,

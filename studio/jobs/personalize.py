@@ -265,7 +265,5 @@ def personalize_project(project: Project, base: str, frames: int | None = None, 
 
 def _scan_fingerprint(project: Project) -> str | None:
     """sha256 of the prepared scan's landmarks file: which preparation the model was made from."""
-    from personalize.faces.prepare import LANDMARKS_FILE
-
-    lm = project.scan_dir / LANDMARKS_FILE
+    lm = project.scan_landmarks_path
     return sha256_file(lm) if lm.is_file() else None

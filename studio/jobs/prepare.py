@@ -17,8 +17,8 @@ from personalize.errors import Action, MediaError
 from personalize.faces.prepare import PrepareResult, prepare_video
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from personalize.video import probe_video
-from studio.jobs.capture import capture_scan, keep_copy
-from studio.project import DONE, DRIVING_STEM, Project
+from studio.jobs.capture import capture_scan, copy_suffix, keep_copy
+from studio.project import DONE, Project
 
 
 def prepare_scan(project: Project, video: str | os.PathLike[str] | None = None,
@@ -55,15 +55,14 @@ def prepare_scan(project: Project, video: str | os.PathLike[str] | None = None,
     return result
 
 
-def prepare_driving(video: str | os.PathLike[str], take_dir: str | os.PathLike[str],
-                    size: int = 1024, smooth: float = 2.0, progress: ProgressFn = no_progress,
+def prepare_driving(project: Project, take: str, video: str | os.PathLike[str], size: int = 1024,
+                    smooth: float = 2.0, progress: ProgressFn = no_progress,
                     cancel: CancelToken = NEVER_CANCELLED) -> PrepareResult:
-    """Prepare a driving video into ``take_dir`` (crops/, landmarks.npz, quality.json) and keep
-    a copy as ``take_dir/driving.<ext>``. Project bookkeeping is the re-enactment job's."""
-    take_dir = Path(take_dir)
+    """Prepare a driving video into the take's folder (crops/, landmarks.npz, quality.json) and
+    keep a copy as ``driving.<ext>`` there. Project bookkeeping is the re-enactment job's."""
     video = Path(video).expanduser().resolve()
     probe_video(video)
-    result = prepare_video(video, take_dir, size=size, smooth_sigma=smooth, progress=progress,
-                           cancel=cancel)
-    keep_copy(video, take_dir, DRIVING_STEM)
+    result = prepare_video(video, project.take_dir(take), size=size, smooth_sigma=smooth,
+                           progress=progress, cancel=cancel)
+    keep_copy(video, project.driving_copy_path(take, copy_suffix(video)))
     return result

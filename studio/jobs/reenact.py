@@ -103,7 +103,8 @@ def reenact_take(project: Project, driving: str | Path | None, name: str,
     take_dir.mkdir(parents=True, exist_ok=True)
 
     notify("preparing the driving video (landmarks, smoothed alignment, crops)")
-    prepared = prepare_driving(driving, take_dir, size=resolution, smooth=2.0, progress=progress, cancel=cancel)
+    prepared = prepare_driving(project, name, driving, size=resolution, smooth=2.0, progress=progress,
+                               cancel=cancel)
     copy = project.driving_copy(name) or driving
     info = probe_video(copy)
     notify("finding the driving keypoints on the aligned crops")

@@ -21,13 +21,6 @@ from studio.weights import is_present
 CHECKPOINT_FILTER = "Generator checkpoints (*.pkl *.safetensors *.pt);;All files (*)"
 
 
-def newest_preview(model_dir: Path) -> Path | None:
-    folder = model_dir / "previews"
-    images = sorted(list(folder.glob("*.png")) + list(folder.glob("*.jpg")),
-                    key=lambda p: (p.stat().st_mtime, p.name)) if folder.is_dir() else []
-    return images[-1] if images else None
-
-
 class PersonalizePage(StagePage):
     stage = "personalize"
     needs = ("select",)
@@ -135,8 +128,7 @@ class PersonalizePage(StagePage):
         self.start_button.setEnabled(self.ready)
         running_here = self.ctx.runner.busy and self.ctx.runner.title.startswith("Personalize")
         self.cancel_button.setEnabled(running_here)
-        has_checkpoint = (self.project is not None
-                          and any((self.project.model_dir / "checkpoints").glob("*")))
+        has_checkpoint = self.project is not None and self.project.has_tuning_checkpoint()
         state = self.ctx.statuses.get(self.stage)
         self.start_button.setText("Resume training" if has_checkpoint and state != DONE
                                   else ("Train again" if state == DONE else "Start training"))
@@ -151,8 +143,8 @@ class PersonalizePage(StagePage):
     def load_results(self) -> None:
         if self.project is None:
             return
-        self.plot.load(self.project.model_dir / "log.csv")
-        preview = newest_preview(self.project.model_dir)
+        self.plot.load(self.project.tuning_log_path)
+        preview = self.project.newest_preview()
         if preview is not None and preview != self._preview_path:
             if self.preview.set_image(preview):
                 self._preview_path = preview
