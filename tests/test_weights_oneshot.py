@@ -469,3 +469,31 @@ def test_the_pinned_size_makes_a_later_truncated_copy_count_as_missing(weights_e
     assert not is_present("hyperreenact-net")
     with pytest.raises(MissingWeightsError):
         require_weights("hyperreenact-net")
+
+
+def test_a_file_put_in_place_by_hand_is_checked_and_pinned_by_fetch(weights_env, file_server):
+    target = weights_env / "insight_face.pth"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"\0" * 5000)  # not a checkpoint: replaced, so fetch must download
+    with pytest.raises(LicenceNotAcceptedError):
+        fetch_weights("arcface-irse50")
+    assert not target.exists()
+
+    data = torch_payload()
+    target.write_bytes(data)
+    assert fetch_weights("arcface-irse50") == target  # present and sound: no licence question
+    assert read_pins()["arcface-irse50"]["sha256"] == sha256(data)
+    assert file_server.state.requests == []
+
+
+def test_not_enough_disk_space_is_a_clear_error(weights_env, tmp_path, monkeypatch):
+    import shutil
+    from types import SimpleNamespace
+
+    source = tmp_path / "A_matrix.pt"
+    source.write_bytes(torch_payload())
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
+    with pytest.raises(UserError, match="not enough free disk space") as info:
+        import_weights("directions-a", source)
+    assert "STUDIO_CACHE_DIR" in str(info.value)
+    assert not (weights_env / "A_matrix.pt").exists()

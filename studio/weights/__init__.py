@@ -14,7 +14,7 @@ from studio.weights.download import fetch_weights
 from studio.weights.groups import BACKENDS, backends_using, files_for
 from studio.weights.licences import (LicenceNotAcceptedError, accept_licence, licence_accepted,
                                      licence_note, pending_licences)
-from studio.weights.listing import WeightsStatus, list_weights, weights_status
+from studio.weights.listing import WeightsStatus, list_weights, status_of
 from studio.weights.registry import REGISTRY, WeightsFile, get_entry
 from studio.weights.store import (cache_dir, cache_path, import_weights, is_present, read_pins,
                                   require_weights, verify_file, weights_path)
@@ -23,4 +23,4 @@ __all__ = ["BACKENDS", "LicenceNotAcceptedError", "REGISTRY", "WeightsFile", "We
            "accept_licence", "backends_using", "cache_dir", "cache_path", "fetch_weights",
            "files_for", "get_entry", "import_weights", "is_present", "licence_accepted",
            "licence_note", "list_weights", "pending_licences", "read_pins", "require_weights",
-           "verify_file", "weights_path", "weights_status"]
+           "status_of", "verify_file", "weights_path"]

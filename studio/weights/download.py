@@ -23,7 +23,7 @@ from pathlib import Path
 
 from personalize.errors import MissingWeightsError, UserError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
-from studio.weights.archives import find_member, list_members, open_member
+from studio.weights.archives import Member, find_member, list_members, open_member
 from studio.weights.formats import check_format, looks_like_html
 from studio.weights.gdrive import DrivePage, download_url, file_id_from_url, read_drive_page, view_url
 from studio.weights.licences import licence_accepted, require_licence
@@ -159,16 +159,10 @@ def _fetch_from_archive(entry: WeightsFile, source: _Source, progress: ProgressF
     what = f"the archive {entry.archive} from {source.shown}"
     try:
         members = list_members(archive)
-        member = find_member(members, entry.members, entry.member_pick, what)
-        with open_member(archive, member) as stream:
-            installed = install_stream(entry, stream, member.size, f"{member.name} in {what}",
-                                       extracting, "extracting")
+        installed = _extract(archive, members, entry, what, extracting)
         for sibling in _siblings_to_extract(entry):
             try:
-                other = find_member(members, sibling.members, sibling.member_pick, what)
-                with open_member(archive, other) as stream:
-                    install_stream(sibling, stream, other.size, f"{other.name} in {what}",
-                                   extracting, "extracting")
+                _extract(archive, members, sibling, what, extracting)
             except UserError:
                 pass  # a sibling is a bonus; its own fetch reports its problem
     except UserError:
@@ -176,6 +170,14 @@ def _fetch_from_archive(entry: WeightsFile, source: _Source, progress: ProgressF
         raise
     archive.unlink(missing_ok=True)
     return installed
+
+
+def _extract(archive: Path, members: list[Member], entry: WeightsFile, what: str,
+             progress: ProgressFn) -> Path:
+    member = find_member(members, entry.members, entry.member_pick, what)
+    with open_member(archive, member) as stream:
+        return install_stream(entry, stream, member.size, f"{member.name} in {what}", progress,
+                              "extracting")
 
 
 def _siblings_to_extract(entry: WeightsFile) -> list[WeightsFile]:
@@ -209,13 +211,19 @@ def _download_to_part(entry: WeightsFile, source: _Source, part: Path, size: int
         if response is None:
             return  # 416: nothing left to send; the checks after the download decide
         with response:
-            head = _read_at_least(response, 64)
-            if looks_like_html(head) or _content_type(response) == "text/html":
-                page = (head + response.read(MAX_PAGE_BYTES)).decode("utf-8", "replace")
+            try:
+                head = _read_at_least(response, 64)
+                is_page = looks_like_html(head) or _content_type(response) == "text/html"
+                page = b""
+                if is_page:
+                    page = head + response.read(MAX_PAGE_BYTES)
+            except (http.client.HTTPException, OSError) as err:
+                raise _unreachable(entry, source, str(err) or type(err).__name__) from None
+            if is_page:
                 if not source.drive:
                     raise _unreachable(entry, source,
                                        "the server sent a web page instead of the file")
-                answer = read_drive_page(page, response.geturl())
+                answer = read_drive_page(page.decode("utf-8", "replace"), response.geturl())
                 if answer.kind != "confirm":
                     raise _drive_refused(entry, source, answer)
                 url = answer.next_url or url

@@ -37,7 +37,7 @@ class WeightsStatus:
     backends: tuple[str, ...] = ()
 
 
-def weights_status(name: str) -> WeightsStatus:
+def status_of(name: str) -> WeightsStatus:
     entry = get_entry(name)
     found = find_copy(entry)
     path, where = found if found else (cache_dir() / entry.filename, "")
@@ -49,4 +49,4 @@ def weights_status(name: str) -> WeightsStatus:
 
 def list_weights(names: list[str] | tuple[str, ...] | None = None) -> list[WeightsStatus]:
     """Rows for ``names`` (default: every registry file, in registry order)."""
-    return [weights_status(name) for name in (names if names is not None else list(REGISTRY))]
+    return [status_of(name) for name in (names if names is not None else list(REGISTRY))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import IO, Callable
@@ -214,10 +215,16 @@ def check_file_identity(entry: WeightsFile, digest: str, size: int, what: str,
 
 
 def verify_file(name: str, path: Path, progress: ProgressFn = no_progress) -> str:
-    """Check an existing file against the registry; returns its sha256."""
+    """Check an existing file against the registry (hash or pin, and format); returns its sha256.
+
+    A file put in place by hand is pinned here the first time it passes, like a download.
+    """
     entry = get_entry(name)
     digest = hash_file(path, progress)
-    check_file_identity(entry, digest, path.stat().st_size, f"{path}")
+    size = path.stat().st_size
+    check_file_identity(entry, digest, size, f"{path}")
+    check_format(entry.file_format, path, f"{path}", manual_download_hint(entry))
+    record_pin_if_new(entry, digest, size, f"verified copy at {path}")
     return digest
 
 
@@ -234,6 +241,7 @@ def install_stream(entry: WeightsFile, stream: IO[bytes], size: int | None, what
     names the source in messages; ``size`` (if known) scales the progress.
     """
     target = cache_dir() / entry.filename
+    _check_free_space(target.parent, size)
     digest = hashlib.sha256()
     done = 0
     hint = ("It may be truncated, corrupt or a different model.\n"
@@ -249,6 +257,18 @@ def install_stream(entry: WeightsFile, stream: IO[bytes], size: int | None, what
         check_format(entry.file_format, tmp, what, hint)
     record_pin_if_new(entry, digest.hexdigest(), done, what)
     return target
+
+
+def _check_free_space(folder: Path, size: int | None) -> None:
+    """Refuse early (not with a half-written file and an OSError) when the disk is too full."""
+    if size is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < size + (64 << 20):
+        raise UserError(f"not enough free disk space in {folder} for a {size / 2**20:,.0f} MiB "
+                        f"file ({free / 2**20:,.0f} MiB free); nothing was installed.",
+                        f"Free some space, or point ${CACHE_ENV} at a larger disk.")
 
 
 def import_weights(name: str, file: str | os.PathLike[str],
