@@ -211,8 +211,9 @@ ONESHOT_ENTRIES: tuple[WeightsFile, ...] = (
                      "generic_model.pkl inside it. Without FLAME, DiffusionAct can draw its "
                      "conditioning from MediaPipe's landmarks instead (`--landmarks mediapipe`).",
         provenance="Registration-only download (DECA, EMOCA and DiffusionAct load "
-                   "FLAME/geometry/generic_model.pkl). Import accepts the file or an archive "
-                   f"holding it. {_UNPINNED}",
+                   "generic_model.pkl). DECA's fetch_data.sh downloads FLAME2020.zip after the "
+                   "registration and takes generic_model.pkl from its top level; import accepts "
+                   f"that zip or the file. {_UNPINNED}",
     ),
     WeightsFile(
         name="flame-landmarks",
