@@ -88,7 +88,7 @@ def crop_using_landmarks(image: np.ndarray, lm68: np.ndarray, size: int = CROP_S
         image = _ffhq_pad(image, left, top, max(x2 - w, 0), max(y2 - h, 0))
         x1, x2, y1, y2 = x1 + left, x2 + left, y1 + top, y2 + top
     cut = image[y1:y2, x1:x2].astype(np.uint8)
-    return np.asarray(Image.fromarray(cut).resize((size, size), Image.BICUBIC))
+    return np.array(Image.fromarray(cut).resize((size, size), Image.BICUBIC))
 
 
 def crop_transform(lm68: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:

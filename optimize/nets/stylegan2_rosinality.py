@@ -38,7 +38,7 @@ from personalize.stylegan2.equalized import EqualLinear
 BLUR_TAPS = (1, 3, 3, 1)
 
 
-def _rosinality_kernel(gain: float) -> torch.Tensor:
+def rosinality_blur_kernel(gain: float) -> torch.Tensor:
     """The stored 4x4 FIR buffer: outer([1,3,3,1]) normalized to sum 1, times ``gain`` (factor**2)."""
     return ops.setup_filter(BLUR_TAPS) * gain
 
@@ -62,7 +62,7 @@ class ModulatedConv2d(nn.Module):
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
         if upsample:
             self.blur = nn.Module()
-            self.blur.register_buffer("kernel", _rosinality_kernel(4.0))
+            self.blur.register_buffer("kernel", rosinality_blur_kernel(4.0))
 
 
 class StyledConv(nn.Module):
@@ -96,7 +96,7 @@ class ToRGB(nn.Module):
         super().__init__()
         if upsample:
             self.upsample = nn.Module()
-            self.upsample.register_buffer("kernel", _rosinality_kernel(4.0))
+            self.upsample.register_buffer("kernel", rosinality_blur_kernel(4.0))
         self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
