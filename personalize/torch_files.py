@@ -111,6 +111,14 @@ def tensor_dict(obj: Any, file: str, what: str, hint: str, key: str | None = Non
     return out
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """Any NaN/inf makes the sum non-finite; only a non-finite sum (or an overflow) needs the
+    element-wise test (the sum is one fast pass, the mask would allocate a tensor as large).
+    Broadcast (stride-0) dimensions repeat the same values, so one slice of them is enough."""
+    t = t[tuple(slice(0, 1) if stride == 0 else slice(None) for stride in t.stride())]
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def load_checked(module: nn.Module, tensors: Mapping[str, torch.Tensor], file: str, what: str, hint: str,
                  defaults: Mapping[str, torch.Tensor] | None = None, ignore_unexpected: bool = False) -> list[str]:
     """Put ``tensors`` into ``module`` by name after checking names, shapes and values.
@@ -136,6 +144,7 @@ def load_checked(module: nn.Module, tensors: Mapping[str, torch.Tensor], file: s
                               f"(first: '{unexpected[0]}'); it is a different network or version.", hint)
     chosen: dict[str, torch.Tensor] = {}
     from_defaults = []
+    checked: set[tuple[int, tuple[int, ...], tuple[int, ...]]] = set()  # aliased tensors are checked once
     for name, target in expected.items():
         got = tensors.get(name)
         if got is None:
@@ -147,9 +156,11 @@ def load_checked(module: nn.Module, tensors: Mapping[str, torch.Tensor], file: s
         if got.dtype.is_floating_point != target.dtype.is_floating_point:
             raise CheckpointError(f"{file}: tensor '{name}' is {got.dtype}, expected {target.dtype}.", hint)
         if got.is_floating_point():
-            if not bool(torch.isfinite(got).all()):
+            view = (got.data_ptr(), tuple(got.shape), tuple(got.stride()))
+            if view not in checked and not _all_finite(got):
                 raise CheckpointError(f"{file}: tensor '{name}' contains NaN or infinite values; the file is "
                                       "damaged.", hint)
+            checked.add(view)
             got = got.float()
         chosen[name] = got
     on_meta = any(t.is_meta for t in expected.values())
