@@ -72,12 +72,17 @@ def test_generator_file_without_noise_buffers_loads_like_strict_false(tmp_path: 
     assert first.generator.noises.noise_12.std() > 0.5
 
 
-def test_hypernetwork_file_both_layouts(tmp_path: Path) -> None:
+def hypernet_layout() -> dict[str, torch.Tensor]:
+    """As ``layout``; the real file repeats the shared hypernet under each shared layer, same values."""
     tensors = layout(HyperNetwork, prefix="hypernet.")
-    # the real file repeats the shared hypernet under each shared layer, with the same values
     for k in list(tensors):
         if ".hypernet." in k and k.startswith("hypernet.refinement_blocks."):
             tensors[k] = tensors["hypernet.shared_weight_hypernet." + k.rsplit(".", 1)[1]]
+    return tensors
+
+
+def test_hypernetwork_file_both_layouts(tmp_path: Path) -> None:
+    tensors = hypernet_layout()
     decoder = {"decoder.style.1.weight": torch.zeros(1).expand(512, 512)}
     opts = argparse.Namespace(layers_to_tune="0,2,3,5,6,8,9,11,12,14,15,17,18", mode="delta_per_channel")
     nested = save({"state_dict": {**tensors, **decoder}, "opts": opts}, tmp_path / "hypernetwork.pt")
@@ -124,6 +129,32 @@ def test_a_matrix_file_reproduces_the_golden_shift(tmp_path: Path) -> None:
     assert settings["learned_directions"] == 15
     with pytest.raises(CheckpointError, match="'num_layers_shift' is 14"):
         oc.load_direction_matrix(save({**record, "num_layers_shift": 14}, tmp_path / "A14.pt"))
+
+
+def test_build_both_compositions_from_official_files(tmp_path: Path) -> None:
+    from optimize.nets.direction_matrix import DirectionMatrix
+
+    files = {
+        "generator": save({"g_ema": layout(RosinalityGenerator)}, tmp_path / "stylegan-voxceleb.pt"),
+        "e4e": save({"e": layout(lambda: Encoder4Editing(256))}, tmp_path / "e4e-voxceleb.pt"),
+        "deca": save({"E_flame": layout(DecaResnetEncoder)}, tmp_path / "deca_model.tar"),
+        "arcface": save({k.removeprefix("facenet."): v for k, v in layout(ArcFaceEncoder).items()},
+                        tmp_path / "insight_face.pth"),
+        "hypernetwork": save({"state_dict": hypernet_layout()}, tmp_path / "hypernetwork.pt"),
+        "a_matrix": save({"A_matrix": layout(DirectionMatrix), "learned_directions": 15, "shift_scale": 6.0,
+                          "w_plus": True, "num_layers_shift": 8, "shift_dim": 512}, tmp_path / "A_matrix.pt"),
+    }
+    weights = oc.OneShotWeights(**files)
+    hr, dr = oc.build_hyperreenact(weights), oc.build_directions(weights)
+    assert same_values(hr.hypernet, hypernet_layout(), prefix="hypernet.")
+    assert same_values(dr.a_matrix, layout(DirectionMatrix))
+    target = hr.generator.mean_latent(4096, seed=2000)
+    for model in (hr, dr):
+        assert same_values(model.generator, layout(RosinalityGenerator))
+        assert torch.equal(model.truncation_target, target)
+        assert not model.training
+    with pytest.raises(CheckpointError, match="needs insight_face.pth"):
+        oc.build_hyperreenact(oc.OneShotWeights(files["generator"], files["e4e"], files["deca"]))
 
 
 # --- bad files ------------------------------------------------------------------------------------

@@ -18,14 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from optimize.backends.hyperreenact import TRUNCATION, TRUNCATION_SAMPLES, TRUNCATION_SEED
+from optimize.backends.voxceleb_base import VoxCelebComposition
 from optimize.face_crops import deca_crop
-from optimize.nets.deca import DecaResnetEncoder, axis_angle_to_euler_degrees, split_deca_params
+from optimize.nets.deca import axis_angle_to_euler_degrees, split_deca_params
 from optimize.nets.direction_matrix import DirectionMatrix, add_layer_shift, shift_vector
-from optimize.nets.stylegan2_rosinality import RosinalityGenerator
-from personalize.encoders.e4e import Encoder4Editing
 
 
 @dataclass
@@ -43,21 +40,12 @@ class DirectionsSource:
     parameters: FaceParameters   # the source's DECA parameters
 
 
-class DirectionsModel(nn.Module):
+class DirectionsModel(VoxCelebComposition):
     """DECA E_flame + e4e (VoxCeleb, 256) + direction matrix A + VoxCeleb StyleGAN2."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.deca = DecaResnetEncoder()
-        self.e4e = Encoder4Editing(256)
         self.a_matrix = DirectionMatrix()
-        self.generator = RosinalityGenerator(256, 512, 8, channel_multiplier=1)
-        self.register_buffer("truncation_target", torch.zeros(1, 512))
-        self.truncation = TRUNCATION
-
-    @torch.no_grad()
-    def init_truncation_target(self, n: int = TRUNCATION_SAMPLES, seed: int = TRUNCATION_SEED) -> None:
-        self.truncation_target.copy_(self.generator.mean_latent(n, seed))
 
     @torch.no_grad()
     def face_parameters(self, images: torch.Tensor, lm68: torch.Tensor) -> FaceParameters:
@@ -86,6 +74,4 @@ class DirectionsModel(nn.Module):
     @torch.no_grad()
     def reenact(self, source: DirectionsSource, frames: torch.Tensor, lm68: torch.Tensor) -> torch.Tensor:
         """Driving frames (B, 3, 256, 256) [-1, 1] + landmarks (B, 68, 2) -> images (B, 3, 256, 256)."""
-        latents = self.reenact_latents(source, frames, lm68)
-        images, _ = self.generator(latents, None, self.truncation, self.truncation_target)
-        return images
+        return self.render(self.reenact_latents(source, frames, lm68))

@@ -17,18 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
+from optimize.backends.voxceleb_base import VoxCelebComposition
 from optimize.face_crops import deca_crop
 from optimize.nets.arcface import ArcFaceEncoder
-from optimize.nets.deca import DecaResnetEncoder
 from optimize.nets.hypernet import HyperNetwork
-from optimize.nets.stylegan2_rosinality import RosinalityGenerator
-from personalize.encoders.e4e import Encoder4Editing
-
-TRUNCATION = 0.7
-TRUNCATION_SAMPLES = 4096
-TRUNCATION_SEED = 2000
 
 
 @dataclass
@@ -41,23 +34,13 @@ class HyperReenactSource:
     identity: torch.Tensor
 
 
-class HyperReenactModel(nn.Module):
+class HyperReenactModel(VoxCelebComposition):
     """ArcFace + DECA E_flame + e4e (VoxCeleb, 256) + hypernetwork + VoxCeleb StyleGAN2."""
 
     def __init__(self) -> None:
         super().__init__()
         self.arcface = ArcFaceEncoder()
-        self.deca = DecaResnetEncoder()
-        self.e4e = Encoder4Editing(256)
         self.hypernet = HyperNetwork()
-        self.generator = RosinalityGenerator(256, 512, 8, channel_multiplier=1)
-        self.register_buffer("truncation_target", torch.zeros(1, 512))
-        self.truncation = TRUNCATION
-
-    @torch.no_grad()
-    def init_truncation_target(self, n: int = TRUNCATION_SAMPLES, seed: int = TRUNCATION_SEED) -> None:
-        """Set the truncation target to the generator's seeded mean latent (call after loading weights)."""
-        self.truncation_target.copy_(self.generator.mean_latent(n, seed))
 
     @torch.no_grad()
     def encode_source(self, image: torch.Tensor, lm68: torch.Tensor) -> HyperReenactSource:
@@ -81,6 +64,4 @@ class HyperReenactModel(nn.Module):
     def reenact(self, source: HyperReenactSource, frames: torch.Tensor, lm68: torch.Tensor) -> torch.Tensor:
         """Driving frames (B, 3, 256, 256) [-1, 1] + landmarks (B, 68, 2) -> images (B, 3, 256, 256)."""
         deltas = self.weight_deltas(source, frames, lm68)
-        codes = source.codes.expand(frames.shape[0], -1, -1)
-        images, _ = self.generator(codes, deltas, self.truncation, self.truncation_target)
-        return images
+        return self.render(source.codes.expand(frames.shape[0], -1, -1), deltas)

@@ -35,6 +35,7 @@ import torch
 
 from optimize.backends.directions import DirectionsModel
 from optimize.backends.hyperreenact import HyperReenactModel
+from optimize.backends.voxceleb_base import VoxCelebComposition
 from optimize.nets.arcface import ArcFaceEncoder
 from optimize.nets.deca import E_DETAIL_SIZE, E_FLAME_SIZE, DecaResnetEncoder
 from optimize.nets.direction_matrix import N_DIRECTIONS, N_LAYERS, SHIFT_DIM, DirectionMatrix, voxceleb_coefficients
@@ -163,6 +164,18 @@ class OneShotWeights:
     a_matrix: Path | None = None      # A_matrix.pt (directions)
 
 
+def _with_shared_parts(model: VoxCelebComposition, weights: OneShotWeights,
+                       device: torch.device | str) -> VoxCelebComposition:
+    """Load DECA, e4e and the generator into a meta-built composition, move it, set the truncation target."""
+    model.deca = load_deca(weights.deca)
+    model.e4e = load_e4e_voxceleb(weights.e4e)
+    model.generator = load_generator(weights.generator).generator
+    model.truncation_target = torch.zeros(1, 512)
+    model = model.to(device).eval()
+    model.init_truncation_target()
+    return model
+
+
 def build_hyperreenact(weights: OneShotWeights, device: torch.device | str = "cpu") -> HyperReenactModel:
     """The full HyperReenact composition from the official files, truncation target initialised."""
     if weights.arcface is None or weights.hypernetwork is None:
@@ -170,14 +183,8 @@ def build_hyperreenact(weights: OneShotWeights, device: torch.device | str = "cp
     with torch.device("meta"):
         model = HyperReenactModel()
     model.arcface = load_arcface(weights.arcface)
-    model.deca = load_deca(weights.deca)
-    model.e4e = load_e4e_voxceleb(weights.e4e)
     model.hypernet = load_hypernetwork(weights.hypernetwork)
-    model.generator = load_generator(weights.generator).generator
-    model.truncation_target = torch.zeros(1, 512)
-    model = model.to(device).eval()
-    model.init_truncation_target()
-    return model
+    return _with_shared_parts(model, weights, device)
 
 
 def build_directions(weights: OneShotWeights, device: torch.device | str = "cpu") -> DirectionsModel:
@@ -186,11 +193,5 @@ def build_directions(weights: OneShotWeights, device: torch.device | str = "cpu"
         raise CheckpointError("The latent-directions mode needs A_matrix.pt.", _DIR)
     with torch.device("meta"):
         model = DirectionsModel()
-    model.deca = load_deca(weights.deca)
-    model.e4e = load_e4e_voxceleb(weights.e4e)
     model.a_matrix, _ = load_direction_matrix(weights.a_matrix)
-    model.generator = load_generator(weights.generator).generator
-    model.truncation_target = torch.zeros(1, 512)
-    model = model.to(device).eval()
-    model.init_truncation_target()
-    return model
+    return _with_shared_parts(model, weights, device)
