@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 CROP_SIZE = 256
+MAX_WIDTH = 1000  # the official preprocessing shrinks wider frames to this width first
 DECA_SIZE = 224
 ARCFACE_TEMPLATE_112 = np.array([[35.343697, 51.6963], [76.453766, 51.5014], [56.029396, 71.7366],
                                  [39.14085, 92.3655], [73.18488, 92.2041]], dtype=np.float32)
@@ -96,6 +97,26 @@ def crop_transform(lm68: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
     x1, y1, x2, y2 = crop_box(lm68)
     s = size / (x2 - x1)
     return np.array([[s, 0.0, -s * x1], [0.0, s, -s * y1]])
+
+
+def official_crop(image: np.ndarray, lm68: np.ndarray, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The official preprocessing of a frame: (size x size uint8 crop, its 68 landmarks (float32) in crop pixels).
+
+    As the official ``preprocess_image``: frames wider than 1000 px are first resized to width
+    1000 (cv2 INTER_AREA; the landmarks are scaled with them), then ``crop_using_landmarks``. The
+    official code then re-detects the landmarks on the crop; here they are mapped into it (or run
+    the landmark detector on the crop for the same effect).
+    """
+    lm = np.asarray(lm68, dtype=np.float64)
+    h, w = image.shape[:2]
+    if w > MAX_WIDTH:
+        scale = MAX_WIDTH / float(w)
+        image = cv2.resize(image, (MAX_WIDTH, int(h * scale)), interpolation=cv2.INTER_AREA)
+        lm = lm * scale
+    lm = lm.astype(np.float32)
+    crop = crop_using_landmarks(image, lm, size)
+    m = crop_transform(lm, size)
+    return crop, (lm @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
 
 # -------------------------------------------------------------------------------- similarities

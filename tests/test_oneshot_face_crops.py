@@ -31,6 +31,18 @@ def test_crop_transform_maps_landmarks_into_the_crop(side: str) -> None:
     assert np.abs(lm @ m[:, :2].T + m[:, 2] - g[f"in_lm_{side}_crop"].numpy()).max() < 1e-4
 
 
+def test_official_crop_shrinks_wide_frames_first() -> None:
+    g = golden("hyperreenact")
+    lm = g["in_lm_src_raw"].numpy()
+    crop, lm_crop = fc.official_crop(g["in_src_raw"], lm)
+    assert np.array_equal(crop, g["src_crop"]) and np.abs(lm_crop - g["in_lm_src_crop"].numpy()).max() < 1e-4
+    wide = cv2.resize(g["in_src_raw"], (1250, 1250), interpolation=cv2.INTER_CUBIC)
+    crop, lm_crop = fc.official_crop(wide, lm * (1250 / 256))
+    shrunk = cv2.resize(wide, (1000, 1000), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(crop, fc.crop_using_landmarks(shrunk, (lm * (1250 / 256) * 0.8).astype(np.float32)))
+    assert np.abs(lm_crop - g["in_lm_src_crop"].numpy()).max() < 1.0  # integer boxes at another scale
+
+
 def test_arcface_five_point_warp_is_bit_identical() -> None:
     g = golden("hyperreenact")
     lm = g["in_lm_src_crop"][None]
