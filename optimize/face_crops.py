@@ -78,9 +78,8 @@ def _ffhq_pad(image: np.ndarray, left: int, top: int, right: int, bottom: int) -
 def crop_using_landmarks(image: np.ndarray, lm68: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
     """HWC uint8 RGB image + (68, 2) landmarks in its pixels -> (size, size, 3) uint8 crop.
 
-    Official rule (HyperReenact ``crop_using_landmarks``); see the module docstring. Images wider
-    than 1000 px are first resized to width 1000 by the official caller; do that before calling
-    (and scale the landmarks) if you need the same crop for such images.
+    Official rule (HyperReenact ``crop_using_landmarks``); see the module docstring. The official
+    caller first shrinks frames wider than 1000 px: ``official_crop`` does both.
     """
     x1, y1, x2, y2 = crop_box(lm68)
     h, w = image.shape[:2]
