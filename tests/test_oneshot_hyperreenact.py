@@ -103,7 +103,6 @@ def test_full_composition(model, source: HyperReenactSource, g: dict) -> None:
     assert max_diff(image, g["full_img"]) < TOL["full_img"]
 
 
-@pytest.mark.slow  # ~20 s on 2 cores: two more full passes
 def test_batched_frames_equal_single_frames(model, source: HyperReenactSource, g: dict) -> None:
     frames = torch.cat([g["tgt"], g["src"]])
     lms = torch.stack([g["in_lm_tgt_crop"], g["in_lm_src_crop"]])
