@@ -16,7 +16,7 @@ import torch
 
 from optimize.backends.diffusionact import DiffusionActModel, SourceState
 from optimize.ddim import DDIMSchedule, linear_betas, spaced_timesteps
-from optimize.face_crops import five_point_similarity_warp, five_points_from_68, similarity_umeyama
+from optimize.face_crops import five_point_similarity_warp, five_points_from_68, umeyama_similarity
 from optimize.nets.diffae import DiffAELitModel
 from optimize.nets.gaze import GazeNetwork
 from optimize.nets.reenactment_encoder import ReenactmentEncoder
@@ -102,14 +102,14 @@ def test_similarity_umeyama_recovers_a_similarity() -> None:
     src = rng.normal(size=(5, 2)) * 30
     angle, scale, shift = 0.3, 1.7, np.array([12.0, -4.0])
     rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    m = similarity_umeyama(src, src @ rot.T + shift)
+    m = umeyama_similarity(src, src @ rot.T + shift)
     np.testing.assert_allclose(m[:2, :2], rot, atol=1e-9)
     np.testing.assert_allclose(m[:2, 2], shift, atol=1e-9)
 
 
 def test_five_point_warp_lands_points_on_the_template() -> None:
     """Landmarks placed on the 112 template (scaled to a 256 image) come out at the template's spots."""
-    from optimize.face_crops import TEMPLATE_112
+    from optimize.face_crops import ARCFACE_TEMPLATE_112 as TEMPLATE_112
 
     lm = torch.zeros(1, 68, 2)
     pts = torch.from_numpy(TEMPLATE_112 * 2.0)

@@ -21,7 +21,8 @@ from optimize.backends.diffusionact import EmocaConditioner
 from optimize.nets.diffae import DiffAELitModel
 from optimize.nets.diffusionact_checkpoints import (load_diffae_checkpoint, load_diffusionact_model,
                                                     load_emoca_encoders, load_gaze_network)
-from optimize.nets.emoca import CROP_SIZE, EmocaEncoders, emoca_crop
+from optimize.face_crops import DECA_SIZE as CROP_SIZE, deca_crop
+from optimize.nets.emoca import EmocaEncoders
 from optimize.nets.flame import FlameLandmarks, project_to_crop, read_flame_model, read_landmark_embedding
 from optimize.nets.gaze import GazeNetwork
 from optimize.nets.reenactment_encoder import ReenactmentEncoder
@@ -141,13 +142,13 @@ def test_orthographic_projection_to_the_crop() -> None:
 
 
 # ----------------------------------------------------------------------------- EMOCA
-def test_emoca_crop_centres_the_landmark_box() -> None:
+def test_deca_crop_centres_the_landmark_box() -> None:
     lm = torch.zeros(1, 68, 2)
     lm[0, :, 0] = torch.linspace(80, 160, 68)
     lm[0, :, 1] = torch.linspace(90, 170, 68)
     img = -torch.ones(1, 3, 256, 256)
     img[0, :, 128:132, 118:122] = 1.0                    # a white square at the box centre (120, 130)
-    crop = emoca_crop(img, lm)
+    crop = deca_crop(img, lm)
     assert crop.shape == (1, 3, CROP_SIZE, CROP_SIZE) and crop.min() >= 0 and crop.max() <= 1
     yy, xx = np.unravel_index(crop[0, 0].argmax().item(), (CROP_SIZE, CROP_SIZE))
     assert abs(xx - 111.5) <= 3 and abs(yy - 111.5) <= 3

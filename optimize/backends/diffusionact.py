@@ -29,7 +29,8 @@ from torch import nn
 
 from optimize.ddim import DDIMSchedule, StepCallback
 from optimize.nets.diffae import DiffAELitModel, DiffAEUNet
-from optimize.nets.emoca import EmocaEncoders, emoca_crop
+from optimize.face_crops import deca_crop
+from optimize.nets.emoca import EmocaEncoders
 from optimize.nets.flame import FlameLandmarks, project_to_crop
 from optimize.nets.gaze import GazeNetwork
 from optimize.nets.reenactment_encoder import ReenactmentEncoder
@@ -84,7 +85,7 @@ class EmocaConditioner(nn.Module):
 
     @torch.no_grad()
     def codes(self, images: torch.Tensor, lm68: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.emoca(emoca_crop(images, lm68))
+        return self.emoca(deca_crop(images, lm68))
 
     @torch.no_grad()
     def landmarks(self, codes: dict[str, torch.Tensor], shape: torch.Tensor | None = None) -> torch.Tensor:
