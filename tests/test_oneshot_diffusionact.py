@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from optimize.backends.diffusionact import DiffusionActModel, SourceState
-from optimize.ddim import DDIMSchedule, linear_betas, spaced_timesteps
+from optimize.backends.diffusionact import (DiffusionActModel, SourceState, prepare_source_official,
+                                            reenact_official)
+from optimize.ddim import DDIMSchedule, linear_betas, spaced_timesteps, valid_step_counts
 from optimize.face_crops import five_point_similarity_warp, five_points_from_68, umeyama_similarity
 from optimize.nets.diffae import DiffAELitModel
 from optimize.nets.gaze import GazeNetwork
@@ -169,6 +170,7 @@ def test_spaced_timesteps_are_the_official_ddim_strides() -> None:
     assert spaced_timesteps(3) == [0, 334, 668]
     with pytest.raises(ValueError, match="37 DDIM steps"):
         spaced_timesteps(37)
+    assert 37 not in valid_step_counts() and {2, 3, 5, 10, 20, 50} <= set(valid_step_counts())
 
 
 def _alpha_bar(t: int) -> float:
@@ -239,6 +241,21 @@ def test_composition_is_the_official_recipe(tiny_model: DiffusionActModel) -> No
         want = DDIMSchedule(2).sample(lambda x, t: tiny_model.diffae.model(x, t, z_t), x_t)
     assert torch.equal(state.x_T, x_t) and torch.equal(state.z, z_s)
     assert torch.equal(tiny_model.reenact(state, cond_t, steps=2), want)
+
+
+def test_official_recipe_source_shape_reaches_every_frame(tiny_model: DiffusionActModel) -> None:
+    calls: list[tuple] = []
+
+    def conditioner(images: torch.Tensor, lm68: torch.Tensor, shape: torch.Tensor | None = None):
+        calls.append((images.shape[0], None if shape is None else shape.clone()))
+        return images.flip(-1), {"shape": torch.full((images.shape[0], 100), 7.0)}
+
+    src, frames, lm = _frames(1, 0), _frames(2, 1), torch.zeros(2, 68, 2)
+    state = prepare_source_official(tiny_model, conditioner, src, lm[:1], steps=2)
+    out = reenact_official(tiny_model, conditioner, state, frames, lm, steps=2)
+    assert calls[0] == (1, None) and calls[1][0] == 2 and torch.equal(calls[1][1], torch.full((1, 100), 7.0))
+    want = tiny_model.reenact(tiny_model.prepare_source(src, src.flip(-1), steps=2), frames.flip(-1), steps=2)
+    assert torch.equal(out, want)
 
 
 def test_batched_frames_equal_per_frame(tiny_model: DiffusionActModel) -> None:

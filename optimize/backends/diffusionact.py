@@ -16,13 +16,16 @@ Precision: the official configuration runs the UNet under CUDA fp16 autocast (``
 True``; the encoders stay fp32). ``precision="auto"`` does the same on CUDA and stays fp32 on the
 CPU; "fp32" and "fp16" force it (fp16 needs CUDA).
 
-Images are (B,3,256,256) in [-1, 1] throughout.
+``prepare_source_official`` / ``reenact_official`` run the whole official recipe from images and
+detector landmarks; ``DiffusionActModel`` alone takes ready conditioning images (e.g. drawn from
+other landmarks). Images are (B,3,256,256) in [-1, 1] throughout.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import torch
 from torch import nn
@@ -141,3 +144,28 @@ class DiffusionActModel(nn.Module):
         b = conditioning.shape[0]
         z = self.encoder(source.image.expand(b, -1, -1, -1), conditioning)
         return schedule(steps).sample(self._eps(self.diffae.model, z), source.x_T.expand(b, -1, -1, -1), on_step)
+
+
+Conditioner = Callable[..., "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+@torch.no_grad()
+def prepare_source_official(model: DiffusionActModel, conditioner: Conditioner, image: torch.Tensor,
+                            lm68: torch.Tensor, *, steps: int = INVERSION_STEPS,
+                            on_step: StepCallback | None = None) -> SourceState:
+    """The official source step: its own conditioning image (own FLAME shape), then the inversion.
+
+    image (1,3,256,256) [-1,1], lm68 (1,68,2) its detector landmarks. The source's EMOCA shape code
+    is kept in the state: every frame's landmarks are drawn with it.
+    """
+    stickman, codes = conditioner(image, lm68)
+    return model.prepare_source(image, stickman, steps=steps, shape=codes.get("shape"), on_step=on_step)
+
+
+@torch.no_grad()
+def reenact_official(model: DiffusionActModel, conditioner: Conditioner, source: SourceState,
+                     frames: torch.Tensor, lm68: torch.Tensor, *, steps: int = RENDER_STEPS,
+                     on_step: StepCallback | None = None) -> torch.Tensor:
+    """The official per-frame step for a batch: frames (B,3,256,256) [-1,1] + landmarks (B,68,2) -> (B,3,256,256)."""
+    stickman, _ = conditioner(frames, lm68, source.shape)
+    return model.reenact(source, stickman, steps=steps, on_step=on_step)
