@@ -54,6 +54,12 @@ class InertObject(dict):
     def __setstate__(self, state: Any) -> None:
         self.state = state
 
+    def append(self, item: Any) -> None:       # list-like objects: items kept as data
+        self.setdefault("__items__", []).append(item)
+
+    def extend(self, items: Any) -> None:
+        self.setdefault("__items__", []).extend(items)
+
     def __repr__(self) -> str:
         return f"<inert {self.global_name}>"
 

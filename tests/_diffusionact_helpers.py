@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import pickle
+import struct
 import sys
 import types
 from pathlib import Path
@@ -124,13 +126,30 @@ def synthetic_embedding(rng: np.random.Generator, n_faces: int = 80) -> dict[str
             "full_lmk_faces_idx": rng.integers(0, n_faces, (1, 68)), "full_lmk_bary_coords": bary(1, 68)}
 
 
+class _Python2Pickler(pickle._Pickler):  # type: ignore[name-defined]
+    """Writes bytes as Python 2 ``str`` opcodes, as the Python-2 FLAME release did (array data,
+    names): read back with ``encoding='latin1'`` they become text, which the reader must handle."""
+
+    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+
+    def save_bytes(self, obj: bytes) -> None:
+        n = len(obj)
+        self.write((pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+
 def write_flame_pkl(arrays: dict[str, Any], path: Path) -> None:
-    """FLAME's official layout: chumpy ``shapedirs``, scipy-sparse ``J_regressor``, protocol 2."""
+    """FLAME's official layout: chumpy ``shapedirs``, scipy-sparse ``J_regressor``, protocol 2,
+    Python-2 strings."""
     obj = dict(arrays)
     with fake_modules({"chumpy.ch.Ch": ChumpyCh}):
         obj["shapedirs"] = ChumpyCh(arrays["shapedirs"])
         obj["J_regressor"] = scipy.sparse.csc_matrix(arrays["J_regressor"])
-        path.write_bytes(pickle.dumps(obj, protocol=2))
+        buffer = io.BytesIO()
+        _Python2Pickler(buffer, protocol=2).dump(obj)
+        path.write_bytes(buffer.getvalue())
 
 
 def write_embedding_npy(embedding: dict[str, np.ndarray], path: Path) -> None:
