@@ -125,6 +125,7 @@ def test_five_point_warp_lands_points_on_the_template() -> None:
 
 
 # ----------------------------------------------------------------------------- encoders and UNet
+@pytest.mark.slow
 def test_semantic_and_reenactment_codes(golden: dict, diffae: DiffAELitModel,
                                         reenactment_encoder: ReenactmentEncoder) -> None:
     with torch.no_grad():
