@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from optimize.ddim import DDIMSchedule, StepCallback
-from optimize.nets.diffae import DiffAELitModel, DiffAEUNet
 from optimize.face_crops import deca_crop
+from optimize.nets.diffae import DiffAELitModel, DiffAEUNet
 from optimize.nets.emoca import EmocaEncoders
 from optimize.nets.flame import FlameLandmarks, project_to_crop
 from optimize.nets.gaze import GazeNetwork
@@ -45,6 +45,7 @@ RENDER_STEPS = 20
 
 @lru_cache(maxsize=16)
 def schedule(steps: int) -> DDIMSchedule:
+    """The ``steps``-step DDIM coefficients, built once per step count."""
     return DDIMSchedule(steps)
 
 
