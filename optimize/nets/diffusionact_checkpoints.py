@@ -29,12 +29,12 @@ from optimize.nets.emoca import N_EXP, EmocaEncoders
 from optimize.nets.gaze import GazeNetwork
 from optimize.nets.reenactment_encoder import ReenactmentEncoder
 
-DIFFUSIONACT_HINT = ("Get diffusionact_model.pt from the DiffusionAct repository's pretrained-model link "
-                     "(StelaBou/Diffusion-Act) and import it with `studio-cli models import`.")
-DIFFAE_HINT = "Get DiffAE's ffhq256_autoenc/last.ckpt from the DiffAE repository (phizaz/diffae) checkpoints link."
-GAZE_HINT = "Get gaze_estimation_model.tar from the DiffusionAct repository's pretrained-model link."
-EMOCA_HINT = ("Get EMOCA_v2_lr_mse_20 from the EMOCA project (emoca.is.tue.mpg.de, registration) and import "
-              "its detail/checkpoints/*.ckpt.")
+DIFFUSIONACT_HINT = ("Run: studio-cli models fetch diffusionact-net   "
+                     "(or: studio-cli models import diffusionact-net FILE with diffusionact_model.pt)")
+DIFFAE_HINT = "Run: studio-cli models fetch diffae-ffhq256   (DiffAE's ffhq256_autoenc/last.ckpt)"
+GAZE_HINT = "Run: studio-cli models fetch gaze-xgaze   (gaze_estimation_model.tar)"
+EMOCA_HINT = ("Run: studio-cli models fetch emoca-v2   (EMOCA_v2_lr_mse_20/detail/checkpoints/*.ckpt; "
+              "EMOCA's licence is non-commercial research only)")
 # Objects Lightning-era checkpoints carry next to the weights (hyper-parameters, callbacks, configs):
 # they are kept as inert data and never used.
 LIGHTNING_INERT = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.", "typing.", "pathlib.",

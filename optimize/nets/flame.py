@@ -32,9 +32,8 @@ from personalize.stylegan2.checkpoint_pkl import UnsafePickleError, unpickle_saf
 from personalize.torch_checkpoint import SAFE_DATA_GLOBALS
 
 FLAME_HINT = ("FLAME needs a free registration: download FLAME 2020 from https://flame.is.tue.mpg.de "
-              "(generic_model.pkl) and import it with `studio-cli models import flame FILE`.")
-EMBEDDING_HINT = ("landmark_embedding.npy comes with DECA/EMOCA (DECA's data/ folder, or EMOCA's "
-                  "FLAME/geometry assets).")
+              "and import it with `studio-cli models import flame FILE` (FLAME2020.zip or generic_model.pkl).")
+EMBEDDING_HINT = ("Run: studio-cli models fetch flame-landmarks   (DECA's data/landmark_embedding.npy)")
 MODEL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights", "f")
 EMBEDDING_KEYS = ("static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",
                   "dynamic_lmk_bary_coords")
