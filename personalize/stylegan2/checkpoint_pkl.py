@@ -155,26 +155,44 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only ``_SAFE_GLOBALS``; refuses persistent ids (plain official pickles have none)."""
+    """Resolves only ``_SAFE_GLOBALS`` plus the caller's ``extra_globals``.
+
+    Other official formats reuse this machinery: ``extra_globals`` maps ``(module, name)`` to inert
+    stand-ins written by the caller (never to the named callable itself), ``persistent_load`` reads
+    the storages of torch zip checkpoints; without it persistent ids are refused (plain official
+    pickles have none). ``what`` names the file kind in the refusal message.
+    """
+
+    def __init__(self, file: Any, *, extra_globals: dict[tuple[str, str], Any] | None = None,
+                 persistent_load: Callable[[Any], Any] | None = None, encoding: str = "ASCII",
+                 what: str = "a StyleGAN2 checkpoint") -> None:
+        super().__init__(file, encoding=encoding)
+        self._extra = extra_globals or {}
+        self._persistent = persistent_load
+        self._what = what
 
     def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _SAFE_GLOBALS[(module, name)]
-        except KeyError:
-            pass
+        for table in (self._extra, _SAFE_GLOBALS):
+            if (module, name) in table:
+                return table[(module, name)]
         if module.startswith("dnnlib.tflib") or module.startswith("tensorflow"):
             raise UnsafePickleError("TENSORFLOW")
-        raise UnsafePickleError(f"the file asks to run or build '{module}.{name}', which a StyleGAN2 "
-                                "checkpoint never needs")
+        raise UnsafePickleError(f"the file asks to run or build '{module}.{name}', which {self._what} "
+                                "never needs")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError("a persistent reference (this is not a plain official pickle)")
+        if self._persistent is None:
+            raise UnsafePickleError("a persistent reference (this is not a plain official pickle)")
+        return self._persistent(pid)
 
 
-def unpickle_safely(data: bytes | io.BufferedIOBase) -> Any:
-    """Unpickle with the whitelist; raises ``UnsafePickleError`` or pickle/EOF errors."""
+def unpickle_safely(data: bytes | io.BufferedIOBase, **options: Any) -> Any:
+    """Unpickle with the whitelist; raises ``UnsafePickleError`` or pickle/EOF errors.
+
+    ``options`` go to ``_RestrictedUnpickler`` (extra inert globals, persistent_load, encoding, what).
+    """
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    return _RestrictedUnpickler(stream).load()
+    return _RestrictedUnpickler(stream, **options).load()
 
 
 def read_official_pickle(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
