@@ -56,4 +56,15 @@ class ProjectError(UserError):
 
 
 class Cancelled(Exception):
-    """Raised inside a job when its cancel token is set; the job has saved what it finished."""
+    """Raised inside a job when its cancel token is set; the job has saved what it finished.
+
+    ``kept``: what exactly was saved for the next run, in words, when the job says so (e.g. "the
+    anchors of 16 of 40 frames"); front ends show it instead of a generic "work is kept".
+    """
+
+    def __init__(self, message: str = "cancelled by the user", kept: str | None = None) -> None:
+        super().__init__(message)
+        self.kept = kept
+
+    def __reduce__(self):  # noqa: ANN204 - keep ``kept`` when sent to another process
+        return (type(self), (str(self), self.kept))

@@ -7,22 +7,42 @@ ramp-down), loss = LPIPS + lambda_pixel * MSE + noise autocorrelation regulariza
 noise maps re-normalized each step, early stop on a loss plateau.
 
 Why also an encoder interface: the paper inverts with a pretrained encoder (pSp/e4e); any callable
-images -> (N, w_dim) can be plugged in through ``AnchorEncoder`` instead of optimization.
+images -> (N, w_dim) W codes can be plugged in through ``AnchorEncoder`` instead of optimization.
+An encoder that works in W+ reduces its codes to W itself: the one rule for the FFHQ e4e (first
+style, ``latent_avg`` added) lives in ``personalize.encoders.e4e.encode_w_anchors``; codes of
+another shape are refused here rather than reduced by a second, different rule.
 The noise maps are only a projection aid: the anchors are w vectors, and the reconstruction LPIPS
 reported per frame is measured the way tuning will render them (the generator's own const noise).
+
+Frames are inverted in batches of ``InversionConfig.batch``, and the anchors of every finished
+batch are saved at once (``progress_path``): a stopped run keeps them and the next run redoes only
+the batch that was in progress and those not started. Each batch's projection is seeded the same
+way whichever process runs it, so with several processes (``personalize.distributed``) the batches
+are dealt round-robin to the ranks and the anchors equal a single-process run's exactly.
 """
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import math
-from dataclasses import dataclass
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from personalize.distributed import SINGLE, DistContext
+from personalize.errors import Cancelled
+from personalize.fileio import atomic_save_npz
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
+
+log = logging.getLogger(__name__)
+PROGRESS_FORMAT = 1
 
 
 @runtime_checkable
@@ -56,6 +76,50 @@ class InversionResult:
     anchors: np.ndarray       # (N, w_dim) float32
     lpips: np.ndarray         # (N,) reconstruction LPIPS of G(w_i) (const noise) vs frame i
     steps_run: np.ndarray     # (N,) optimization steps used (0 for an encoder)
+    resumed_batches: int = 0  # batches taken from the progress file instead of being redone
+    seconds_per_step: float | None = None  # measured time per step of one batch (this run's batches)
+
+
+@dataclass
+class InversionProgress:
+    """The anchors of the batches finished so far (the resumable state of ``invert_frames``).
+
+    ``anchors`` (N, w_dim) float32 (rows of unfinished batches are zero); ``done`` (B,) bool per
+    batch; ``steps_run`` (N,) int; ``seconds``: compute time the finished batches took (summed over
+    processes); ``fingerprint``: the generator, frames, settings and method they were made with.
+    """
+
+    fingerprint: str
+    anchors: np.ndarray
+    done: np.ndarray
+    steps_run: np.ndarray
+    seconds: float = 0.0
+
+    @classmethod
+    def empty(cls, fingerprint: str, n_frames: int, n_batches: int, w_dim: int) -> "InversionProgress":
+        return cls(fingerprint, np.zeros((n_frames, w_dim), np.float32), np.zeros(n_batches, bool),
+                   np.zeros(n_frames, np.int64))
+
+    def save(self, path: Path) -> None:
+        atomic_save_npz(path, format=np.array(PROGRESS_FORMAT), fingerprint=np.array(self.fingerprint),
+                        anchors=self.anchors, done=self.done, steps_run=self.steps_run,
+                        seconds=np.array(self.seconds))
+
+    @classmethod
+    def load(cls, path: Path) -> "InversionProgress | None":
+        """The saved progress, or None when the file is missing or unreadable (it is only a cache
+        of finished work: a damaged one costs a re-run of those batches, never a wrong anchor)."""
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["format"]) != PROGRESS_FORMAT:
+                    return None
+                return cls(str(data["fingerprint"]), data["anchors"].astype(np.float32), data["done"].astype(bool),
+                           data["steps_run"].astype(np.int64), float(data["seconds"]))
+        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            log.warning("ignoring the unreadable inversion progress file %s (%s)", path, exc)
+            return None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -192,45 +256,114 @@ def project_batch(G: torch.nn.Module, target: torch.Tensor, lpips_model: torch.n
     return w_opt.detach().clone(), steps_run
 
 
+def batch_bounds(n_frames: int, batch: int) -> list[tuple[int, int]]:
+    """[start, stop) of each inversion batch: consecutive frames, ``batch`` at a time."""
+    return [(s, min(s + batch, n_frames)) for s in range(0, n_frames, batch)]
+
+
 def invert_frames(G: torch.nn.Module, images: torch.Tensor, lpips_model: torch.nn.Module,
                   config: InversionConfig | None = None, encoder: AnchorEncoder | None = None,
                   device: torch.device | str = "cpu", progress: ProgressFn = no_progress,
-                  cancel: CancelToken = NEVER_CANCELLED) -> InversionResult:
+                  cancel: CancelToken = NEVER_CANCELLED, *, progress_path: Path | None = None,
+                  resume_key: str = "", dist: DistContext = SINGLE) -> InversionResult:
     """Anchors for ``images`` ((N,3,R,R) uint8 at G's resolution): encoder if given, else projection.
 
-    Progress counts optimization steps over all batches (frames x steps / batch).
+    ``encoder`` must return W codes (B, w_dim). Progress counts optimization steps over all
+    batches (batches x steps). ``progress_path`` (.npz): the anchors of each finished batch are
+    saved there at once (by rank 0) and a later call made with the same generator, frames,
+    settings, method and ``resume_key`` (e.g. which encoder file) continues from them. A cancel
+    keeps every finished batch and raises ``Cancelled`` whose ``kept`` says how many frames'
+    anchors were saved; the batch in progress is redone next time. ``dist``: the batches are
+    dealt round-robin to the ranks; every rank returns the whole result.
     """
-    from personalize.tuning import to_unit_range
+    from personalize.tuning import content_digest, to_unit_range
 
     config = config or InversionConfig()
     device = torch.device(device)
     G.to(device).eval().requires_grad_(False)
     lpips_model.to(device).eval().requires_grad_(False)
     n = images.shape[0]
-    anchors = torch.zeros(n, G.w_dim, device=device)
-    steps_run = np.zeros(n, dtype=np.int64)
-    if encoder is not None:
-        with torch.no_grad():
-            for s in range(0, n, config.batch):
-                cancel.check()
-                w = encoder(to_unit_range(images[s:s + config.batch]).to(device))
-                if w.ndim == 3:  # W+ encoders: keep the mean over layers (anchors live in W)
-                    w = w.mean(dim=1)
-                anchors[s:s + config.batch] = w.float()
-                progress(min(s + config.batch, n), n, "encoding")
-    else:
+    bounds = batch_bounds(n, config.batch)
+    method = "encoder" if encoder is not None else "projection"
+    fingerprint = ""
+    if progress_path is not None:
+        fingerprint = content_digest(G.state_dict(), images, json.dumps(asdict(config), sort_keys=True),
+                                     method, resume_key)
+
+    def read_progress() -> InversionProgress | None:
+        saved = InversionProgress.load(progress_path) if progress_path is not None else None
+        if saved is None:
+            return None
+        if (saved.fingerprint != fingerprint or saved.anchors.shape != (n, G.w_dim)
+                or saved.done.shape != (len(bounds),)):
+            log.warning("the inversion progress was made from other frames, generator or settings; starting over")
+            return None
+        return saved
+
+    state = dist.broadcast_call(read_progress) or InversionProgress.empty(fingerprint, n, len(bounds), G.w_dim)
+    resumed = int(state.done.sum())
+    if encoder is None:
         w_avg, w_std = w_statistics(G, config.w_avg_samples, config.seed, device)
-        batches = list(range(0, n, config.batch))
-        total = len(batches) * config.steps
-        for k, s in enumerate(batches):
-            target = to_unit_range(images[s:s + config.batch]).to(device)
 
-            def report(step: int, value: float, k: int = k) -> None:
-                progress(k * config.steps + step, total, f"frames {s + 1}-{s + target.shape[0]} loss {value:.3f}")
+    def run_batch(k: int, on_step) -> tuple[torch.Tensor, int]:
+        start, stop = bounds[k]
+        target = to_unit_range(images[start:stop]).to(device)
+        if encoder is not None:
+            cancel.check()
+            with torch.no_grad():
+                w = encoder(target)
+            if w.ndim != 2 or w.shape != (stop - start, G.w_dim):
+                raise ValueError(f"an AnchorEncoder must return W codes ({stop - start}, {G.w_dim}), "
+                                 f"got {tuple(w.shape)}")
+            return w.float(), 0
+        return project_batch(G, target, lpips_model, config, w_avg, w_std, cancel, on_step)
 
-            w, used = project_batch(G, target, lpips_model, config, w_avg, w_std, cancel, report)
-            anchors[s:s + target.shape[0]] = w
-            steps_run[s:s + target.shape[0]] = used
-            progress((k + 1) * config.steps, total, "projected")
-    rec = reconstruction_lpips(G, anchors, images, lpips_model, config.batch, config.lpips_size)
-    return InversionResult(anchors.detach().cpu().numpy().astype(np.float32), rec, steps_run)
+    steps_per_batch = 1 if encoder is not None else config.steps
+    total = len(bounds) * steps_per_batch
+    todo = [k for k in range(len(bounds)) if not state.done[k]]
+    run_seconds, run_steps = 0.0, 0  # batches finished in this run: their time and steps
+    for first in range(0, len(todo), dist.world_size):
+        round_batches = todo[first:first + dist.world_size]
+        before = int(state.done.sum()) * steps_per_batch
+        mine = round_batches[dist.rank] if dist.rank < len(round_batches) else None
+        finished = None
+        stopped = cancel.cancelled
+        if mine is not None:
+            start, stop = bounds[mine]
+
+            def report(step: int, value: float) -> None:
+                # rank 0's batch stands for the round: the ranks' batches run side by side
+                progress(min(total, before + step * len(round_batches)), total,
+                         f"frames {start + 1}-{stop} loss {value:.3f}")
+
+            began = time.perf_counter()
+            try:
+                w, used = run_batch(mine, report)
+                finished = (mine, w.detach().cpu().numpy().astype(np.float32), used,
+                            time.perf_counter() - began)
+            except Cancelled:
+                stopped = True
+        for result in dist.gather(finished):
+            if result is None:
+                continue
+            k, w, used, seconds = result
+            start, stop = bounds[k]
+            state.anchors[start:stop] = w
+            state.steps_run[start:stop] = used
+            state.done[k] = True
+            state.seconds += seconds
+            run_seconds += seconds
+            run_steps += used or 1  # an encoder batch counts as one step
+        if progress_path is not None and dist.is_main:
+            state.save(progress_path)
+        if dist.any(stopped):
+            frames = sum(stop - start for (start, stop), d in zip(bounds, state.done) if d)
+            raise Cancelled("cancelled by the user",
+                            kept=(f"the anchors of {frames} of {n} frames" if progress_path is not None
+                                  else None))
+        progress(int(state.done.sum()) * steps_per_batch, total, "encoded" if encoder is not None else "projected")
+    anchors = torch.from_numpy(state.anchors).to(device)
+    rec = dist.broadcast_call(lambda: reconstruction_lpips(G, anchors, images, lpips_model, config.batch,
+                                                           config.lpips_size))
+    per_step = run_seconds / run_steps if run_steps else None
+    return InversionResult(state.anchors.copy(), rec, state.steps_run.copy(), resumed, per_step)

@@ -55,6 +55,7 @@ EXPORTS_DIR = "exports"                  # the GUI's default place for exported 
 SELECTION_FILE = "selection.json"        # dataset/
 INVERSION_FILE = "inversion.json"        # dataset/
 DATASET_ANCHORS = "anchors.npy"          # dataset/: the inversion's anchors
+INVERSION_PROGRESS = "inversion_progress.npz"  # dataset/: finished batches of a running inversion
 TRACK_FILE = "latents.npz"               # takes/<name>/: the latent track
 TRACK_INFO = "track.json"                # takes/<name>/: settings, timings, flagged frames
 DRIVING_KEYPOINTS = "driving_keypoints.npz"  # takes/<name>/: MediaPipe on the aligned crops
@@ -252,6 +253,11 @@ class Project:
     @property
     def inversion_path(self) -> Path:
         return self.dataset_dir / INVERSION_FILE
+
+    @property
+    def inversion_progress_path(self) -> Path:
+        """The anchors of the batches finished so far while inverting (removed when it is done)."""
+        return self.dataset_dir / INVERSION_PROGRESS
 
     # ----------------------------------------------------------------- the personalized generator
     @property

@@ -40,26 +40,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from studio.cli.launch import finish_worker
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # the command as typed: --gpus N starts it again under torchrun
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
+    return finish_worker(_run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from studio.cli.launch import is_quiet_rank
+
+    quiet = is_quiet_rank()  # under torchrun only rank 0 speaks
     try:
         return int(args.handler(args) or 0)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if err.action is not None:
-            from studio.cli.common import next_step
+        if not quiet:
+            print(f"error: {err}", file=sys.stderr)
+            if err.action is not None:
+                from studio.cli.common import next_step
 
-            project = getattr(args, "project", None) or getattr(args, "path", None)
-            step = next_step(err.action, project, getattr(args, "name", None) or getattr(args, "take", None))
-            if step:
-                print(step, file=sys.stderr)
+                project = getattr(args, "project", None) or getattr(args, "path", None)
+                step = next_step(err.action, project, getattr(args, "name", None) or getattr(args, "take", None))
+                if step:
+                    print(step, file=sys.stderr)
         return 2
-    except (Cancelled, KeyboardInterrupt):
-        print("\nstopped; progress so far is saved — run the same command again to resume.",
-              file=sys.stderr)
+    except (Cancelled, KeyboardInterrupt) as exc:
+        kept = getattr(exc, "kept", None)
+        if not quiet:
+            said = f"{kept} R" if kept else "stopped; progress so far is saved — r"
+            print(f"\n{said}un the same command again to resume.", file=sys.stderr)
         return 130
 
 

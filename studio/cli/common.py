@@ -105,11 +105,12 @@ def timed(label: str) -> Callable[[], None]:
 
 
 @contextlib.contextmanager
-def ctrl_c_cancels(token: CancelToken) -> Iterator[None]:
+def ctrl_c_cancels(token: CancelToken, quiet: bool = False) -> Iterator[None]:
     """First Ctrl-C asks the job to stop cleanly (it saves its progress); a second one interrupts.
 
     Why: a long job killed mid-write would lose work; through the token it stops between units.
-    Outside the main thread (signals unavailable) this does nothing.
+    Outside the main thread (signals unavailable) this does nothing. ``quiet``: say nothing
+    (torchrun workers other than rank 0).
     """
     try:
         previous = signal.getsignal(signal.SIGINT)
@@ -117,7 +118,8 @@ def ctrl_c_cancels(token: CancelToken) -> Iterator[None]:
         def handler(signum, frame):  # noqa: ANN001
             token.cancel()
             signal.signal(signal.SIGINT, previous)
-            print("\nstopping after the current step...", file=sys.stderr)
+            if not quiet:
+                print("\nstopping after the current step...", file=sys.stderr)
 
         signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread

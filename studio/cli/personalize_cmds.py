@@ -3,6 +3,10 @@
 Only argument parsing and printing live here; the work is in ``studio.jobs.personalize``.
 Ctrl-C asks the job to stop at the next step (it checkpoints first), so running the same
 command again resumes where it stopped.
+
+``personalize --gpus N`` starts the same command as N processes under torchrun
+(``studio.cli.launch``); a worker started by torchrun (``--gpus`` or the user's own
+``torchrun ... -m studio.cli personalize ...``) joins the process group and runs its share.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import sys
 
 from personalize.progress import CancelToken
 from studio.cli.common import ProgressBar, add_device_arg, ctrl_c_cancels, resolve_device
+from studio.cli.launch import add_gpus_arg, launch, wants_launch
 from studio.project import Project
 
 
@@ -35,11 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     pers.add_argument("--frames", type=int, default=250, help="training frames (default 250)")
     pers.add_argument("--steps", type=int, default=None,
                       help="tuning steps (default by resolution: 3000 at 1024 px)")
-    pers.add_argument("--batch", type=int, default=4, help="frames per step (lower it if the GPU runs out of memory)")
-    pers.add_argument("--inversion-steps", type=int, default=500, help="projection steps per frame batch")
+    pers.add_argument("--batch", type=int, default=4, help="frames per step, shared by the processes with --gpus (lower it if the GPU runs out of memory)")
+    pers.add_argument("--inversion-steps", type=int, default=500,
+                      help="projection steps per frame batch (--anchors optimize)")
+    pers.add_argument("--anchors", choices=("optimize", "encoder"), default="optimize",
+                      help="how the frames become W anchors: 'optimize' (default; projection, minutes, any "
+                           "base) or 'encoder' (the FFHQ e4e: seconds, 1024 px FFHQ base, a 1 GB download "
+                           "'e4e-ffhq'; the W anchor is e4e's first style + its latent_avg)")
     pers.add_argument("--checkpoint-every", type=int, default=100,
                       help="steps between checkpoints and preview grids")
     add_device_arg(pers)
+    add_gpus_arg(pers, "tune")
     pers.set_defaults(handler=_personalize)
 
 
@@ -64,17 +75,28 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _personalize(args: argparse.Namespace) -> int:
+    from personalize.distributed import SINGLE, init_from_env, launched_by_torchrun, shutdown
     from studio.jobs.personalize import personalize_project
 
     project = Project.open(args.project)
-    device = resolve_device(args)
-    token = CancelToken()
-    with ProgressBar("personalize") as bar, ctrl_c_cancels(token):
-        config = personalize_project(project, args.base, frames=args.frames, steps=args.steps,
-                                     batch=args.batch, device=device,
-                                     inversion_steps=args.inversion_steps,
-                                     checkpoint_every=args.checkpoint_every,
-                                     progress=bar, cancel=token, notify=_notify)
-    print(f"personalized generator ({config['resolution']} px, {config['frames']} frames, "
-          f"final loss {config['final_loss']:.4f}) -> {project.generator_path}")
+    if wants_launch(args):
+        return launch(args.argv, args.gpus, args.device)
+    dist = init_from_env(args.device) if launched_by_torchrun() else SINGLE
+    try:
+        device = dist.device if dist.is_distributed else resolve_device(args)
+        if dist.is_distributed and dist.is_main:
+            print(f"{dist.world_size} processes ({dist.device.type}); this one is rank 0", file=sys.stderr)
+        token = CancelToken()
+        with ProgressBar("personalize") as bar, ctrl_c_cancels(token, quiet=not dist.is_main):
+            config = personalize_project(project, args.base, frames=args.frames, steps=args.steps,
+                                         batch=args.batch, device=device,
+                                         inversion_steps=args.inversion_steps,
+                                         checkpoint_every=args.checkpoint_every, anchors=args.anchors,
+                                         progress=bar, cancel=token, notify=_notify, dist=dist)
+    finally:
+        if dist.is_distributed:
+            shutdown()
+    if dist.is_main:
+        print(f"personalized generator ({config['resolution']} px, {config['frames']} frames, "
+              f"final loss {config['final_loss']:.4f}) -> {project.generator_path}")
     return 0
