@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -151,6 +152,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
             landmarks: LandmarkFn | None = None, *, settings: ReenactSettings = ReenactSettings(),
             generator_id: str = "", anchor_cache: Path | None = None,
             device: torch.device | str = "cpu", restart: bool = False,
+            first_start: Callable[[int, FrameTarget], PPlusCode | None] | None = None,
             progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
     """Optimize (or resume) the latent track of a driving take and save it to ``track_path``.
 
@@ -159,7 +161,9 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
     FaceMesh, ``mesh_landmarks``); generator_id: identifies the generator's weights (part of the
     track's fingerprint and of the anchor keypoints' cache key); anchor_cache: an .npz file
     where the anchors' rendered keypoints (the first frame's start) are kept for later takes.
-    ``settings`` is read, never changed.
+    ``settings`` is read, never changed. ``first_start(t, target)``: where the first frame with a
+    face (frame ``t`` of ``driving``) starts, or None for the default (``settings.first_frame``);
+    a chunk of a long take (``optimize.chunks``) or a fast predictor plugs in here.
     Raises ProjectError if ``track_path`` holds a corrupt track or one made from other inputs
     (unless ``restart``), ``Cancelled`` after saving when cancelled.
     """
@@ -196,8 +200,11 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
         reference = identity_reference(generator, space, landmarks) if settings.weights.eyes else None
         cache_key = f"{generator_id}|{type(landmarks).__name__}:{getattr(landmarks, 'input_size', '')}"
 
-        def first_code(target: FrameTarget) -> PPlusCode:
-            """Frame 0's start: the center of P, or the anchor with the nearest keypoints."""
+        def first_code(t: int, target: FrameTarget) -> PPlusCode:
+            """Frame 0's start: the caller's, the center of P, or the anchor with the nearest keypoints."""
+            given = first_start(t, target) if first_start is not None else None
+            if given is not None:
+                return given
             if settings.first_frame == "center" or space.n_anchors == 1:
                 return space.center_code()
             anchor_kp = cached_anchor_keypoints(generator, space, landmarks, anchor_cache, cache_key, cancel)
@@ -223,7 +230,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
                     target = loss.driving_target(image, lm)
                     if previous is None or not first_valid_done:
                         # the first frame with a face (earlier faceless frames only held a placeholder)
-                        start = first_code(target)
+                        start = first_code(t, target)
                         steps, lr = first_steps, settings.first_lr
                     else:
                         noise = torch.Generator().manual_seed(settings.seed * 1_000_003 + t)

@@ -181,12 +181,13 @@ def _transportable(exc: Exception) -> Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def init_from_env(device: str = "auto") -> DistContext:
+def init_from_env(device: str = "auto", backend: str | None = None) -> DistContext:
     """Join the process group torchrun describes in the environment; returns this rank's context.
 
     ``device``: 'auto' (this machine's GPU number ``LOCAL_RANK`` when CUDA is present, else the
-    CPU), 'cpu', or 'cuda'. GPUs talk through NCCL, CPU processes through gloo. Raises
-    UserError when this machine has fewer GPUs than processes.
+    CPU), 'cpu', or 'cuda'. GPUs talk through NCCL, CPU processes through gloo, unless
+    ``backend`` says otherwise (gloo for jobs that only exchange small objects between long,
+    independent pieces of work). Raises UserError when this machine has fewer GPUs than processes.
     """
     import torch.distributed as dist
 
@@ -202,7 +203,7 @@ def init_from_env(device: str = "auto") -> DistContext:
                             "Start at most one process per GPU on each machine.")
         target = torch.device("cuda", local_rank)
         torch.cuda.set_device(target)
-        backend = "nccl"
+        backend = backend or "nccl"
     else:
         target = torch.device("cpu")
         backend = "gloo"

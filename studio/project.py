@@ -58,6 +58,7 @@ DATASET_ANCHORS = "anchors.npy"          # dataset/: the inversion's anchors
 INVERSION_PROGRESS = "inversion_progress.npz"  # dataset/: finished batches of a running inversion
 TRACK_FILE = "latents.npz"               # takes/<name>/: the latent track
 TRACK_INFO = "track.json"                # takes/<name>/: settings, timings, flagged frames
+CHUNKS_DIR = "chunks"                    # takes/<name>/: a take re-enacted in chunks (plan, chunk tracks)
 DRIVING_KEYPOINTS = "driving_keypoints.npz"  # takes/<name>/: MediaPipe on the aligned crops
 PREVIEW_FILE = "preview.mp4"             # takes/<name>/: the GUI's quick render
 ANCHOR_KEYPOINTS = ".anchor_keypoints.npz"  # takes/: the anchors' keypoints, shared by every take
@@ -365,6 +366,10 @@ class Project:
 
     def track_path(self, take: str) -> Path:
         return self.take_dir(take) / TRACK_FILE
+
+    def take_chunks_dir(self, take: str) -> Path:
+        """A take re-enacted in chunks (``optimize.chunks``): the plan and one track per chunk."""
+        return self.take_dir(take) / CHUNKS_DIR
 
     def track_info_path(self, take: str) -> Path:
         return self.take_dir(take) / TRACK_INFO

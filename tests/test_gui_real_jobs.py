@@ -93,10 +93,9 @@ def test_full_flow_from_selfscan_to_exported_mp4_with_tiny_models(window, qtbot,
 
     metric = build_lpips(None, random_backbone=True, seed=0)
     monkeypatch.setattr(personalize_job, "build_project_lpips", lambda device="cpu": metric)
-    # The real personalize job, with test-sized inversion (the GUI leaves it at its default).
+    # The real personalize job, with test-sized checkpoints (the GUI leaves them at their default).
     win = window
-    win.ctx.jobs.personalize = functools.partial(win.ctx.jobs.personalize, inversion_steps=6,
-                                                 checkpoint_every=2)
+    win.ctx.jobs.personalize = functools.partial(win.ctx.jobs.personalize, checkpoint_every=2)
     base = tmp_path / "tiny_base.safetensors"
     save_generator(tiny_generator(seed=0), base)
 
@@ -118,6 +117,7 @@ def test_full_flow_from_selfscan_to_exported_mp4_with_tiny_models(window, qtbot,
     personalize.set_base(str(base))
     personalize.frames_spin.setValue(8)
     personalize.steps_spin.setValue(4)
+    personalize.inversion_spin.setValue(6)
     personalize.batch_spin.setValue(2)
     run(personalize, personalize.start_button)
     assert win.ctx.statuses["personalize"] == "done" and len(personalize.plot.xs) >= 2

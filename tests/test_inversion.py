@@ -76,3 +76,44 @@ def test_per_sample_noise_maps(targets):
         zero = G.synthesis(ws, noise_mode="const")
     assert torch.allclose(zero[0], out[0], atol=1e-5)
     assert all(torch.equal(m._buffers[n], o) for (m, n), o in zip(slots, originals))
+
+
+def test_stopped_inversion_keeps_finished_batches_and_resumes_exactly(tmp_path, targets, metric):
+    """Issue #17: a cancel during the inversion used to lose everything. Every finished batch is
+    saved at once; the next run redoes only the rest and ends with the uninterrupted anchors."""
+    from personalize.errors import Cancelled
+    from personalize.inversion import InversionProgress
+    from personalize.progress import CancelToken
+
+    G = make_generator(seed=0)
+    cfg = InversionConfig(steps=3, batch=1, w_avg_samples=200)
+    straight = invert_frames(G, targets, metric, cfg)
+    path = tmp_path / "inversion_progress.npz"
+    token = CancelToken()
+
+    def stop_in_the_third_batch(done: int, total: int, message: str = "") -> None:
+        if done > 2 * cfg.steps:
+            token.cancel()
+
+    with pytest.raises(Cancelled) as stopped:
+        invert_frames(G, targets, metric, cfg, progress=stop_in_the_third_batch, cancel=token, progress_path=path)
+    assert stopped.value.kept == "the anchors of 2 of 4 frames"
+    saved = InversionProgress.load(path)
+    assert saved.done.tolist() == [True, True, False, False]
+    np.testing.assert_array_equal(saved.anchors[:2], straight.anchors[:2])
+    resumed = invert_frames(G, targets, metric, cfg, progress_path=path)
+    assert resumed.resumed_batches == 2 and list(resumed.steps_run) == [3, 3, 3, 3]
+    np.testing.assert_array_equal(resumed.anchors, straight.anchors)
+    # progress made with other settings is not mixed in
+    other = invert_frames(G, targets, metric, InversionConfig(steps=2, batch=1, w_avg_samples=200), progress_path=path)
+    assert other.resumed_batches == 0
+
+
+def test_an_encoder_must_give_w_codes(targets, metric):
+    G = make_generator(seed=0)
+
+    def w_plus(images: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(images.shape[0], G.num_ws, G.w_dim)
+
+    with pytest.raises(ValueError, match="must return W codes"):
+        invert_frames(G, targets, metric, InversionConfig(batch=2), encoder=w_plus)

@@ -3,6 +3,10 @@
 Only argument parsing and printing live here; the work is in ``studio.jobs.reenact``. Ctrl-C
 stops after the current frame (the track is saved every few frames); running the same command
 again resumes at the first unfinished frame.
+
+Several ``--driving``/``--name`` pairs queue several takes; ``--gpus N`` runs them as N processes
+under torchrun, each take split into chunks spread over the processes
+(``studio.jobs.reenact_chunks``).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import sys
 
 from personalize.progress import CancelToken
 from studio.cli.common import ProgressBar, add_device_arg, ctrl_c_cancels, resolve_device, timed
+from studio.cli.launch import add_gpus_arg, launch, wants_launch
 from studio.project import Project
 
 
@@ -23,9 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "matches the frame's keypoints, mouth and irises. Writes PROJECT/takes/TAKE/. "
                     "Interrupted runs resume where they stopped.")
     re.add_argument("project", help="the project folder (personalized already)")
-    re.add_argument("--driving", default=None,
-                    help="the driving video (default: the take's copy, to resume a take)")
-    re.add_argument("--name", required=True, help="take name (folder PROJECT/takes/NAME/)")
+    re.add_argument("--driving", action="append", default=None,
+                    help="the driving video (default: the take's copy, to resume a take); give "
+                         "--driving and --name again to queue more takes")
+    re.add_argument("--name", action="append", required=True, help="take name (folder PROJECT/takes/NAME/)")
     re.add_argument("--steps", type=int, default=None,
                     help="optimization steps per frame at most (default 40; early stopping may end sooner)")
     re.add_argument("--lr", type=float, default=None, help="Adam learning rate of the warm-started frames (default 0.05, cosine-decayed "
@@ -37,7 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "(default) or the center of the person's space")
     re.add_argument("--restart", action="store_true",
                     help="discard an existing track of this take and start over")
+    re.add_argument("--chunks", type=int, default=None, metavar="K",
+                    help="split each take into K overlapping chunks, each started from its own first "
+                         "frame and blended where they overlap (default: one per process with --gpus)")
     add_device_arg(re)
+    add_gpus_arg(re, "re-enact")
     re.set_defaults(handler=_reenact)
 
     rd = sub.add_parser(
@@ -68,27 +78,47 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _reenact(args: argparse.Namespace) -> int:
+    from personalize.distributed import SINGLE, init_from_env, launched_by_torchrun, shutdown
+    from personalize.errors import UserError
     from optimize.reenact_settings import ReenactSettings
-    from studio.jobs.reenact import reenact_take
+    from studio.jobs.reenact_chunks import reenact_queue
 
+    names, drivings = args.name, args.driving or []
+    args.name = names[0] if len(names) == 1 else None  # the take an error's next step names
     project = Project.open(args.project)
-    device = resolve_device(args)
+    if drivings and len(drivings) != len(names):
+        raise UserError(f"{len(drivings)} driving videos for {len(names)} take names.",
+                        "Give one --driving per --name (or none, to resume the takes).")
+    if args.chunks is not None and args.chunks < 1:
+        raise UserError(f"--chunks must be at least 1 (got {args.chunks}).")
+    if wants_launch(args):
+        return launch(args.argv, args.gpus, args.device)
+    dist = init_from_env(args.device, backend="gloo") if launched_by_torchrun() else SINGLE
     settings = ReenactSettings().adjusted(steps=args.steps, lr=args.lr, smooth=not args.no_smooth,
                                           first_frame=args.first_frame)
     token = CancelToken()
     done = timed("re-enacted")
-    with ProgressBar(f"reenact {args.name}") as bar, ctrl_c_cancels(token):
-        record = reenact_take(project, args.driving, args.name, settings, device=device,
-                              progress=bar, cancel=token, restart=args.restart,
-                              notify=lambda m: print(m, file=sys.stderr))
+    try:
+        device = dist.device if dist.is_distributed else resolve_device(args)
+        with ProgressBar(f"reenact {names[0]}" if len(names) == 1 else "reenact") as bar, \
+                ctrl_c_cancels(token, quiet=not dist.is_main):
+            records = reenact_queue(project, list(zip(drivings or [None] * len(names), names)), settings,
+                                    device, chunks=args.chunks or dist.world_size, dist=dist, restart=args.restart,
+                                    progress=bar, cancel=token, notify=lambda m: print(m, file=sys.stderr))
+    finally:
+        if dist.is_distributed:
+            shutdown()
+    if not dist.is_main:
+        return 0
     done()
-    print(f"take '{record['take']}': {record['n_frames']} frames at {record['fps']:g} fps, "
-          f"{record['frames_optimized_this_run']} optimized this run "
-          f"({record['seconds_per_frame']:.2f} s/frame)")
-    if record["flagged_frames"]:
-        print(f"{len(record['flagged_frames'])} frame(s) without a face held the previous code")
-    print(f"render it with: studio-cli render {shlex.quote(str(project.root))} "
-          f"--take {shlex.quote(record['take'])} --paste-back --out FILE.mp4")
+    for record in records:
+        print(f"take '{record['take']}': {record['n_frames']} frames at {record['fps']:g} fps, "
+              f"{record['frames_optimized_this_run']} optimized this run "
+              f"({record['seconds_per_frame']:.2f} s/frame)")
+        if record["flagged_frames"]:
+            print(f"{len(record['flagged_frames'])} frame(s) without a face held the previous code")
+        print(f"render it with: studio-cli render {shlex.quote(str(project.root))} "
+              f"--take {shlex.quote(record['take'])} --paste-back --out FILE.mp4")
     return 0
 
 

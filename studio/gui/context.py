@@ -144,7 +144,9 @@ class StudioContext(QObject):
         if outcome.error is not None:
             self.error(outcome.title, outcome.error, outcome.details)
         elif outcome.cancelled:
-            self.message.emit(f"{outcome.title}: stopped. The work done so far is kept — start "
+            kept = outcome.extra.get("kept")
+            self.message.emit(f"{outcome.title}: {kept} Start it again to resume." if kept else
+                              f"{outcome.title}: stopped. The work done so far is kept — start "
                               "it again to resume.")
         else:
             self.message.emit(f"{outcome.title}: done in {outcome.seconds:.0f} s.")

@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "select/count": 250,
     "personalize/base": "ffhq",
     "personalize/steps": 0,
+    "personalize/inversion_steps": 500,
     "personalize/batch": 4,
     "reenact/steps": 0,
     "reenact/lr": 0.0,

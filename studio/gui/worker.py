@@ -98,8 +98,9 @@ class _JobThread(QThread):
         try:
             outcome.result = self.fn(*self.args, progress=self._progress, cancel=self.token,
                                      **self.kwargs)
-        except Cancelled:
+        except Cancelled as exc:
             outcome.cancelled = True
+            outcome.extra["kept"] = exc.kept  # what the job saved, in its words (or None)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the user as a dialog
             outcome.error = exc
             outcome.details = "".join(traceback.format_exception(exc))

@@ -62,12 +62,15 @@ def enable_fast_math(device: torch.device) -> None:
 def reenact_take(project: Project, driving: str | Path | None, name: str,
                  settings: ReenactSettings = ReenactSettings(), device: torch.device | str = "cpu",
                  progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED, *,
-                 restart: bool = False, notify: Notify = _quiet) -> dict[str, Any]:
+                 restart: bool = False, notify: Notify = _quiet,
+                 runner: Callable[..., ReenactResult] | None = None) -> dict[str, Any]:
     """Re-enact the project's person from ``driving`` into ``takes/<name>/``; returns track.json's dict.
 
     ``driving`` None re-uses the take's copy (``takes/<name>/driving.*``), e.g. to resume.
     ``settings`` (read, never changed) shape the track; build them with
-    ``ReenactSettings().adjusted(...)`` from the user's options.
+    ``ReenactSettings().adjusted(...)`` from the user's options. ``runner``: what optimizes the
+    track, called as ``optimize.reenact.reenact`` (default); ``studio.jobs.reenact_chunks``
+    passes one that runs the take in chunks, over several processes.
     """
     from personalize.video import probe_video
     from studio.jobs.prepare import prepare_driving
@@ -114,7 +117,7 @@ def reenact_take(project: Project, driving: str | Path | None, name: str,
 
     project.mark_running("reenact")
     try:
-        result: ReenactResult = reenact(
+        result: ReenactResult = (runner or reenact)(
             generator, anchors, frames, project.track_path(name), settings=settings,
             generator_id=project.generator_id(), anchor_cache=project.anchor_keypoints_cache,
             device=device, restart=restart, progress=progress, cancel=cancel)

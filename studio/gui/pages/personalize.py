@@ -2,19 +2,27 @@
 
 Shows the loss curve from ``model/log.csv`` and the newest preview grid from ``model/previews/``
 while the job runs; both are re-read from disk, so a run started from ``studio-cli`` shows too.
+
+The run has two long phases, both named here with their steps and a time estimate: the inversion
+(every frame's anchor, ``Inversion steps`` per batch of frames) and the tuning (``Steps``).
+Estimates come from speeds measured on this machine (``studio.jobs.personalize.estimate_personalize``);
+without one the page says so and the job strip estimates from the first steps.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
+from personalize.errors import UserError
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.widgets.image_view import ImageView
 from studio.gui.widgets.loss_plot import LossPlot
+from studio.gui.worker import format_eta
+from studio.jobs.personalize import PhaseEstimate, estimate_personalize
 from studio.project import DONE, RUNNING
 from studio.weights import is_present
 
@@ -42,8 +50,15 @@ class PersonalizePage(StagePage):
         self.steps_spin.setSingleStep(100)
         self.steps_spin.setSpecialValueText("auto (recommended)")
         self.steps_spin.setValue(int(ctx.settings.get("personalize/steps")))
-        self.steps_spin.setToolTip("Training steps. More steps copy your face more exactly but "
-                                   "take longer; 'auto' picks a good number for the image size.")
+        self.steps_spin.setToolTip("Tuning steps (the second phase). More steps copy your face more "
+                                   "exactly but take longer; 'auto' picks a good number for the image size.")
+        self.inversion_spin = QSpinBox()
+        self.inversion_spin.setRange(1, 100_000)
+        self.inversion_spin.setSingleStep(50)
+        self.inversion_spin.setValue(int(ctx.settings.get("personalize/inversion_steps")))
+        self.inversion_spin.setToolTip("Inversion steps (the first phase): how long each batch of frames "
+                                       "is optimized to find its starting point in the generator. A batch "
+                                       "stops sooner once it stops improving.")
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 64)
         self.batch_spin.setValue(int(ctx.settings.get("personalize/batch")))
@@ -52,8 +67,14 @@ class PersonalizePage(StagePage):
         self.start_button.setToolTip("Start, or continue a stopped run from its last checkpoint (Ctrl+R)")
         self.start_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Pause")
-        self.cancel_button.setToolTip("Stop after the current step; the progress is saved and "
-                                      "'Resume' continues from there (Esc).")
+        self.cancel_button.setToolTip("Stop after the current step. Kept: the tuning up to that step, and "
+                                      "the anchors of every finished batch of frames (a batch being "
+                                      "inverted starts over); a frame selection in progress is not kept.")
+        self.estimate_label = QLabel()
+        self.estimate_label.setWordWrap(True)
+        self.estimate_label.setToolTip("The two phases of a run and how long they should take here. "
+                                       "Times come from earlier runs on this machine with the same device, "
+                                       "base model and batch.")
         self.cancel_button.clicked.connect(ctx.runner.cancel)
         self.plot = LossPlot()
         self.preview = ImageView("Preview grids (generated | real) appear here as training goes on.")
@@ -66,7 +87,8 @@ class PersonalizePage(StagePage):
         form = QFormLayout()
         form.addRow("Base model:", self.base_box)
         form.addRow("Frames:", self.frames_spin)
-        form.addRow("Steps:", self.steps_spin)
+        form.addRow("Inversion steps:", self.inversion_spin)
+        form.addRow("Tuning steps:", self.steps_spin)
         form.addRow("Batch:", self.batch_spin)
         buttons = QVBoxLayout()
         buttons.addWidget(self.start_button)
@@ -81,11 +103,15 @@ class PersonalizePage(StagePage):
         splitter.addWidget(self.preview)
         splitter.setSizes([500, 400])
         self.body.addLayout(row)
-        self.body.addWidget(hint("You can close the window: the next start resumes from the last "
-                                 "checkpoint."))
+        self.body.addWidget(self.estimate_label)
+        self.body.addWidget(hint("You can stop or close the window: the next start resumes with the "
+                                 "anchors of every finished batch of frames and the last tuning step."))
         self.body.addWidget(splitter, 1)
         self.fill_bases()
         ctx.runner.busy_changed.connect(self._busy_changed)
+        for spin in (self.frames_spin, self.steps_spin, self.inversion_spin, self.batch_spin):
+            spin.valueChanged.connect(self.update_estimate)
+        self.base_box.currentIndexChanged.connect(self.update_estimate)
 
     def fill_bases(self) -> None:
         self.base_box.clear()
@@ -135,10 +161,30 @@ class PersonalizePage(StagePage):
 
     def project_loaded(self) -> None:
         self.load_results()
+        self.update_estimate()
 
     def stage_changed(self, state: str) -> None:
         if state in (DONE, RUNNING):
             self.load_results()
+        self.update_estimate()
+
+    def _base(self) -> str:
+        base = str(self.base_box.currentData() or "ffhq")
+        return "ffhq" if base == "__choose__" else base
+
+    def update_estimate(self) -> None:
+        """Name both phases with their steps and the time they should take on this machine."""
+        if self.project is None:
+            self.estimate_label.setText("")
+            return
+        try:
+            phases = estimate_personalize(self.project, self._base(), self.frames_spin.value() or None,
+                                          self.steps_spin.value() or None, self.batch_spin.value(),
+                                          self.inversion_spin.value(), self.ctx.device)
+        except UserError:  # e.g. an unreadable selection: the Select page says what to do
+            self.estimate_label.setText("")
+            return
+        self.estimate_label.setText("\n".join(_describe(p) for p in phases))
 
     def load_results(self) -> None:
         if self.project is None:
@@ -152,13 +198,26 @@ class PersonalizePage(StagePage):
     def start(self) -> None:
         if not self.ready:
             return
-        base = str(self.base_box.currentData() or "ffhq")
-        if base == "__choose__":
-            base = "ffhq"
+        base = self._base()
         self.ctx.settings.set("personalize/base", base)
         self.ctx.settings.set("personalize/steps", self.steps_spin.value())
+        self.ctx.settings.set("personalize/inversion_steps", self.inversion_spin.value())
         self.ctx.settings.set("personalize/batch", self.batch_spin.value())
         self.ctx.run_job("Personalize", self.ctx.jobs.personalize, self.project, base=base,
                          frames=self.frames_spin.value() or None, steps=self.steps_spin.value() or None,
                          batch=self.batch_spin.value(), device=self.ctx.device,
+                         inversion_steps=self.inversion_spin.value(),
                          on_success=lambda _o: self.load_results())
+
+
+def _describe(phase: PhaseEstimate) -> str:
+    """'Inversion: 1,500 of 16,000 steps done — about 20 min left (at most; measured on this machine)'."""
+    name = phase.name.capitalize()
+    if phase.steps is None:
+        return f"{name}: steps set by the base model's resolution ({phase.basis})."
+    if phase.done >= phase.steps:
+        return f"{name}: {phase.steps:,} steps, done ({phase.basis or 'kept from the last run'})."
+    steps = f"{phase.done:,} of {phase.steps:,} steps done" if phase.done else f"{phase.steps:,} steps"
+    if phase.seconds is None:
+        return f"{name}: {steps} — time unknown ({phase.basis})."
+    return f"{name}: {steps} — {format_eta(phase.seconds)} ({phase.basis})."
