@@ -14,8 +14,11 @@
    them a random 256 px generator, a random e4e and a random LPIPS backbone only show the plumbing
    and the relative cost, and the LPIPS numbers mean nothing.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/personalize.py [--work-size 128] [--skip-tuning]
-    OMP_NUM_THREADS=2 .venv/bin/python bench/personalize.py --skip-selection --skip-tuning --anchors \
+Run it as a module (as a script, ``bench/`` would come first on the path and this file would
+hide the ``personalize`` package):
+
+    OMP_NUM_THREADS=2 .venv/bin/python -m bench.personalize [--work-size 128] [--skip-tuning]
+    OMP_NUM_THREADS=2 .venv/bin/python -m bench.personalize --skip-selection --skip-tuning --anchors \
         [--ffhq ffhq.pkl --e4e e4e_ffhq_encode.pt --lpips alexnet.pth] [--anchor-steps 500]
 """
 from __future__ import annotations
@@ -123,9 +126,11 @@ def aligned_faces(size: int) -> torch.Tensor:
     """(N,3,size,size) uint8: the FFHQ-aligned portraits of ../shared/media/aligned, area/cubic-resized."""
     import cv2
 
+    from personalize.video import read_image
+
     out = []
     for path in sorted((ROOT.parent / "shared" / "media" / "aligned").glob("*.jpg")):
-        img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        img = read_image(path)
         interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
         out.append(cv2.resize(img, (size, size), interpolation=interp))
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
@@ -139,10 +144,16 @@ def bench_anchors(ffhq: str | None, e4e: str | None, lpips_weights: str | None, 
     from personalize.stylegan2 import load_generator
     from personalize.stylegan2.configs import FFHQ256_KWARGS, generator_from_kwargs
 
-    real = bool(ffhq and e4e)
+    given = [f for f in (ffhq, e4e, lpips_weights) if f]
+    if 0 < len(given) < 3:
+        raise SystemExit("--ffhq, --e4e and --lpips go together: with a random LPIPS backbone the "
+                         "optimization would fit (and the comparison would measure) a meaningless metric")
+    real = len(given) == 3
     if real:
         G = load_generator(ffhq)
+        t0 = time.perf_counter()
         encoder, latent_avg = load_e4e(e4e)
+        print(f"loaded e4e in {time.perf_counter() - t0:.1f} s (not counted below)")
     else:
         G = generator_from_kwargs(FFHQ256_KWARGS)
         torch.manual_seed(0)
@@ -152,8 +163,11 @@ def bench_anchors(ffhq: str | None, e4e: str | None, lpips_weights: str | None, 
     images = aligned_faces(G.img_resolution)[:frames]
     steps = steps or (500 if real else 10)
     print(f"anchors: {images.shape[0]} aligned faces at {G.img_resolution}px; "
-          + ("REAL weights" if real else "RANDOM generator/e4e (plumbing only: LPIPS values are meaningless)")
-          + f"; LPIPS backbone {'real' if lpips_weights else 'random'}")
+          + ("REAL weights (FFHQ generator, FFHQ e4e, LPIPS AlexNet)" if real else
+             "RANDOM generator, e4e and LPIPS backbone (plumbing and relative cost only: the LPIPS values "
+             "mean nothing)"))
+    print("  'studio-cli personalize --anchors encoder' uses the first style (+ latent_avg); the mean of "
+          "styles is shown for comparison only")
     rows = []
     for name, kwargs in (("e4e, first style", {"encoder": E4EAnchorEncoder(encoder, latent_avg, "first")}),
                          ("e4e, mean of styles", {"encoder": E4EAnchorEncoder(encoder, latent_avg, "mean")}),

@@ -139,7 +139,7 @@ class DistContext:
             try:
                 outcome = ("ok", fn())
             except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
-                outcome = ("error", _transportable(exc))
+                outcome = ("error", transportable(exc))
         kind, value = self.broadcast(outcome)
         if kind == "error":
             raise value
@@ -172,8 +172,8 @@ SINGLE = DistContext()
 """The one-process context: every collective is local."""
 
 
-def _transportable(exc: Exception) -> Exception:
-    """``exc`` if it survives pickling (to send it to the other ranks), else a plain RuntimeError."""
+def transportable(exc: Exception) -> Exception:
+    """``exc`` if it survives pickling (to send it to the other ranks), else a RuntimeError saying it."""
     try:
         pickle.loads(pickle.dumps(exc))
         return exc

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from editing.render import tensor_to_uint8
-from optimize.chunks import (ChunkPlan, aligned_chunk_ws, blend_weights, frames_subset, merge_chunk_tracks,
-                             plan_chunks)
+from optimize.chunks import ChunkPlan, blend_weights, frames_subset, merge_chunk_tracks, plan_chunks
 from optimize.driving import DrivingFrames
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, keypoints_from_landmarks
@@ -29,8 +28,8 @@ def test_plan_owns_every_frame_once_and_overlaps_its_neighbour() -> None:
     owned = [f for c in plan.chunks for f in range(c.core, c.stop)]
     assert owned == list(range(100))
     assert [(c.start, c.core, c.stop) for c in plan.chunks] == [(0, 0, 33), (25, 33, 67), (59, 67, 100)]
-    assert len(plan_chunks(20, 4, overlap=8).chunks) == 1       # chunks shorter than 2 overlaps: fewer
-    assert len(plan_chunks(40, 4, overlap=8).chunks) == 2
+    assert len(plan_chunks(15, 4, overlap=8).chunks) == 1       # chunks owning less than an overlap: fewer
+    assert len(plan_chunks(24, 4, overlap=8).chunks) == 3
     weights = blend_weights(plan)
     np.testing.assert_allclose(weights.sum(axis=0), 1.0)
     np.testing.assert_allclose(weights[1, 25:33], np.arange(1, 9) / 9)  # the cold start fades in
@@ -54,39 +53,28 @@ def _chunk_track(ws: np.ndarray, found: np.ndarray) -> LatentTrack:
     return track
 
 
-def test_merge_spreads_a_code_difference_instead_of_a_jump() -> None:
+def test_merge_spreads_a_code_difference_over_the_overlap() -> None:
     """Two chunks fit the same moving face with codes 1.0 apart on every entry (another of the
-    many codes of one face). A plain blend over the overlap would jump; the merge agrees with
-    chunk 0 through the overlap and then drifts to chunk 1's codes by at most half a typical
-    frame-to-frame change per frame."""
-    n = 80
+    many codes of one face): the merged track is chunk 0's, then moves to chunk 1's in equal
+    steps over the overlap, instead of jumping."""
+    n, overlap = 80, 16
     speed = 0.1 + 0.05 * np.sin(np.arange(n) / 5.0)
     truth = np.cumsum(speed).astype(np.float32)[:, None, None] * np.ones((1, 2, 4), np.float32)
-    plan = plan_chunks(n, 2, overlap=6, fingerprint="take")
+    plan = plan_chunks(n, 2, overlap=overlap, fingerprint="take")
     c0, c1 = plan.chunks
     found = np.ones(n, bool)
     found[60] = False
     tracks = [_chunk_track(truth[c0.start:c0.stop], found[c0.start:c0.stop]),
               _chunk_track(truth[c1.start:c1.stop] + 1.0, found[c1.start:c1.stop])]
-
-    def steps(ws: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(np.diff(ws.reshape(n, -1), axis=0), axis=1)
-
-    weights = blend_weights(plan)
-    plain = np.zeros_like(truth)
-    for c, t in zip(plan.chunks, tracks):
-        plain[c.start:c.stop] += weights[c.index, c.start:c.stop, None, None] * t.ws
-    natural = steps(truth)
-    assert steps(plain)[c1.start:c1.core].max() > 1.9 * natural.max()         # what the alignment prevents
     merged = merge_chunk_tracks(plan, tracks, smooth_sigma=2.0)
-    np.testing.assert_allclose(merged.ws[:c1.core], truth[:c1.core], atol=1e-5)  # no jump: chunk 0's codes
-    drift = steps(merged.ws - truth)
-    assert drift.max() <= 0.5 * np.median(natural[c1.start:]) * 1.001 and drift.sum() > 0
-    np.testing.assert_allclose(merged.ws[-1], truth[-1] + 1.0, atol=1e-5)      # chunk 1's end: its own
+    np.testing.assert_allclose(merged.ws[:c1.start], truth[:c1.start])        # chunk 0 alone
+    np.testing.assert_allclose(merged.ws[c1.core:], truth[c1.core:] + 1.0)    # chunk 1 alone
+    shift = (merged.ws - truth)[:, 0, 0]
+    np.testing.assert_allclose(np.diff(shift[c1.start - 1:c1.core]), 1.0 / (overlap + 1), rtol=1e-5)
     assert merged.complete and merged.frames_done == n and merged.fingerprint == "take"
     assert not merged.face_found[60] and merged.face_found[59]
     assert merged.alpha[c1.core, 0] == c1.core - c1.start                        # records from the owner
-    assert merged.ws_smooth.shape == merged.ws.shape and len(aligned_chunk_ws(plan, tracks)) == 2
+    assert merged.ws_smooth.shape == merged.ws.shape
     with pytest.raises(ValueError, match="finished"):
         tracks[1].frames_done -= 1
         merge_chunk_tracks(plan, tracks, 2.0)
@@ -117,7 +105,7 @@ def stand_in():
 def _moving_face(generator, space, n: int) -> tuple[DrivingFrames, torch.Tensor]:
     """A known path (head turning and nodding, mouth opening and closing), frames rendered by the
     stand-in, MediaPipe landmarks detected on them as on a real driving video."""
-    t = np.arange(n) / 23.0
+    t = np.arange(n) / 23.0  # one cycle of head motion per second
     path = np.stack([0.5 - 0.3 * np.sin(2 * np.pi * t), 0.1 + 0.2 * np.cos(2 * np.pi * t), 0 * t,
                      0.3 + 0.2 * np.sin(3 * np.pi * t), 0.1 + 0.2 * t, 0 * t], 1)
     with torch.no_grad():
@@ -126,6 +114,7 @@ def _moving_face(generator, space, n: int) -> tuple[DrivingFrames, torch.Tensor]
     return DrivingFrames.from_arrays(list(frames)), ws
 
 
+@pytest.mark.slow  # ~15 s idle: 10 frames of 2 steps through the FaceMesh
 def test_a_stopped_chunk_resumes_alone(tmp_path, face_mesh, stand_in) -> None:
     generator, anchors, space = stand_in
     driving, _ = _moving_face(generator, space, 6)
@@ -188,5 +177,37 @@ def test_two_takes_queued_over_two_processes_through_the_cli(tmp_path, capfd) ->
         track = load_track(project.track_path(take))
         assert track.complete and track.frames_done == 34 and np.isfinite(track.ws_smooth).all()
         assert json.loads(project.track_info_path(take).read_text())["n_frames"] == 34
-    assert "take 'a' in 2 chunks of ~17 frames, 8 overlapping, over 2 processes" in err
+    assert "take 'a' in 2 chunks of ~17 frames, 16 overlapping, over 2 processes" in err
     assert Project.open(project.root).status("reenact") == "done"
+
+
+@pytest.mark.slow  # ~90 s idle (several minutes on a busy machine): 56 frames through the FaceMesh
+def test_chunked_take_tracks_the_known_answer_as_well_as_the_sequential_take(tmp_path, face_mesh, stand_in) -> None:
+    """Issue #16: on the known-answer stand-in, a take in 2 chunks has a keypoint error within 1.1x
+    of the same take run in one piece, and the frame-to-frame latent change where the chunks meet
+    is no larger than elsewhere (the smoothed track, as rendered)."""
+    generator, anchors, space = stand_in
+    n, overlap = 24, 8
+    driving, _ = _moving_face(generator, space, n)
+    assert driving.valid.all()
+    settings = ReenactSettings(steps=20)  # 40 for the first frame of each piece; defaults otherwise
+    mesh = MeshLandmarks(face_mesh, SIZE)
+    project = Project.create(tmp_path / "p.studio")
+    sequential = reenact(generator, anchors, driving, tmp_path / "sequential.npz", mesh, settings=settings).track
+    chunked = ChunkedReenact(project, "t", chunks=2, overlap=overlap, landmarks=mesh)(
+        generator, anchors, driving, tmp_path / "chunked.npz", settings=settings).track
+    plan = ChunkPlan.load(project.take_chunks_dir("t"))
+    assert [(c.start, c.core, c.stop) for c in plan.chunks] == [(0, 0, 12), (4, 12, 24)]
+    target = keypoints_from_landmarks(torch.from_numpy(driving.landmarks), SIZE)
+
+    def error(ws: np.ndarray) -> float:
+        with torch.no_grad():
+            kp = keypoints_from_landmarks(mesh(generator.synthesis(torch.from_numpy(ws))), SIZE)
+        return float((kp[..., :2] - target[..., :2]).norm(dim=-1).mean()) * SIZE
+
+    seq_error, chunk_error = error(sequential.ws_smooth), error(chunked.ws_smooth)
+    assert chunk_error <= 1.1 * seq_error, (chunk_error, seq_error)
+    steps = np.linalg.norm(np.diff(chunked.ws_smooth.reshape(n, -1).astype(np.float64), axis=0), axis=1)
+    seam = np.zeros(n - 1, bool)
+    seam[plan.chunks[1].start - 1:plan.chunks[1].core + 1] = True
+    assert steps[seam].max() <= steps[~seam].max(), (steps[seam], steps[~seam])

@@ -22,9 +22,10 @@ minutes, as the paper does (an encoder of the pSp family into W). e4e predicts W
 anchor of a frame is its **first style plus the checkpoint's ``latent_avg``** (e4e trains its
 per-layer offsets to stay near that one code; ``personalize.encoders.e4e.encode_w_anchors``).
 Why optimization stays the default: it needs no 1 GB download, works with any base generator
-(the e4e was trained for the 1024 px FFHQ generator only), and reconstructs the frames more
-closely; the same command gives the same kind of anchors on every machine instead of
-silently depending on whether a file happens to be in the cache.
+(the e4e was trained for the 1024 px FFHQ generator only), and encoding is "significantly faster
+than optimization, but is also less accurate" (the paper, Sec. 2); the same command gives the
+same kind of anchors on every machine instead of silently depending on whether a file happens
+to be in the cache.
 
 Several processes (``dist``, started by torchrun): rank 0 selects the frames and writes every
 file; the inversion's batches are dealt to the ranks; tuning shares each global batch.

@@ -16,6 +16,7 @@ resume from their last saved frame, so only the unfinished work is redone.
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,11 +28,11 @@ from optimize.chunks import (DEFAULT_OVERLAP, ChunkPlan, FirstStart, merge_chunk
                              plan_summary, run_chunk)
 from optimize.driving import DrivingFrames
 from optimize.losses import LandmarkFn
-from optimize.reenact import ReenactResult, mesh_landmarks
+from optimize.reenact import ReenactResult, mesh_landmarks, reenact
 from optimize.reenact_settings import ReenactSettings
-from optimize.track import LatentTrack, track_fingerprint
-from personalize.distributed import SINGLE, DistContext, _transportable
-from personalize.errors import Cancelled, ProjectError
+from optimize.track import LatentTrack, read_track_progress, track_fingerprint
+from personalize.distributed import SINGLE, DistContext, transportable
+from personalize.errors import Action, Cancelled, ProjectError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from personalize.video import read_image
 from studio.jobs.reenact import load_personalized_generator, reenact_take
@@ -75,23 +76,29 @@ class ChunkedReenact:
                  generator_id: str = "", anchor_cache: Path | None = None, device: torch.device | str = "cpu",
                  restart: bool = False, progress: ProgressFn = no_progress,
                  cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
-        import time
-
         started = time.perf_counter()
         folder = self.project.take_chunks_dir(self.take)
+        if not restart and track_path.is_file():
+            so_far = read_track_progress(track_path)
+            if so_far.frames_done >= so_far.n_frames:
+                # finished (in chunks or in one piece): the per-frame loop checks that it was made
+                # from these inputs and only re-applies the temporal filter
+                return reenact(generator, anchors, frames, track_path, settings=settings,
+                               generator_id=generator_id, device=device, progress=progress, cancel=cancel)
+            if ChunkPlan.load(folder) is None:
+                raise ProjectError(f"The take '{self.take}' was started in one piece and stopped at frame "
+                                   f"{so_far.frames_done} of {so_far.n_frames}.",
+                                   "Resume it with one process, or restart it to run it in chunks.",
+                                   Action("resume-take", self.take))
         fingerprint = track_fingerprint(frames, anchors, generator_id, settings.fingerprint_dict())
-        finished = self._finished_track(track_path, fingerprint, settings, restart, folder)
-        if finished is not None:
-            return ReenactResult(finished, 0, 0, time.perf_counter() - started,
-                                 [int(i) for i in np.flatnonzero(~finished.face_found)])
         plan = self._plan(folder, frames.n_frames, fingerprint, restart)
         dist = self.channel.dist
         crop_paths = [str(p) for p in _crop_paths(self.project, self.take)] if dist.is_distributed else []
         self.notify(f"take '{self.take}' in {plan_summary(plan)}"
-                    + (f", over {self.channel.dist.world_size} processes" if self.channel.dist.is_distributed else ""))
-        order = {"take": self.take, "plan": plan, "chunk_dir": str(folder), "settings": settings, "generator_id": generator_id,
-                 "restart": restart, "crop_paths": crop_paths, "landmarks": frames.landmarks,
-                 "valid": frames.valid, "content_hash": frames.content_hash}
+                    + (f", over {dist.world_size} processes" if dist.is_distributed else ""))
+        order = {"take": self.take, "plan": plan, "chunk_dir": str(folder), "settings": settings,
+                 "generator_id": generator_id, "restart": restart, "crop_paths": crop_paths,
+                 "landmarks": frames.landmarks, "valid": frames.valid, "content_hash": frames.content_hash}
         if dist.is_distributed:
             dist.broadcast(("take", order))
             self.channel.others_waiting = False
@@ -106,31 +113,6 @@ class ChunkedReenact:
         passes = sum(r[1] for r in results)
         return ReenactResult(track, done, passes, time.perf_counter() - started,
                              [int(i) for i in np.flatnonzero(~track.face_found)])
-
-    def _finished_track(self, track_path: Path, fingerprint: str, settings: ReenactSettings, restart: bool,
-                        folder: Path) -> LatentTrack | None:
-        """The take's merged track when it is already finished (re-smoothed), else None.
-        ProjectError for a track of other inputs, or a sequential take stopped half-way."""
-        if restart or not track_path.is_file():
-            return None
-        track = LatentTrack.load(track_path)
-        if track.fingerprint != fingerprint:
-            raise ProjectError(f"The take folder {track_path.parent} holds a latent track made from another "
-                               "driving video, generator or settings.",
-                               "Restart the take to discard it, or give this take another name.")
-        if track.frames_done < track.n_frames:
-            if ChunkPlan.load(folder) is None:
-                raise ProjectError(f"The take '{self.take}' was started in one piece and stopped at frame "
-                                   f"{track.frames_done} of {track.n_frames}.",
-                                   "Resume it with one process, or restart it to run it in chunks.")
-            return None
-        from optimize.smoothing import smooth_track
-
-        track.smooth_sigma = float(settings.smooth_sigma)
-        track.ws_smooth = smooth_track(track.ws, settings.smooth_sigma)
-        track.complete = True
-        track.save(track_path)
-        return track
 
     def _plan(self, folder: Path, n_frames: int, fingerprint: str, restart: bool) -> ChunkPlan:
         """This take's chunk plan: the saved one when it was made from the same inputs."""
@@ -174,7 +156,7 @@ def _work(order: dict[str, Any], generator: torch.nn.Module, anchors: np.ndarray
     except Cancelled:
         return ("cancelled", None)
     except Exception as exc:  # noqa: BLE001 - reported to every rank by _settle
-        return ("error", _transportable(exc))
+        return ("error", transportable(exc))
     return ("ok", counts)
 
 
@@ -220,7 +202,7 @@ def reenact_queue(project: Project, takes: Sequence[tuple[str | Path | None, str
                                         cancel=cancel, restart=restart, notify=notify, runner=runner))
     except BaseException as exc:
         if dist.is_distributed and channel.others_waiting:
-            dist.broadcast(("stop", _transportable(exc) if isinstance(exc, Exception) else Cancelled()))
+            dist.broadcast(("stop", transportable(exc) if isinstance(exc, Exception) else Cancelled()))
         raise
     if dist.is_distributed:
         dist.broadcast(("done", None))
