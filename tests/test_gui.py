@@ -6,6 +6,7 @@ Heavy jobs are replaced by quick fakes (tests/_gui_helpers.py) that honour the s
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -234,7 +235,7 @@ def test_cancel_stops_the_job_and_keeps_the_project_consistent(project_window, q
     with qtbot.waitSignal(win.ctx.runner.cancelled, timeout=5000):
         qtbot.mouseClick(win.job_panel.cancel_button, Qt.MouseButton.LeftButton)
     assert win.ctx.statuses["prepare"] == "not done"
-    assert "resume" in win.statusBar().currentMessage()
+    assert "continue from its last saved point" in win.statusBar().currentMessage()
     assert win.ctx.last_error is None                  # cancelling is not an error
     assert win.pages["prepare"].run_button.isEnabled()
 
@@ -303,7 +304,66 @@ def test_settings_dialog_saves_device_and_defaults(window, settings):
 
 def test_shortcuts_exist_for_main_actions(window):
     shortcuts = {a.shortcut().toString() for a in window.findChildren(QAction) if not a.shortcut().isEmpty()}
-    assert {"Ctrl+N", "Ctrl+O", "Ctrl+R", "Esc", "Ctrl+M", "Ctrl+1", "Ctrl+7", "Ctrl+Right"} <= shortcuts
+    assert {"Ctrl+N", "Ctrl+O", "Ctrl+R", "Ctrl+M", "Ctrl+1", "Ctrl+7", "Ctrl+Right"} <= shortcuts
+    assert "Esc" not in shortcuts   # Esc belongs to text boxes and dialogs, never to the job
+
+
+def start_slow_prepare(win, qtbot):
+    win.ctx.project.mark_done("capture")
+    win.ctx.force_refresh()
+    helpers.use_fakes(win, prepare=functools.partial(helpers.slow_job, steps=100000, delay=0.01))
+    win.pages["prepare"].start()
+    qtbot.waitUntil(lambda: win.job_panel.bar.maximum() == 100000, timeout=5000)
+
+
+def test_esc_anywhere_leaves_the_job_running(project_window, qtbot):
+    """Issue 17: Esc cancelled the running job from anywhere, even while typing in a text box."""
+    win = project_window
+    win.activateWindow()
+    start_slow_prepare(win, qtbot)
+    win.go_to_stage("reenact")
+    box = win.pages["reenact"].name_edit
+    box.setFocus()
+    qtbot.keyClicks(box, "my take")
+    qtbot.keyClick(box, Qt.Key.Key_Escape)
+    qtbot.keyClick(win, Qt.Key.Key_Escape)
+    qtbot.wait(100)
+    assert win.ctx.runner.busy and not win.ctx.runner.cancel_requested
+    assert box.text() == "my take"
+
+
+def test_stopping_a_job_that_ran_a_while_asks_first(project_window, qtbot, monkeypatch):
+    import studio.gui.context as context
+
+    win = project_window
+    start_slow_prepare(win, qtbot)
+    monkeypatch.setattr(context, "CONFIRM_CANCEL_AFTER_S", 0.2)
+    qtbot.waitUntil(lambda: win.ctx.runner.elapsed > 0.2, timeout=5000)
+    qtbot.mouseClick(win.job_panel.cancel_button, Qt.MouseButton.LeftButton)
+    prompt = win.ctx.cancel_prompt
+    assert prompt is not None and prompt.isVisible() and "It has run for" in prompt.text()
+    keep = next(b for b in prompt.buttons() if b.text() == "Keep it running")
+    assert prompt.defaultButton() is keep and prompt.escapeButton() is keep
+    qtbot.mouseClick(keep, Qt.MouseButton.LeftButton)
+    qtbot.wait(100)
+    assert win.ctx.runner.busy and not win.ctx.runner.cancel_requested
+    win.close()                                   # quitting asks the same question
+    prompt = win.ctx.cancel_prompt
+    assert prompt is not None and win.isVisible() and win.ctx.runner.busy
+    with qtbot.waitSignal(win.ctx.runner.cancelled, timeout=5000):
+        qtbot.mouseClick(next(b for b in prompt.buttons() if b.text() == "Stop the job"),
+                         Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not win.isVisible(), timeout=5000)
+    assert win.ctx.statuses["prepare"] == "not done"
+
+
+def test_a_job_stopped_in_its_first_seconds_stops_at_once(project_window, qtbot):
+    win = project_window
+    start_slow_prepare(win, qtbot)
+    with qtbot.waitSignal(win.ctx.runner.cancelled, timeout=5000):
+        qtbot.mouseClick(win.job_panel.cancel_button, Qt.MouseButton.LeftButton)
+    assert win.ctx.cancel_prompt is None
+    assert "stopped" in win.statusBar().currentMessage()
 
 
 # ----------------------------------------------------------------------------- pages

@@ -19,8 +19,12 @@ from personalize.errors import UserError
 from studio.gui.error_dialog import show_error
 from studio.gui.job_functions import Jobs
 from studio.gui.settings import StudioSettings
-from studio.gui.worker import JobOutcome, JobRunner
+from studio.gui.worker import JobOutcome, JobRunner, format_duration
 from studio.project import STAGES, Project
+
+# A job that has run this long is not stopped by one click without asking: a stray click (or,
+# before, the Esc key anywhere in the window) must never throw away minutes of work.
+CONFIRM_CANCEL_AFTER_S = 5.0
 
 
 class StudioContext(QObject):
@@ -45,9 +49,10 @@ class StudioContext(QObject):
         self.style: str | None = None
         self.dialog_parent: QWidget | None = None
         self.last_error: QMessageBox | None = None
+        self.cancel_prompt: QMessageBox | None = None
         self.open_url: Callable[[QUrl], Any] = QDesktopServices.openUrl  # tests replace it
         self._on_success: Callable[[JobOutcome], None] | None = None
-        self._job_stage: str | None = None
+        self._stopped_message: str | None = None
         self.runner.finished.connect(self._job_finished)
         self.runner.progressed.connect(self._job_progressed)
         self._last_refresh = 0.0
@@ -106,13 +111,15 @@ class StudioContext(QObject):
 
     # ------------------------------------------------------------------ jobs
     def run_job(self, title: str, fn: Callable[..., Any], *args: Any,
-                on_success: Callable[[JobOutcome], None] | None = None, **kwargs: Any) -> bool:
+                on_success: Callable[[JobOutcome], None] | None = None,
+                stopped_message: str | None = None, **kwargs: Any) -> bool:
         """Start ``fn(*args, progress=..., cancel=..., **kwargs)`` (one of ``self.jobs``) in the
         background.
 
         A device that cannot be used becomes a dialog; a job already running makes this a no-op
         that says so. The outcome's dialog, status refresh and ``on_success`` happen on the UI
-        thread.
+        thread. ``stopped_message``: what the status bar says when the user stops the job (what
+        is kept, what is lost); the default only promises what every job does.
         """
         if self.runner.busy:
             self.message.emit(f"Wait for '{self.runner.title}' to finish or cancel it first.")
@@ -124,6 +131,7 @@ class StudioContext(QObject):
                 self.error(title, exc)
                 return False
         self._on_success = on_success
+        self._stopped_message = stopped_message
         # The job gets its own Project object: it mutates and saves its manifest on its thread
         # while the UI thread keeps re-reading the file into ``self.project``.
         args = tuple(_own_copy(a) for a in args)
@@ -141,11 +149,15 @@ class StudioContext(QObject):
 
     def _job_finished(self, outcome: JobOutcome) -> None:
         callback, self._on_success = self._on_success, None
+        stopped, self._stopped_message = self._stopped_message, None
+        if self.cancel_prompt is not None:  # the job ended while the user was being asked
+            self.cancel_prompt.close()
+            self.cancel_prompt = None
         if outcome.error is not None:
             self.error(outcome.title, outcome.error, outcome.details)
         elif outcome.cancelled:
-            self.message.emit(f"{outcome.title}: stopped. The work done so far is kept — start "
-                              "it again to resume.")
+            self.message.emit(f"{outcome.title}: stopped. " + (
+                stopped or "Start it again to continue from its last saved point."))
         else:
             self.message.emit(f"{outcome.title}: done in {outcome.seconds:.0f} s.")
             if callback is not None:
@@ -155,6 +167,50 @@ class StudioContext(QObject):
                     import traceback
                     self.error(outcome.title, exc, traceback.format_exc())
         self.force_refresh()
+
+    def request_cancel(self, then: Callable[[], None] | None = None) -> QMessageBox | None:
+        """Stop the running job: at once in its first seconds, else after the user confirms.
+
+        The question is a window-modal, non-blocking dialog (returned, and kept as
+        ``cancel_prompt``); "Keep it running" is its default and Esc answer. ``then`` runs once the
+        user chose to stop (e.g. closing the window after the job saved its work).
+        """
+        runner = self.runner
+        if not runner.busy:
+            if then is not None:
+                then()
+            return None
+        if runner.cancel_requested or runner.elapsed < CONFIRM_CANCEL_AFTER_S:
+            runner.cancel()
+            if then is not None:
+                then()
+            return None
+        if self.cancel_prompt is not None:
+            self.cancel_prompt.raise_()
+            return self.cancel_prompt
+        box = QMessageBox(self.dialog_parent)
+        box.setObjectName("cancelPrompt")
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle(f"Stop {runner.title}?")
+        box.setText(f"Stop '{runner.title}'? It has run for {format_duration(runner.elapsed)}.")
+        box.setInformativeText(self._stopped_message or
+                               "It stops after its current step and keeps what it has saved; "
+                               "starting it again continues from there.")
+        stop = box.addButton("Stop the job", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep it running", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+        box.setEscapeButton(keep)
+
+        def answered(button) -> None:
+            self.cancel_prompt = None
+            if button is stop:
+                runner.cancel()
+                if then is not None:
+                    then()
+        box.buttonClicked.connect(answered)
+        self.cancel_prompt = box
+        box.open()
+        return box
 
     def error(self, title: str, exc: BaseException, details: str = "") -> QMessageBox:
         self.last_error = show_error(self.dialog_parent, title, exc, details)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QColor, QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QMainWindow, QProgressBar, QPushButton, QSplitter, QStackedWidget,
@@ -46,55 +46,75 @@ def status_icon(state: str) -> QIcon:
     return QIcon(pix)
 
 
+def split_phase(message: str) -> tuple[str, str]:
+    """(phase, detail) of a job's progress message: jobs that run in phases name the phase
+    before a colon ("inverting: frames 1-8 loss 0.31"); a message without one is all phase
+    ("finding landmarks")."""
+    phase, sep, detail = message.partition(":")
+    return (phase.strip(), detail.strip()) if sep else (message.strip(), "")
+
+
 class JobPanel(QWidget):
-    """Progress of the running job: bar, message, time left, Cancel."""
+    """The job strip: the running job, its phase, bar, details, time left and Cancel."""
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
         self.title = QLabel()
+        self.phase = QLabel()
+        self.phase.setToolTip("The part of the job that runs now (each part has its own count "
+                              "and time estimate).")
         self.bar = QProgressBar()
-        self.bar.setMinimumWidth(200)
+        self.bar.setMinimumWidth(160)
         self.message = QLabel()
+        self.message.setMinimumWidth(40)
         self.eta = QLabel()
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop the job after its current step; finished work is kept "
-                                      "and starting it again resumes (Esc).")
+        self.cancel_button = QPushButton("Cancel…")
+        self.cancel_button.setToolTip("Stop the job after its current step (asks first when it has "
+                                      "run for more than a few seconds).")
         self.cancel_button.clicked.connect(self.cancel)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(6, 2, 6, 2)
         layout.addWidget(self.title)
+        layout.addWidget(self.phase)
         layout.addWidget(self.bar, 2)
-        layout.addWidget(self.message, 2)
+        layout.addWidget(self.message, 1)
         layout.addWidget(self.eta)
         layout.addWidget(self.cancel_button)
         runner = ctx.runner
         runner.started.connect(self._started)
         runner.progressed.connect(self._progress)
+        runner.stopping.connect(self._stopping)
         runner.finished.connect(lambda _o: self.setVisible(False))
         self.setVisible(False)
 
     def _started(self, title: str) -> None:
         self.title.setText(f"<b>{title}</b>")
+        self.phase.setText("")
         self.bar.setRange(0, 0)  # busy until the first report
         self.message.setText("starting…")
         self.eta.setText("")
         self.cancel_button.setEnabled(True)
-        self.cancel_button.setText("Cancel")
+        self.cancel_button.setText("Cancel…")
         self.setVisible(True)
 
     def _progress(self, done: int, total: int, message: str, eta: float) -> None:
+        phase, detail = split_phase(message)
+        self.phase.setText(f"— {phase}" if phase else "")
         if total > 0:
             self.bar.setRange(0, total)
             self.bar.setValue(min(done, total))
             self.bar.setFormat(f"{done} / {total}")
-        self.message.setText(message)
+        self.message.setText(detail)
+        self.message.setToolTip(message)
         self.eta.setText(format_eta(None if eta < 0 else eta))
 
-    def cancel(self) -> None:
-        self.ctx.runner.cancel()
+    def _stopping(self) -> None:
         self.cancel_button.setEnabled(False)
         self.cancel_button.setText("Stopping…")
+
+    def cancel(self) -> None:
+        self.ctx.request_cancel()
 
 
 class StudioWindow(QMainWindow):
@@ -108,6 +128,7 @@ class StudioWindow(QMainWindow):
         self.setWindowTitle("Self-Scan Avatar Studio")
         self.setAcceptDrops(True)
         self.models_dialog: ModelsDialog | None = None
+        self._quit_confirmed = False
 
         self.start_screen = StartScreen()
         self.start_screen.new_requested.connect(self.new_project_dialog)
@@ -203,7 +224,9 @@ class StudioWindow(QMainWindow):
         self._action(go_menu, "Previous step", lambda: self._step(-1), "Ctrl+Left")
         job_menu = bar.addMenu("&Job")
         self._action(job_menu, "&Run this step", self.run_current, "Ctrl+R")
-        self._action(job_menu, "&Cancel the running job", self.ctx.runner.cancel, "Esc")
+        # No shortcut on purpose: Esc belongs to text boxes and dialogs, and one key must never
+        # throw away a long job (issue 17).
+        self._action(job_menu, "&Cancel the running job…", self.ctx.request_cancel)
         tools = bar.addMenu("&Tools")
         self._action(tools, "&Models…", self.show_models, "Ctrl+M")
         self._action(tools, "&Settings…", self.show_settings, QKeySequence.StandardKey.Preferences)
@@ -355,6 +378,10 @@ class StudioWindow(QMainWindow):
         return dialog
 
     # ------------------------------------------------------------------ window
+    def _quit_after_stop(self) -> None:
+        self._quit_confirmed = True
+        QTimer.singleShot(0, self.close)
+
     def dragEnterEvent(self, event) -> None:  # noqa: N802
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
@@ -375,6 +402,11 @@ class StudioWindow(QMainWindow):
         self.start_screen.dropEvent(event)
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        if self.ctx.runner.busy and not self._quit_confirmed:
+            # Quitting stops the job: ask first, like Cancel (Ctrl+Q must not lose a long job).
+            event.ignore()
+            self.ctx.request_cancel(then=self._quit_after_stop)
+            return
         self.settings.set_geometry(self.saveGeometry())
         if self.ctx.runner.busy:
             self.ctx.runner.cancel()

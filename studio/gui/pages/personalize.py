@@ -53,8 +53,8 @@ class PersonalizePage(StagePage):
         self.start_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Pause")
         self.cancel_button.setToolTip("Stop after the current step; the progress is saved and "
-                                      "'Resume' continues from there (Esc).")
-        self.cancel_button.clicked.connect(ctx.runner.cancel)
+                                      "'Resume' continues from there.")
+        self.cancel_button.clicked.connect(lambda: ctx.request_cancel())
         self.plot = LossPlot()
         self.preview = ImageView("Preview grids (generated | real) appear here as training goes on.")
         self.preview.setToolTip("Left of each pair: what the generator draws now; right: your frame.")
