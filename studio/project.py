@@ -393,6 +393,35 @@ class Project:
         data = _read_json_or_none(self.track_info_path(take))
         return data if isinstance(data, dict) else {}
 
+    def delete_take(self, take: str) -> None:
+        """Remove the take's folder (driving copy, crops, track, preview). ProjectError if the
+        take does not exist."""
+        import shutil
+
+        folder = self._existing_take(take)
+        shutil.rmtree(folder)
+
+    def rename_take(self, take: str, new_name: str) -> str:
+        """Rename a take (its folder); returns the new name. ProjectError for an invalid or
+        taken name. A finished run's record keeps its new name."""
+        folder = self._existing_take(take)
+        target = self.take_dir(new_name)
+        if target.exists():
+            raise ProjectError(f"A take named '{target.name}' already exists.", "Choose another name.")
+        folder.rename(target)
+        info = self.read_take_info(target.name)
+        if info.get("take") == take:
+            info["take"] = target.name
+            atomic_write_json(self.track_info_path(target.name), info)
+        return target.name
+
+    def _existing_take(self, take: str) -> Path:
+        folder = self.take_dir(take)
+        if take not in self.takes() or not folder.is_dir():
+            raise ProjectError(f"No take named '{take}' in {self.takes_dir}.",
+                               "Pick one of the listed takes.")
+        return folder
+
     def learn_cache_path(self, attribute: str) -> Path:
         """Partial sample scores of an interrupted 'learn direction' (resume)."""
         return self.directions_dir / f".learn_{safe_name(attribute, 'attribute')}.npz"
