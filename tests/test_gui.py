@@ -219,7 +219,8 @@ def test_prepare_job_updates_progress_grid_and_project(project_window, qtbot):
     assert win.ctx.statuses["prepare"] == "done"
     assert not win.job_panel.isVisible()
     assert len(page.grid.paths) == 12 and page.grid.flags == {3: ["blurry"]}
-    assert "12 face pictures; 1 with a problem" in page.summary_label.text()
+    assert "12 face pictures" in page.summary_label.text()
+    assert "11 of 12 can be used for training; problems: 1 blurry." in page.summary_label.text()
     assert page.run_button.isEnabled() and page.run_button.text() == "Prepare again"
 
 
@@ -404,7 +405,8 @@ def test_choosing_the_same_video_again_keeps_later_stages(project_window, qtbot)
         project.mark_done(stage)
     win.ctx.force_refresh()
     fingerprint = project.fingerprint("capture")
-    page.project_loaded()                        # what reopening the project shows
+    page.reset()                                 # what reopening the project shows
+    page.reload()
     assert page.video_path == str(helpers.DRIVING.resolve())
     page.use_video()
     wait_job(qtbot, win, 60000)
@@ -673,3 +675,186 @@ def test_window_geometry_is_remembered_and_a_dropped_project_folder_opens(qtbot,
                                 Qt.KeyboardModifier.NoModifier))
     assert second.ctx.project is not None and second.ctx.project.root == project.root
     second.close()
+
+
+# ----------------------------------------------------------------------------- issue 17
+def filled_project(win, qtbot, tmp_path):
+    """The window's project with prepared frames, a selection, a training log, a finished take,
+    a direction with a slider moved, and every page showing them."""
+    from personalize.progress import NEVER_CANCELLED
+
+    project = win.ctx.project
+    helpers.use_fakes(win, capture=lambda project, video, start=0.0, end=None, progress=None, cancel=None:
+                      project.mark_done("capture"))
+    win.pages["capture"].load_video(str(helpers.SELFSCAN))
+    helpers.fake_prepare(project, progress=lambda *a: None, cancel=NEVER_CANCELLED)
+    helpers.fake_select(project, progress=lambda *a: None, cancel=NEVER_CANCELLED)
+    helpers.write_training_outputs(project.model_dir)
+    with_finished_take(win, "speech")
+    helpers.fake_import_direction(project, tmp_path / "smile.npy", "smile")
+    win.ctx.force_refresh()
+    win.pages["edit"].sliders["smile"].slider.setValue(120)
+    win.pages["reenact"].set_driving(str(helpers.DRIVING))
+    for stage in STAGES:
+        win.go_to_stage(stage)
+        qtbot.wait(5)
+    return project
+
+
+def test_a_new_project_shows_nothing_of_the_previous_one(project_window, qtbot, tmp_path):
+    """Issue 17: after File ▸ New, Capture showed (and 'Use this video' applied) the previous
+    project's video, Select its coverage grid, Re-enact its driving file and take name."""
+    win = project_window
+    filled_project(win, qtbot, tmp_path)
+    pages = win.pages
+    assert pages["capture"].video_path and len(pages["select"].grid.paths) == 12
+    assert pages["reenact"].driving and pages["reenact"].name_edit.text() and win.ctx.edits
+    assert pages["personalize"].plot.xs and pages["export"].take_box.count() == 1
+
+    win.new_project(tmp_path / "ben.studio")
+    capture = pages["capture"]
+    assert capture.video_path is None and capture.file_label.text() == "No video chosen yet."
+    assert not capture.use_button.isEnabled() and not capture.trim_out.isEnabled()
+    assert capture.in_use_image.source is None
+    assert pages["prepare"].grid.count() == 0 and pages["prepare"].summary_label.text() == "Nothing prepared yet."
+    select = pages["select"]
+    assert select.grid.count() == 0 and select.coverage.reference is None
+    assert select.coverage.fraction_covered() == 0 and "selected" not in select.summary_label.text()
+    assert pages["personalize"].plot.xs == [] and pages["personalize"].preview.source is None
+    reenact = pages["reenact"]
+    assert reenact.driving is None and reenact.name_edit.text() == "" and reenact.takes.count() == 0
+    assert reenact.player.n_frames == 0 and reenact.drop.label.text() == reenact.drop.prompt
+    edit = pages["edit"]
+    assert edit.sliders == {} and edit.take_box.count() == 0 and win.ctx.edits == {}
+    assert pages["export"].take_box.count() == 0 and pages["export"].edits_label.text() == "none"
+
+
+def test_select_shows_the_new_frames_when_prepare_finishes(project_window, qtbot):
+    win = project_window
+    win.ctx.project.mark_done("capture")
+    win.ctx.force_refresh()
+    select = win.pages["select"]
+    assert select.grid.count() == 0
+    helpers.use_fakes(win, prepare=helpers.fake_prepare)
+    win.pages["prepare"].start()
+    wait_job(qtbot, win)
+    assert select.grid.count() == 12
+    assert select.summary_label.text() == "No frames selected yet."
+
+
+def test_reloading_directions_opens_no_stray_window(project_window, qtbot, tmp_path):
+    """Issue 17: a copy of the smile slider opened as its own 360×22 window after 'Learn a
+    direction' (the rows were detached with setParent(None) while their queued show was pending)."""
+    from PySide6.QtWidgets import QApplication
+
+    win = project_window
+    project = with_finished_take(win, "speech")
+    edit = win.pages["edit"]
+    win.go_to_stage("edit")
+    qtbot.wait(10)
+    helpers.fake_import_direction(project, tmp_path / "smile.npy", "smile")
+    edit.load_directions()      # e.g. the job's on_success, then a status refresh
+    edit.load_directions()
+    qtbot.wait(50)
+    strays = [w for w in QApplication.topLevelWidgets() if w.isVisible() and w is not win]
+    assert strays == []
+    assert list(edit.sliders) == ["smile"] and edit.sliders["smile"].isVisible()
+    assert edit.sliders["smile"].window() is win
+
+
+def test_reenact_refuses_a_text_file_named_mp4_and_previews_a_real_one(project_window, tmp_path):
+    win = project_window
+    for stage in ("capture", "prepare", "select", "personalize"):
+        win.ctx.project.mark_done(stage)
+    win.ctx.force_refresh()
+    page = win.pages["reenact"]
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("these are my notes, not a video\n" * 20)
+    assert page.set_driving(str(fake)) is False
+    box = close_error(win)
+    assert "not a readable video" in box.text()
+    assert page.driving is None and not page.run_button.isEnabled()
+    assert page.set_driving(str(helpers.DRIVING))          # a real video previews at once
+    assert page.player.sources[0] is not None and page.player.sources[0].n_frames == 78
+    assert page.player.left_screen.pixmap() is not None and not page.player.left_screen.pixmap().isNull()
+    assert "driving_man_smile_wink_3s.mp4" in page.drop.label.text()
+
+
+def test_takes_can_be_renamed_and_deleted_and_keep_their_original_name(project_window, qtbot):
+    win = project_window
+    project = win.ctx.project
+    for stage in ("capture", "prepare", "select", "personalize"):
+        project.mark_done(stage)
+    helpers.make_take(project, "failed", result=False, complete=False)
+    helpers.make_take(project, "good")
+    win.ctx.force_refresh()
+    page = win.pages["reenact"]
+    win.go_to_stage("reenact")
+    names = [page.takes.item(i).data(Qt.ItemDataRole.UserRole) for i in range(page.takes.count())]
+    assert names == ["failed", "good"] and "not finished" in page.takes.item(0).text()
+    page.takes.setCurrentRow(0)
+    assert page.run_button.text() == "Resume take"
+    assert "driving.mp4" not in page.drop.label.text() and "take 'failed'" in page.drop.label.text()
+    assert page.rename_take("failed", "good") is None      # taken: a dialog, nothing renamed
+    close_error(win)
+    assert page.rename_take("failed", "second try") == "second try"
+    assert project.takes() == ["good", "second try"] and page.selected_take() == "second try"
+    box = page.ask_delete()
+    assert "second try" in box.text()
+    qtbot.mouseClick(next(b for b in box.buttons() if b.text() == "Delete"), Qt.MouseButton.LeftButton)
+    assert project.takes() == ["good"] and page.takes.count() == 1
+    assert page.driving is None and not page.run_button.isEnabled()
+
+
+def test_render_preview_shows_its_progress_in_the_player(project_window, qtbot):
+    import time as _time
+
+    win = project_window
+    project = with_finished_take(win, "speech")
+    project.preview_path("speech").unlink()
+    seen = []
+
+    def slow_render(project, take, out, progress=None, cancel=None, **options):
+        for i in range(1, 4):
+            progress(i, 3, "rendering")
+            seen.append(win.pages["reenact"].player.right_screen.text())
+            _time.sleep(0.1)
+        return helpers.fake_render(project, take, out, progress=progress, cancel=cancel, **options)
+    helpers.use_fakes(win, render=slow_render)
+    page = win.pages["reenact"]
+    page.load_takes(select="speech")
+    page.render_preview()
+    qtbot.waitUntil(lambda: "frames" in page.player.right_screen.text(), timeout=5000)
+    assert page.player.right_screen.text().startswith("Rendering the preview")
+    wait_job(qtbot, win)
+    assert page.player.right_screen.pixmap() is not None and not page.player.right_screen.pixmap().isNull()
+
+
+def test_capture_says_when_the_loaded_file_is_not_the_one_in_use(project_window, qtbot):
+    win = project_window
+    page = win.pages["capture"]
+    page.load_video(str(helpers.DRIVING))
+    assert page.pending_label.isVisible() and "Not used yet" in page.pending_label.text()
+    page.use_video()
+    wait_job(qtbot, win, 60000)
+    assert not page.pending_label.isVisible()
+    assert page.in_use_image.source is not None and "driving_man_smile_wink_3s.mp4" in page.in_use_label.text()
+    page.load_video(str(helpers.SELFSCAN))                 # another file: not used until 'Use'
+    assert page.pending_label.isVisible() and "not the self-scan yet" in page.pending_label.text()
+    page.load_video(str(helpers.DRIVING))
+    assert not page.pending_label.isVisible()
+    page.trim_in.setValue(1.0)                             # another part of it
+    assert page.pending_label.isVisible()
+
+
+def test_export_says_when_the_folder_cannot_be_opened(project_window, qtbot):
+    win = project_window
+    with_finished_take(win, "speech")
+    win.ctx.open_url = lambda url: False                   # no file manager on this desktop
+    helpers.use_fakes(win, render=helpers.fake_render)
+    export = win.pages["export"]
+    win.go_to_stage("export")
+    export.start()
+    wait_job(qtbot, win)
+    assert "could not be opened" in export.result_label.text()
+    assert "no file manager" in win.statusBar().currentMessage()

@@ -64,13 +64,17 @@ class StudioContext(QObject):
 
     # ------------------------------------------------------------------ project
     def set_project(self, project: Project | None) -> None:
+        """Show ``project`` (None: none). Everything shown of the previous one is dropped: the
+        edits and style, and (through ``project_changed``) every page's contents."""
         self.project = project
         self.edits = {}
         self.style = None
+        self.statuses = project.statuses() if project is not None else {s: "not done" for s in STAGES}
         if project is not None:
             self.settings.add_recent_project(project.root)
         self.project_changed.emit(project)
-        self.refresh()
+        self.edits_changed.emit({})
+        self.statuses_changed.emit(self.statuses)
 
     def refresh(self) -> None:
         """Re-read the project's manifest and tell the pages if any stage changed state."""
@@ -216,8 +220,14 @@ class StudioContext(QObject):
         self.last_error = show_error(self.dialog_parent, title, exc, details)
         return self.last_error
 
-    def open_folder(self, path: str | Path) -> None:
-        self.open_url(QUrl.fromLocalFile(str(path)))
+    def open_folder(self, path: str | Path) -> bool:
+        """Open ``path`` in the file manager; False (and a message saying where the folder is)
+        when the desktop has no program for it."""
+        if self.open_url(QUrl.fromLocalFile(str(path))) is False:
+            self.message.emit(f"Could not open the folder: no file manager is set up to open "
+                              f"folders on this computer. It is {path}")
+            return False
+        return True
 
 
 def _own_copy(value: Any) -> Any:

@@ -19,6 +19,7 @@ RESOLUTIONS = (("Same as the source", None), ("1080 px tall", 1080), ("720 px ta
 class ExportPage(StagePage):
     stage = "export"
     needs = ("reenact",)
+    shows = ("reenact", "export")
     description = "Save a take as a video, a GIF or a folder of pictures, with your edits and style."
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
@@ -96,10 +97,17 @@ class ExportPage(StagePage):
         self.load_takes()
         self._show_edits()
 
-    def project_loaded(self) -> None:
-        self.load_takes()
+    def reset(self) -> None:
+        self.take_box.blockSignals(True)
+        self.take_box.clear()
+        self.take_box.blockSignals(False)
+        self.out_edit.clear()
+        self.result_label.setText("")
+        self.last_output = None
+        self.open_button.setEnabled(False)
+        self._show_edits()
 
-    def stage_changed(self, state: str) -> None:
+    def reload(self) -> None:
         self.load_takes()
 
     def load_takes(self) -> None:
@@ -159,7 +167,9 @@ class ExportPage(StagePage):
             self.open_button.setEnabled(True)
             if self.open_when_done.isChecked():
                 folder = self.last_output if self.last_output.is_dir() else self.last_output.parent
-                self.ctx.open_folder(folder)
+                if not self.ctx.open_folder(folder):
+                    self.result_label.setText(f"Saved {self.last_output}. The folder could not be "
+                                              "opened: no file manager is set up on this computer.")
         self.ctx.run_job(f"Export '{self.take_box.currentText()}'", self.ctx.jobs.render, self.project,
                          self.take_box.currentText(), out,
                          paste_back=self.paste_back.isChecked(), side_by_side=self.side_by_side.isChecked(),

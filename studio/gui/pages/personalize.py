@@ -15,7 +15,7 @@ from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.widgets.image_view import ImageView
 from studio.gui.widgets.loss_plot import LossPlot
-from studio.project import DONE, RUNNING
+from studio.project import DONE
 from studio.weights import is_present
 
 CHECKPOINT_FILTER = "Generator checkpoints (*.pkl *.safetensors *.pt);;All files (*)"
@@ -24,6 +24,7 @@ CHECKPOINT_FILTER = "Generator checkpoints (*.pkl *.safetensors *.pt);;All files
 class PersonalizePage(StagePage):
     stage = "personalize"
     needs = ("select",)
+    shows = ("select", "personalize")
     description = ("Teaches a general face generator (the base model) to draw only you, from the "
                    "selected frames. This is the long step: minutes on a big GPU, hours on a CPU.")
 
@@ -133,12 +134,13 @@ class PersonalizePage(StagePage):
         self.start_button.setText("Resume training" if has_checkpoint and state != DONE
                                   else ("Train again" if state == DONE else "Start training"))
 
-    def project_loaded(self) -> None:
-        self.load_results()
+    def reset(self) -> None:
+        self.plot.set_data([], {})
+        self.preview.set_image(None)
+        self._preview_path = None
 
-    def stage_changed(self, state: str) -> None:
-        if state in (DONE, RUNNING):
-            self.load_results()
+    def reload(self) -> None:
+        self.load_results()
 
     def load_results(self) -> None:
         if self.project is None:
