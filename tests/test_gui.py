@@ -267,23 +267,40 @@ def test_errors_become_dialogs_with_details(project_window, qtbot):
     assert "Traceback" in box.detailedText()
 
 
-def test_status_bar_shows_device_and_missing_weights(window):
+def test_status_bar_shows_device_and_the_personal_weights_only(project_window):
+    window = project_window
     assert "CPU" in window.device_label.text() and "slow" in window.device_label.text()
-    text = window.weights_button.text()
-    assert "ffhq ✘" in text and "lpips-alex ✘" in text
+    assert window.weights_button.text() == "Weights: ffhq ✘ · lpips-alex ✘"
+    window.go_to_stage("edit")                         # stylizing needs CLIP too
+    assert window.weights_button.text() == "Weights: ffhq ✘ · lpips-alex ✘ · clip-vit-b32 ✘"
+    assert "one-shot" in window.weights_button.toolTip()
+
+
+def tree_rows(dialog) -> dict[str, list[str]]:
+    """Mode title -> the registry names listed under it."""
+    tree = dialog.tree
+    return {tree.topLevelItem(i).text(0): [tree.topLevelItem(i).child(j).text(0)
+                                           for j in range(tree.topLevelItem(i).childCount())]
+            for i in range(tree.topLevelItemCount())}
 
 
 def test_models_dialog_import_rejects_a_wrong_file_and_fetch_reports_progress(window, qtbot, tmp_path):
-    dialog = window.show_models()
-    names = [dialog.table.item(r, 0).text() for r in range(dialog.table.rowCount())]
-    assert {"ffhq", "lpips-alex", "clip-vit-b32"} <= set(names)
-    dialog.table.selectRow(names.index("lpips-alex"))
+    dialog = window.show_models("lpips-alex")
+    rows = tree_rows(dialog)
+    personal = next(names for title, names in rows.items() if title.startswith("Your personal"))
+    assert {"ffhq", "lpips-alex"} <= set(personal)
+    assert any("clip-vit-b32" in names for names in rows.values())
+    assert dialog.selected_name() == "lpips-alex"
     wrong = tmp_path / "not-alexnet.pth"
     wrong.write_bytes(b"\0" * 1000)
     dialog.import_selected(str(wrong))
     qtbot.waitUntil(lambda: not dialog.runner.busy, timeout=10000)
-    assert dialog.last_error is not None and "nothing was installed" in dialog.last_error.text()
-    dialog.last_error.close()
+    box = dialog.last_error
+    assert box is not None and "nothing was installed" in box.text()
+    text = box.text() + box.informativeText()
+    assert "studio-cli" not in text and "Tools ▸ Models" not in text    # inside the Models window
+    assert not [b for b in box.buttons() if b.text() == "Open Models…"]
+    box.close()
 
     def fake_fetch(name, progress=None, cancel=None):
         for i in range(1, 6):
@@ -858,3 +875,104 @@ def test_export_says_when_the_folder_cannot_be_opened(project_window, qtbot):
     wait_job(qtbot, win)
     assert "could not be opened" in export.result_label.text()
     assert "no file manager" in win.statusBar().currentMessage()
+
+
+def test_missing_weights_dialog_speaks_window_words_and_opens_models(project_window, qtbot):
+    """Issue 17: missing-weights dialogs pointed to CLI commands and started in lower case."""
+    from studio.weights import require_weights
+
+    win = project_window
+    with pytest.raises(Exception) as caught:
+        require_weights("ffhq")
+    box = win.ctx.error("Personalize", caught.value)
+    text, info = box.text(), box.informativeText()
+    assert text.startswith("Missing pretrained weights 'ffhq'")
+    assert "studio-cli" not in text + info
+    assert "Download button in Tools ▸ Models…" in info and "Import from file…" in info
+    button = next(b for b in box.buttons() if b.text() == "Open Models…")
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert not box.isVisible()
+    assert win.models_dialog.isVisible() and win.models_dialog.selected_name() == "ffhq"
+    win.models_dialog.reject()
+
+
+def test_downloads_with_a_licence_note_ask_first_and_never_fail_for_it(window, qtbot):
+    from studio.weights import LicenceNotAcceptedError, licence_accepted, licence_note
+
+    fetched = []
+
+    def fake_fetch(name, progress=None, cancel=None):
+        fetched.append(name)
+        progress(1, 1, "downloading")
+    helpers.use_fakes(window, fetch_weights=fake_fetch)
+    dialog = window.show_models("hyperreenact-net")
+    assert dialog.tree.currentItem().text(3) == "⚖ research only"
+    prompt = dialog.fetch_selected()
+    assert prompt is dialog.licence_prompt and licence_note("hyperreenact-net") in prompt.informativeText()
+    qtbot.mouseClick(prompt.button(QMessageBox.StandardButton.Cancel), Qt.MouseButton.LeftButton)
+    assert fetched == [] and not licence_accepted("hyperreenact-net")
+    prompt = dialog.fetch_selected()
+    with qtbot.waitSignal(dialog.weights_changed, timeout=10000):
+        qtbot.mouseClick(next(b for b in prompt.buttons() if b.text() == "Accept and download"),
+                         Qt.MouseButton.LeftButton)
+    assert fetched == ["hyperreenact-net"] and licence_accepted("hyperreenact-net")
+
+    def refusing_fetch(name, progress=None, cancel=None):   # e.g. a note changed meanwhile
+        raise LicenceNotAcceptedError([name], licence_note(name))
+    helpers.use_fakes(window, fetch_weights=refusing_fetch)
+    dialog.select("deca")
+    from studio.weights import accept_licence
+    accept_licence("deca")
+    dialog.fetch_selected()
+    qtbot.waitUntil(lambda: not dialog.runner.busy, timeout=10000)
+    assert dialog.last_error is None and dialog.licence_prompt is not None   # asked, not an error
+    dialog.licence_prompt.close()
+    dialog.reject()
+
+
+def test_a_mode_downloads_its_missing_files_and_import_only_files_say_where_to_get_them(window, qtbot):
+    from studio.weights import accept_licence, files_for
+
+    fetched = []
+    helpers.use_fakes(window, fetch_weights=lambda name, progress=None, cancel=None: fetched.append(name))
+    dialog = window.show_models()
+    tree = dialog.tree
+    group = next(tree.topLevelItem(i) for i in range(tree.topLevelItemCount())
+                 if tree.topLevelItem(i).text(0).startswith("DiffusionAct"))
+    tree.setCurrentItem(group)
+    assert dialog.fetch_button.text() == "Download missing files" and not dialog.import_button.isEnabled()
+    accept_licence(*files_for("diffusionact"))
+    dialog.fetch_selected()
+    qtbot.waitUntil(lambda: not dialog.runner.busy and not dialog._queue, timeout=10000)
+    assert fetched == [n for n in files_for("diffusionact") if n != "flame"]   # FLAME: import only
+    dialog.select("flame")
+    assert not dialog.fetch_button.isEnabled() and dialog.import_button.isEnabled()
+    assert "import only" in tree.currentItem().text(4)
+    assert "https://flame.is.tue.mpg.de" in dialog.path_label.text()
+    assert "studio-cli" not in dialog.path_label.text() and "Import from file…" in dialog.path_label.text()
+    dialog.reject()
+
+
+def test_the_job_strip_names_the_phase_and_counts_its_units(project_window, qtbot):
+    win = project_window
+    win.ctx.project.mark_done("capture")
+    win.ctx.force_refresh()
+    reports = [(30, 75, "finding landmarks (pass 1 of 2)"), (75, 75, "finding landmarks (pass 1 of 2)"),
+               (10, 75, "writing crops (pass 2 of 2)"), (161, 16000, "inverting: frames 1-8 loss 0.312")]
+    shown = []
+
+    def phased(project, progress=None, cancel=None, **_):
+        for done, total, message in reports:
+            progress(done, total, message)
+            import time as _time
+            _time.sleep(0.15)
+    helpers.use_fakes(win, prepare=phased)
+    panel = win.job_panel
+    win.ctx.runner.progressed.connect(lambda *_: shown.append(
+        (panel.phase.text(), panel.bar.format(), panel.message.text())))
+    win.pages["prepare"].start()
+    wait_job(qtbot, win)
+    assert shown == [("— finding landmarks (pass 1 of 2)", "30 / 75", ""),
+                     ("— finding landmarks (pass 1 of 2)", "75 / 75", ""),
+                     ("— writing crops (pass 2 of 2)", "10 / 75", ""),
+                     ("— inverting", "161 / 16000", "frames 1-8 loss 0.312")]

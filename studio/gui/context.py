@@ -16,7 +16,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from personalize.errors import UserError
-from studio.gui.error_dialog import show_error
+from studio.gui.error_dialog import OpenModels, show_error
 from studio.gui.job_functions import Jobs
 from studio.gui.settings import StudioSettings
 from studio.gui.worker import JobOutcome, JobRunner, format_duration
@@ -50,6 +50,7 @@ class StudioContext(QObject):
         self.dialog_parent: QWidget | None = None
         self.last_error: QMessageBox | None = None
         self.cancel_prompt: QMessageBox | None = None
+        self.open_models: OpenModels | None = None  # the main window's Models window
         self.open_url: Callable[[QUrl], Any] = QDesktopServices.openUrl  # tests replace it
         self._on_success: Callable[[JobOutcome], None] | None = None
         self._stopped_message: str | None = None
@@ -217,7 +218,8 @@ class StudioContext(QObject):
         return box
 
     def error(self, title: str, exc: BaseException, details: str = "") -> QMessageBox:
-        self.last_error = show_error(self.dialog_parent, title, exc, details)
+        self.last_error = show_error(self.dialog_parent, title, exc, details,
+                                     open_models=self.open_models)
         return self.last_error
 
     def open_folder(self, path: str | Path) -> bool:

@@ -18,7 +18,7 @@ from personalize.errors import UserError
 from studio import __version__
 from studio.gui.context import StudioContext
 from studio.gui.job_functions import Jobs
-from studio.gui.models_dialog import REQUIRED, ModelsDialog, weights_status
+from studio.gui.models_dialog import REQUIRED, STYLES, ModelsDialog
 from studio.gui.pages.base import STAGE_TITLES, STATUS_COLORS, StagePage
 from studio.gui.pages.capture import CapturePage
 from studio.gui.pages.edit import EditPage
@@ -125,6 +125,7 @@ class StudioWindow(QMainWindow):
         self.settings.apply_environment()
         self.ctx = StudioContext(self.settings, jobs, self)
         self.ctx.dialog_parent = self
+        self.ctx.open_models = self.show_models
         self.setWindowTitle("Self-Scan Avatar Studio")
         self.setAcceptDrops(True)
         self.models_dialog: ModelsDialog | None = None
@@ -150,6 +151,7 @@ class StudioWindow(QMainWindow):
             item.setData(Qt.ItemDataRole.UserRole, page.stage)
             self.stage_list.addItem(item)
         self.stage_list.currentRowChanged.connect(self.page_stack.setCurrentIndex)
+        self.stage_list.currentRowChanged.connect(lambda _row: self.update_weights_label())
         self.project_label = QLabel()
         self.project_label.setWordWrap(True)
         side = QWidget()
@@ -354,18 +356,31 @@ class StudioWindow(QMainWindow):
                                         "faster." if slow else ""))
 
     def update_weights_label(self) -> None:
-        rows = weights_status()
-        parts = [f"{name} {'✔' if present else '✘'}" for name, _d, present, _p in rows]
-        missing = [name for name, _d, present, _p in rows if not present and name in REQUIRED]
-        self.weights_button.setText("Weights: " + " · ".join(parts))
-        self.weights_button.setStyleSheet("color: #b35900;" if missing else "")
+        """The weights the personal pipeline needs (CLIP too on the Edit & Stylize step); the
+        one-shot modes' files are in the Models window."""
+        from studio.weights import list_weights
 
-    def show_models(self) -> ModelsDialog:
+        names = REQUIRED + (STYLES if self.ctx.project is not None
+                            and self.current_stage() == "edit" else ())
+        rows = list_weights(list(names))
+        missing = [row.name for row in rows if not row.present]
+        self.weights_button.setText("Weights: " + " · ".join(
+            f"{row.name} {'✔' if row.present else '✘'}" for row in rows))
+        self.weights_button.setStyleSheet("color: #b35900;" if missing else "")
+        self.weights_button.setToolTip(
+            ("Missing: " + ", ".join(missing) + ". " if missing else "")
+            + "Pretrained weights of your personal avatar. Click to see every file (also those of "
+              "the one-shot modes) and get the missing ones.")
+
+    def show_models(self, name: str | None = None) -> ModelsDialog:
+        """Open the Models window, with the weights ``name`` selected when given."""
         if self.models_dialog is None:
             self.models_dialog = ModelsDialog(self.ctx.jobs, self)
             self.models_dialog.weights_changed.connect(self.update_weights_label)
             self.models_dialog.weights_changed.connect(self.pages["personalize"].fill_bases)
         self.models_dialog.refresh()
+        if isinstance(name, str):
+            self.models_dialog.select(name)
         self.models_dialog.show()
         self.models_dialog.raise_()
         return self.models_dialog
