@@ -906,7 +906,7 @@ def test_downloads_with_a_licence_note_ask_first_and_never_fail_for_it(window, q
         progress(1, 1, "downloading")
     helpers.use_fakes(window, fetch_weights=fake_fetch)
     dialog = window.show_models("hyperreenact-net")
-    assert dialog.tree.currentItem().text(3) == "⚖ research only"
+    assert dialog.tree.currentItem().text(2) == "⚖ research only"
     prompt = dialog.fetch_selected()
     assert prompt is dialog.licence_prompt and licence_note("hyperreenact-net") in prompt.informativeText()
     qtbot.mouseClick(prompt.button(QMessageBox.StandardButton.Cancel), Qt.MouseButton.LeftButton)
@@ -947,7 +947,7 @@ def test_a_mode_downloads_its_missing_files_and_import_only_files_say_where_to_g
     assert fetched == [n for n in files_for("diffusionact") if n != "flame"]   # FLAME: import only
     dialog.select("flame")
     assert not dialog.fetch_button.isEnabled() and dialog.import_button.isEnabled()
-    assert "import only" in tree.currentItem().text(4)
+    assert "import only" in tree.currentItem().text(1)
     assert "https://flame.is.tue.mpg.de" in dialog.path_label.text()
     assert "studio-cli" not in dialog.path_label.text() and "Import from file…" in dialog.path_label.text()
     dialog.reject()
@@ -976,3 +976,87 @@ def test_the_job_strip_names_the_phase_and_counts_its_units(project_window, qtbo
                      ("— finding landmarks (pass 1 of 2)", "75 / 75", ""),
                      ("— writing crops (pass 2 of 2)", "10 / 75", ""),
                      ("— inverting", "161 / 16000", "frames 1-8 loss 0.312")]
+
+
+def test_the_loss_chart_uses_a_log_axis_and_keeps_its_legend_off_the_curves(qtbot, tmp_path):
+    from studio.gui.widgets.loss_plot import LossPlot
+
+    helpers.write_training_outputs(tmp_path, steps=40)
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(420, 220)
+    plot.load(tmp_path / "log.csv")
+    assert plot.uses_log_axis()                       # loss ~1 and pixel ~0.01 both readable
+    assert not plot.legend_area().intersects(plot.plot_area())
+    plot.show()
+    assert not plot.grab().isNull()
+    plot.set_data([0, 1, 2], {"delta": [-1.0, 0.0, 1.0]})
+    assert not plot.uses_log_axis()
+
+
+def test_every_weights_message_is_phrased_without_commands():
+    """The weights manager writes for the terminal too; every hint it can give, for every file,
+    reads as the Models window's buttons (and inside the window, never points to it)."""
+    from pathlib import Path as _Path
+
+    from studio.gui.error_dialog import window_words
+    from studio.weights import REGISTRY
+    from studio.weights.download import _drive_refused, _interrupted, _source_of, _unreachable
+    from studio.weights.licences import LicenceNotAcceptedError
+    from studio.weights.store import how_to_get, manual_download_hint
+
+    class Quota:
+        kind, reason = "quota", "the download quota is exceeded"
+
+    for entry in REGISTRY.values():
+        source = _source_of(entry, None)
+        texts = [how_to_get(entry, _Path("/cache") / entry.filename), manual_download_hint(entry),
+                 entry.manual_steps, _unreachable(entry, source, "timed out").hint,
+                 _drive_refused(entry, source, Quota()).hint,
+                 _interrupted(entry, source, _Path("/x.part"), 1, 2, "reset").hint,
+                 LicenceNotAcceptedError([entry.name], entry.licence or "").hint]
+        for text in texts:
+            for inside in (False, True):
+                words = window_words(text, inside)
+                assert "studio-cli" not in words and "`--" not in words, (entry.name, words)
+                if inside:
+                    assert "Tools ▸ Models" not in words
+
+
+def cut_texts(root) -> list[str]:
+    """Visible labels, buttons and check boxes of ``root`` whose text does not fit their width."""
+    from PySide6.QtWidgets import QAbstractButton, QLabel
+
+    cut = []
+    for widget in root.findChildren(QLabel) + root.findChildren(QAbstractButton):
+        if not widget.isVisible() or not widget.text() or widget.width() <= 1:
+            continue
+        if isinstance(widget, QLabel) and (widget.wordWrap() or widget.pixmap() is not None
+                                           and not widget.pixmap().isNull()):
+            if widget.wordWrap() and widget.heightForWidth(widget.width()) > widget.height() + 2:
+                cut.append(f"{type(widget).__name__} {widget.text()[:40]!r} (height)")
+            continue
+        from PySide6.QtWidgets import QPushButton
+        needed = (widget.fontMetrics().horizontalAdvance(widget.text()) + 8
+                  if isinstance(widget, QPushButton) else widget.sizeHint().width())
+        if needed > widget.width() + 1:
+            cut.append(f"{type(widget).__name__} {widget.text()[:40]!r} ({needed} > {widget.width()})")
+    return cut
+
+
+def test_nothing_is_cut_at_1024_by_640(project_window, qtbot, tmp_path):
+    """Issue 17: at 1024×640, labels were cut ("Head directions: 0% covered", the take name)."""
+    win = project_window
+    filled_project(win, qtbot, tmp_path)
+    win.resize(1024, 640)
+    qtbot.wait(20)
+    for stage in STAGES:
+        win.go_to_stage(stage)
+        qtbot.wait(20)
+        page = win.pages[stage]
+        assert cut_texts(page) == [], stage
+    reenact = win.pages["reenact"]
+    name = reenact.name_edit
+    assert name.fontMetrics().horizontalAdvance(name.text()) < name.width() - 8
+    meter = win.pages["select"].coverage
+    assert meter.title(meter.width()).startswith("Head directions")

@@ -43,9 +43,9 @@ def next_step_text(action: Action | None, inside_models: bool = False,
         "stylize": "Open the Edit & Stylize step and create the style.",
         "learn-direction": "Open the Edit & Stylize step to learn a direction.",
         "import-direction": "Open the Edit & Stylize step to import or learn a direction.",
-        "models": (f"Select{subject} in the list, then Download or Import from file…" if inside_models
-                   else f"Get the weights{subject} with the Open Models… button below."
-                   if models_button else f"Get the weights{subject} in {MODELS_MENU}"),
+        # Inside the Models window the hint's button names are the step: nothing to add.
+        "models": ("" if inside_models else f"Get the weights{subject} with the Open Models… "
+                   "button below." if models_button else f"Get the weights{subject} in {MODELS_MENU}"),
     }
     if action.step in phrases:
         return phrases[action.step]
@@ -62,11 +62,12 @@ def window_words(text: str, inside_models: bool = False) -> str:
         (r"Download it with:\s*`?studio-cli models fetch [\w.-]+`?",
          f"Download it with the Download button{where}"),
         (r"Run `?studio-cli models fetch [\w.-]+`? again", f"Press Download{where} again"),
-        (r"\b(?:and\s+)?run:?\s*`?studio-cli models import [\w.-]+ FILE`?",
-         f"import it with Import from file…{where}"),
+        (r"\b(and\s+)?run:?\s*`?studio-cli models import [\w.-]+ FILE`?",
+         rf"\1import it with Import from file…{where}"),
         (r"`?studio-cli models fetch(?: [\w.-]+)?`?", f"the Download button{where}"),
         (r"`?studio-cli models import [\w.-]+ FILE`?", f"Import from file…{where}"),
         (r"\s*elsewhere add --accept-licence\.?", ""),
+        (r"\s*\(`--[\w-]+(?: [\w-]+)?`\)", ""),   # a command-line option in parentheses
     )
     for pattern, words in rules:
         text = re.sub(pattern, words, text)
@@ -110,7 +111,7 @@ def error_texts(exc: BaseException, inside_models: bool = False,
         step = next_step_text(action, inside_models, models_button)
         hint = window_words(exc.hint or "", inside_models)
         return (_sentence(window_words(exc.message, inside_models)),
-                "\n".join(_sentence(part) for part in (hint, step) if part))
+                "\n\n".join(_sentence(part) for part in (hint, step) if part))
     return (f"Something went wrong: {exc.__class__.__name__}: {exc}",
             "This is a bug in the studio, not something you did. The details below help to report it. "
             "Your project's finished work is saved; you can try the step again.")

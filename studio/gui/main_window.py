@@ -138,8 +138,8 @@ class StudioWindow(QMainWindow):
 
         self.stage_list = QListWidget()
         self.stage_list.setIconSize(QSize(14, 14))
-        self.stage_list.setMinimumWidth(190)
-        self.stage_list.setMaximumWidth(280)
+        self.stage_list.setMinimumWidth(150)
+        self.stage_list.setMaximumWidth(240)
         self.stage_list.setToolTip("The steps, in order. Ctrl+1 … Ctrl+7 jump to a step.")
         self.pages: dict[str, StagePage] = {}
         self.page_stack = QStackedWidget()
@@ -164,6 +164,7 @@ class StudioWindow(QMainWindow):
         splitter.addWidget(self.page_stack)
         splitter.setStretchFactor(1, 1)
         splitter.setChildrenCollapsible(False)
+        splitter.setSizes([170, 1000])
         self.job_panel = JobPanel(self.ctx)
         self.project_view = QWidget()
         pv = QVBoxLayout(self.project_view)

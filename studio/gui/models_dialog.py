@@ -76,11 +76,10 @@ class ModelsDialog(QDialog):
         self._queue: list[str] = []
         self.tree = QTreeWidget()
         self.tree.setColumnCount(5)
-        self.tree.setHeaderLabels(["Name", "What it is", "Size", "Licence", "Status"])
+        self.tree.setHeaderLabels(["Name", "Status", "Licence", "Size", "What it is"])
         header = self.tree.header()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        header.setStretchLastSection(False)
+        header.setStretchLastSection(True)
         self.tree.setSelectionMode(QTreeWidget.SelectionMode.SingleSelection)
         self.tree.setUniformRowHeights(True)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
@@ -135,14 +134,13 @@ class ModelsDialog(QDialog):
         chosen = None
         for mode, names in weights_groups():
             missing = [n for n in names if not status[n].present]
-            group = QTreeWidgetItem([MODE_TITLES.get(mode, mode), "", "", "",
+            group = QTreeWidgetItem([MODE_TITLES.get(mode, mode),
                                      "✔ ready" if not missing else f"✘ {len(missing)} missing"])
             group.setData(0, NAME, f"mode:{mode}")
             font = group.font(0)
             font.setBold(True)
             group.setFont(0, font)
-            group.setFirstColumnSpanned(False)
-            group.setForeground(4, Qt.GlobalColor.darkGreen if not missing else Qt.GlobalColor.darkRed)
+            group.setForeground(1, Qt.GlobalColor.darkGreen if not missing else Qt.GlobalColor.darkRed)
             self.tree.addTopLevelItem(group)
             if selected == f"mode:{mode}":
                 chosen = group
@@ -156,12 +154,12 @@ class ModelsDialog(QDialog):
                 else:
                     state = "✘ missing (required)" if name in REQUIRED else "✘ missing"
                 licence = ("⚖ accepted" if row.licence_accepted else "⚖ research only") if row.licence else ""
-                item = QTreeWidgetItem([name, row.description, human_size(row.size), licence, state])
+                item = QTreeWidgetItem([name, state, licence, human_size(row.size), row.description])
                 item.setData(0, NAME, name)
-                item.setToolTip(1, f"{row.description}\nUsed for: {row.purpose}")
+                item.setToolTip(4, f"{row.description}\nUsed for: {row.purpose}")
                 if row.licence:
-                    item.setToolTip(3, row.licence)
-                item.setForeground(4, Qt.GlobalColor.darkGreen if row.present else Qt.GlobalColor.darkRed)
+                    item.setToolTip(2, row.licence)
+                item.setForeground(1, Qt.GlobalColor.darkGreen if row.present else Qt.GlobalColor.darkRed)
                 group.addChild(item)
                 if selected == name and chosen is None:
                     chosen = item

@@ -44,6 +44,7 @@ class ReenactPage(StagePage):
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("take name")
         self.name_edit.setToolTip("A name for this take (a folder under takes/).")
+        self.name_edit.setMinimumWidth(240)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 10000)
         self.steps_spin.setSpecialValueText("auto (recommended)")
@@ -64,6 +65,8 @@ class ReenactPage(StagePage):
         self.run_button.setToolTip("Start the take (Ctrl+R). A stopped take resumes where it stopped.")
         self.run_button.clicked.connect(self.start)
         self.takes = QListWidget()
+        self.takes.setWordWrap(True)
+        self.takes.setMinimumWidth(170)
         self.takes.setToolTip("Your takes. Click one to play it; right-click to rename or delete it.")
         self.takes.currentItemChanged.connect(self._take_selected)
         self.takes.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -101,7 +104,7 @@ class ReenactPage(StagePage):
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
         splitter.addWidget(self.player)
-        splitter.setSizes([200, 700])
+        splitter.setSizes([210, 700])
         splitter.setChildrenCollapsible(False)
         self.body.addLayout(top)
         self.body.addWidget(hint("Tip: a driving video with one face, looking roughly at the "
@@ -181,7 +184,7 @@ class ReenactPage(StagePage):
         chosen = None
         for name in self.project.takes():
             done = self.project.take_is_complete(name)
-            item = QListWidgetItem(name if done else f"{name} (not finished)")
+            item = QListWidgetItem(name if done else f"{name}\n(not finished)")
             item.setData(TAKE, name)
             item.setToolTip("finished" if done else "not finished — select it and press 'Resume take' "
                             "to continue, or delete it")

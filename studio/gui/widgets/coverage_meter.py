@@ -108,7 +108,8 @@ class CoverageMeter(QWidget):
                     p.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
                 elif n:
                     p.drawText(rect, Qt.AlignmentFlag.AlignCenter, str(n))
-        p.drawText(QRectF(0, h - line, grid_w, line), Qt.AlignmentFlag.AlignCenter, "← left · right →")
+        axis = "← left · right →" + ("   (selected / all frames)" if self.reference is not None else "")
+        p.drawText(QRectF(0, h - line, grid_w, line), Qt.AlignmentFlag.AlignCenter, axis)
         if self.show_expressions:
             x = grid_w + 10
             bar_w = w - x - 6
