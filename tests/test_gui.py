@@ -46,13 +46,23 @@ def window(qtbot, settings, studio_cache):
     opened: list[QUrl] = []
     win.ctx.open_url = opened.append
     win.opened_urls = opened
-    qtbot.addWidget(win)
     win.show()
     yield win
-    win.ctx.runner.cancel()
-    win.ctx.runner.wait(10000)
-    if win.ctx.last_error is not None:
-        win.ctx.last_error.close()
+    close_window(win, qtbot)
+
+
+def close_window(win, qtbot, timeout: int = 10000) -> None:
+    """Stop every job, then close and delete the window. Not ``qtbot.addWidget``: pytest-qt
+    deletes its widgets before fixtures end, and a window never closes under a running job."""
+    for runner in win._runners():
+        runner.cancel()
+    qtbot.waitUntil(lambda: not any(runner.busy for runner in win._runners()), timeout=timeout)
+    for box in (win.ctx.last_error, win.ctx.cancel_prompt):
+        if box is not None:
+            box.close()
+    win.close()
+    win.deleteLater()
+    qtbot.wait(1)
 
 
 @pytest.fixture()
@@ -1060,3 +1070,37 @@ def test_nothing_is_cut_at_1024_by_640(project_window, qtbot, tmp_path):
     assert name.fontMetrics().horizontalAdvance(name.text()) < name.width() - 8
     meter = win.pages["select"].coverage
     assert meter.title(meter.width()).startswith("Head directions")
+
+
+def test_a_failed_job_leaves_no_qt_object_for_the_garbage_collector(qtbot):
+    """The failed job's traceback held the job thread (run()'s frame) in a reference cycle, freed
+    later by the cyclic collector on whatever thread ran it — typically the next job's."""
+    from studio.gui.worker import JobRunner
+    from tests._gui_thread_checks import qt_garbage
+
+    runner = JobRunner()
+
+    def broken(progress=None, cancel=None):
+        raise ValueError("boom")
+    with qtbot.waitSignal(runner.failed, timeout=5000) as failed:
+        runner.start("broken", broken)
+    assert "ValueError: boom" in failed.args[0].details and "Traceback" in failed.args[0].details
+    del failed                                   # the next outcome replaces runner.last_outcome
+    with qtbot.waitSignal(runner.succeeded, timeout=5000):
+        runner.start("fine", lambda progress=None, cancel=None: 1)
+    qtbot.wait(10)
+    assert qt_garbage() == {}
+
+
+def test_the_window_closes_only_after_its_jobs_ended(project_window, qtbot):
+    """Closing used to wait 30 s for the job and then let Python shut down under the still
+    running job thread ("QThread: Destroyed while thread is still running": a crash on exit)."""
+    win = project_window
+    start_slow_prepare(win, qtbot)
+    ended = []
+    win.ctx.runner.finished.connect(lambda _o: ended.append(win.isVisible()))
+    win.close()                                   # a job in its first seconds: no question
+    assert win.ctx.cancel_prompt is None and win.ctx.runner.cancel_requested and win.isVisible()
+    qtbot.waitUntil(lambda: not win.isVisible(), timeout=10000)
+    assert ended == [True] and not win.ctx.runner.busy   # the job ended, then the window closed
+    assert not win.ctx.run_job("late", lambda progress=None, cancel=None: None)  # none starts now

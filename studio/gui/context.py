@@ -51,6 +51,7 @@ class StudioContext(QObject):
         self.last_error: QMessageBox | None = None
         self.cancel_prompt: QMessageBox | None = None
         self.open_models: OpenModels | None = None  # the main window's Models window
+        self.closing = False  # the window is closing: no new job starts
         self.open_url: Callable[[QUrl], Any] = QDesktopServices.openUrl  # tests replace it
         self._on_success: Callable[[JobOutcome], None] | None = None
         self._stopped_message: str | None = None
@@ -126,6 +127,8 @@ class StudioContext(QObject):
         thread. ``stopped_message``: what the status bar says when the user stops the job (what
         is kept, what is lost); the default only promises what every job does.
         """
+        if self.closing:
+            return False
         if self.runner.busy:
             self.message.emit(f"Wait for '{self.runner.title}' to finish or cancel it first.")
             return False

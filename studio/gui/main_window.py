@@ -417,21 +417,38 @@ class StudioWindow(QMainWindow):
             return
         self.start_screen.dropEvent(event)
 
+    def _runners(self) -> list:
+        """Every job runner of the window: the main one, the pages' previews, the Models window's."""
+        runners = [self.ctx.runner]
+        runners += [page.preview_runner for page in self.pages.values() if hasattr(page, "preview_runner")]
+        if self.models_dialog is not None:
+            runners.append(self.models_dialog.runner)
+        return runners
+
+    def _close_when_idle(self, *_args) -> None:
+        if not any(runner.busy for runner in self._runners()):
+            QTimer.singleShot(0, self.close)
+
     def closeEvent(self, event) -> None:  # noqa: N802
         if self.ctx.runner.busy and not self._quit_confirmed:
             # Quitting stops the job: ask first, like Cancel (Ctrl+Q must not lose a long job).
             event.ignore()
             self.ctx.request_cancel(then=self._quit_after_stop)
             return
-        self.settings.set_geometry(self.saveGeometry())
-        if self.ctx.runner.busy:
-            self.ctx.runner.cancel()
-            self.ctx.runner.wait(30000)
-        for page in self.pages.values():
-            runner = getattr(page, "preview_runner", None)
-            if runner is not None:
+        busy = [runner for runner in self._runners() if runner.busy]
+        if busy:
+            # Never let a job's thread outlive the window: Python would be finalized under it
+            # (a crash on the way out). Stop every job; the window closes when the last one has
+            # saved its work and ended.
+            event.ignore()
+            self.ctx.closing = True
+            for runner in busy:
                 runner.cancel()
-                runner.wait(10000)
+                runner.finished.connect(self._close_when_idle)
+            self.statusBar().showMessage("Stopping the running job; the window closes when it has "
+                                         "saved its work.")
+            return
+        self.settings.set_geometry(self.saveGeometry())
         capture = self.pages.get("capture")
         if capture is not None:
             capture.webcam.stop_camera()

@@ -77,6 +77,21 @@ class JobOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Forget the frames of a failed job (its text is in ``JobOutcome.details``).
+
+    Why: the traceback holds ``run()``'s frame, whose locals are this thread object and the
+    outcome that holds the exception: a reference cycle, kept with every local of the failed job
+    (generators, tensors) until the cyclic garbage collector frees it — on whatever thread runs
+    that collection, usually the next job's. Nothing Qt-owned may be freed that way.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+
+
 class _JobThread(QThread):
     """Runs one job; the signals live on this object (owned by the UI thread), emitted from run()."""
 
@@ -108,7 +123,9 @@ class _JobThread(QThread):
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the user as a dialog
             outcome.error = exc
             outcome.details = "".join(traceback.format_exception(exc))
+            _drop_tracebacks(exc)
         outcome.seconds = time.monotonic() - start
+        self.fn = self.args = self.kwargs = None  # a finished thread keeps none of the job's inputs
         self.ended.emit(outcome)
 
 

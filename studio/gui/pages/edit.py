@@ -265,7 +265,7 @@ class EditPage(StagePage):
             self._preview_timer.start()
 
     def update_preview(self) -> None:
-        if self.project is None or not self.take_box.currentText():
+        if self.project is None or not self.take_box.currentText() or self.ctx.closing:
             return
         if self.preview_runner.busy:
             self._preview_again = True
