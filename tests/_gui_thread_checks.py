@@ -75,13 +75,15 @@ def guard_jobs(window, log: QtCallLog) -> None:
 
 
 def qt_garbage() -> Counter:
-    """Qt objects (by class) that are unreachable but kept by reference cycles: what the next
-    garbage collection — on any thread — would destroy."""
+    """Live Qt objects (by class) that are unreachable but kept by reference cycles: what the
+    next garbage collection — on any thread — would destroy. (A wrapper whose C++ object Qt has
+    already deleted frees only Python memory: not counted.)"""
     flags = gc.get_debug()
     gc.set_debug(flags | gc.DEBUG_SAVEALL)
     try:
         gc.collect()
-        found = Counter(type(o).__name__ for o in gc.garbage if isinstance(o, shiboken6.Shiboken.Object))
+        found = Counter(type(o).__name__ for o in gc.garbage
+                        if isinstance(o, shiboken6.Shiboken.Object) and shiboken6.isValid(o))
     finally:
         gc.garbage.clear()
         gc.set_debug(flags)

@@ -7,6 +7,7 @@ Heavy jobs are replaced by quick fakes (tests/_gui_helpers.py) that honour the s
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import subprocess
@@ -63,6 +64,9 @@ def close_window(win, qtbot, timeout: int = 10000) -> None:
     win.close()
     win.deleteLater()
     qtbot.wait(1)
+    # The deleted window's Python side (pages in reference cycles, their pixmaps, settings) is
+    # freed here, on the GUI thread, not by a collection on a later test's job thread.
+    gc.collect()
 
 
 @pytest.fixture()
@@ -687,13 +691,11 @@ def test_window_geometry_is_remembered_and_a_dropped_project_folder_opens(qtbot,
     from studio.project import Project
 
     first = StudioWindow(settings)
-    qtbot.addWidget(first)
     first.show()
     first.resize(740, 520)
     qtbot.wait(20)
-    first.close()
+    close_window(first, qtbot)
     second = StudioWindow(settings)
-    qtbot.addWidget(second)
     assert (second.width(), second.height()) == (740, 520)
     project = Project.create(tmp_path / "dropped.studio")
     mime = QMimeData()
@@ -701,7 +703,7 @@ def test_window_geometry_is_remembered_and_a_dropped_project_folder_opens(qtbot,
     second.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                                 Qt.KeyboardModifier.NoModifier))
     assert second.ctx.project is not None and second.ctx.project.root == project.root
-    second.close()
+    close_window(second, qtbot)
 
 
 # ----------------------------------------------------------------------------- issue 17
@@ -1078,6 +1080,7 @@ def test_a_failed_job_leaves_no_qt_object_for_the_garbage_collector(qtbot):
     from studio.gui.worker import JobRunner
     from tests._gui_thread_checks import qt_garbage
 
+    qt_garbage()                                 # what earlier tests' windows left
     runner = JobRunner()
 
     def broken(progress=None, cancel=None):

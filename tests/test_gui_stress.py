@@ -64,6 +64,7 @@ def tiny_world(tmp_path, monkeypatch, studio_cache):
 def test_every_stage_runs_from_the_gui_repeatedly_without_touching_qt_off_its_thread(
         tmp_path, qtbot, tiny_world):
     base, driving, direction = tiny_world
+    qt_garbage()                          # what earlier tests' windows left, freed on this thread
     win = StudioWindow(StudioSettings.at(tmp_path / "settings.ini"))
     win.ctx.open_url = lambda url: True
     win.show()

@@ -388,6 +388,7 @@ class StudioWindow(QMainWindow):
 
     def show_settings(self) -> SettingsDialog:
         dialog = SettingsDialog(self.settings, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # one per opening, not kept
         dialog.accepted.connect(self.update_device_label)
         dialog.accepted.connect(self.update_weights_label)
         dialog.open()
