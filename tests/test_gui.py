@@ -1107,3 +1107,23 @@ def test_the_window_closes_only_after_its_jobs_ended(project_window, qtbot):
     qtbot.waitUntil(lambda: not win.isVisible(), timeout=10000)
     assert ended == [True] and not win.ctx.runner.busy   # the job ended, then the window closed
     assert not win.ctx.run_job("late", lambda progress=None, cancel=None: None)  # none starts now
+
+
+def test_a_stage_rerun_elsewhere_reloads_the_pages_that_show_it(project_window, qtbot):
+    """studio-cli re-running a stage between two polls keeps its status ('done') but gives it a
+    new output: the pages showing it reload all the same."""
+    from personalize.progress import NEVER_CANCELLED
+    from studio.project import Project
+
+    win = project_window
+    project = win.ctx.project
+    project.mark_done("capture")
+    helpers.fake_prepare(project, progress=lambda *a: None, cancel=NEVER_CANCELLED, count=6)
+    win.ctx.refresh()
+    select = win.pages["select"]
+    assert select.grid.count() == 6
+    elsewhere = Project.open(project.root)          # another process
+    helpers.fake_prepare(elsewhere, progress=lambda *a: None, cancel=NEVER_CANCELLED, count=9)
+    assert win.ctx.statuses["prepare"] == "done" == elsewhere.status("prepare")
+    win.ctx.refresh()
+    assert select.grid.count() == 9

@@ -45,6 +45,7 @@ class StudioContext(QObject):
         self.runner = JobRunner(self)
         self.project: Project | None = None
         self.statuses: dict[str, str] = {s: "not done" for s in STAGES}
+        self._outputs: dict[str, str | None] = {}
         self.edits: dict[str, float] = {}
         self.style: str | None = None
         self.dialog_parent: QWidget | None = None
@@ -87,8 +88,11 @@ class StudioContext(QObject):
         except UserError:
             pass
         statuses = self.project.statuses()
-        changed = statuses != self.statuses
-        self.statuses = statuses
+        # A stage re-run elsewhere (studio-cli) between two polls keeps its status but gets a new
+        # fingerprint: the pages showing its outputs must hear of it too.
+        outputs = {stage: self.project.fingerprint(stage) for stage in STAGES}
+        changed = statuses != self.statuses or outputs != self._outputs
+        self.statuses, self._outputs = statuses, outputs
         if changed or not self._poll.isActive():
             self.statuses_changed.emit(statuses)
 
