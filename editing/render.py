@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from optimize.driving import tensor_to_uint8  # noqa: F401 - renderers and tests import it from here
 from personalize.errors import MediaError, UserError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 
@@ -50,12 +51,6 @@ def output_kind(out: str | Path) -> str:
         return "mp4"
     raise UserError(f"Cannot export to '{out.name}': unknown output type '{suffix}'.",
                     "Use a .mp4 or .gif file name, or a folder for a PNG sequence.")
-
-
-def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8 RGB."""
-    images = ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round()
-    return images.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def generate_crops(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor, *,

@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -151,6 +152,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
             landmarks: LandmarkFn | None = None, *, settings: ReenactSettings = ReenactSettings(),
             generator_id: str = "", anchor_cache: Path | None = None,
             device: torch.device | str = "cpu", restart: bool = False,
+            starts: Callable[[int], PPlusCode] | None = None,
             progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
     """Optimize (or resume) the latent track of a driving take and save it to ``track_path``.
 
@@ -159,7 +161,10 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
     FaceMesh, ``mesh_landmarks``); generator_id: identifies the generator's weights (part of the
     track's fingerprint and of the anchor keypoints' cache key); anchor_cache: an .npz file
     where the anchors' rendered keypoints (the first frame's start) are kept for later takes.
-    ``settings`` is read, never changed.
+    ``settings`` is read, never changed. starts: frame t's starting code, for refining a
+    prediction (``optimize.fast_reenact``): every frame then runs ``settings.steps`` at
+    ``settings.lr`` from ``starts(t)`` instead of from the previous frame (pass the predictor's id
+    in ``generator_id``, so the fingerprint covers it).
     Raises ProjectError if ``track_path`` holds a corrupt track or one made from other inputs
     (unless ``restart``), ``Cancelled`` after saving when cancelled.
     """
@@ -221,7 +226,9 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
                     # landmarks are in the crop's pixels; the crop may differ from the generator's size
                     lm = torch.from_numpy(driving.landmarks[t:t + 1]).to(device) * (resolution / frame.shape[1])
                     target = loss.driving_target(image, lm)
-                    if previous is None or not first_valid_done:
+                    if starts is not None:
+                        start, steps, lr = starts(t), settings.steps, settings.lr
+                    elif previous is None or not first_valid_done:
                         # the first frame with a face (earlier faceless frames only held a placeholder)
                         start = first_code(target)
                         steps, lr = first_steps, settings.first_lr

@@ -20,7 +20,8 @@ class Action:
 
     ``step``: a pipeline stage ('capture', 'prepare', 'select', 'personalize', 'reenact', 'edit',
     'export') or one of 'new' (create a project), 'resume-take', 'restart-take', 'stylize',
-    'learn-direction', 'import-direction', 'models' (get pretrained weights).
+    'learn-direction', 'import-direction', 'models' (get pretrained weights), 'motion-model'
+    (train the motion model of the fast re-enactment modes).
     ``subject``: what it acts on (a take, style or weights name), when that matters.
     """
 

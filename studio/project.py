@@ -30,13 +30,18 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 MANIFEST = "project.json"
 
-# Stages in pipeline order, and the upstream stages each one consumes.
+# Stages in pipeline order, and the upstream stages each one consumes. STAGES are the steps with a
+# page of their own in the GUI; PIPELINE adds the ones without (the motion model of the fast
+# re-enactment modes and live driving, trained from the Re-enact page or ``studio-cli motion-model``).
 STAGES: tuple[str, ...] = ("capture", "prepare", "select", "personalize", "reenact", "edit", "export")
+PIPELINE: tuple[str, ...] = ("capture", "prepare", "select", "personalize", "motion", "reenact", "edit",
+                             "export")
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "capture": (),
     "prepare": ("capture",),
     "select": ("prepare",),
     "personalize": ("select",),
+    "motion": ("personalize",),
     "reenact": ("personalize",),
     "edit": ("personalize",),
     "export": ("reenact",),
@@ -60,6 +65,8 @@ TRACK_INFO = "track.json"                # takes/<name>/: settings, timings, fla
 DRIVING_KEYPOINTS = "driving_keypoints.npz"  # takes/<name>/: MediaPipe on the aligned crops
 PREVIEW_FILE = "preview.mp4"             # takes/<name>/: the GUI's quick render
 ANCHOR_KEYPOINTS = ".anchor_keypoints.npz"  # takes/: the anchors' keypoints, shared by every take
+MOTION_DIR = "motion"                    # model/motion/: the motion model (optimize.fast_directions names the files)
+LIVE_PREFIX = "live"                     # capture/live_<time>.mp4: webcam recordings of live driving
 
 
 @dataclass
@@ -339,6 +346,29 @@ class Project:
         raise ProjectError("This project has no anchors (the person's latent codes).",
                            "Personalize the generator first.", Action("personalize"))
 
+    # ----------------------------------------------------------------- the motion model (fast modes, live)
+    @property
+    def motion_dir(self) -> Path:
+        """The motion model's folder (``model/motion/``): weights, descriptor, pool, checkpoints."""
+        return self.model_dir / MOTION_DIR
+
+    def has_motion_model(self) -> bool:
+        """True when a finished motion model is on disk (its ``motion.json`` is written last)."""
+        from optimize.fast_directions import INFO_FILE
+
+        return (self.motion_dir / INFO_FILE).is_file()
+
+    def read_motion_info(self) -> dict[str, Any]:
+        """The finished motion model's record (``motion.json``: settings, held-out errors), {} before one."""
+        from optimize.fast_directions import INFO_FILE
+
+        data = _read_json_or_none(self.motion_dir / INFO_FILE)
+        return data if isinstance(data, dict) else {}
+
+    def live_recording_path(self, stamp: str) -> Path:
+        """Where a live session's webcam recording goes (``capture/live_<stamp>.mp4``)."""
+        return self.capture_dir / f"{LIVE_PREFIX}_{safe_name(stamp, 'recording')}.mp4"
+
     # ----------------------------------------------------------------- takes
     def takes(self) -> list[str]:
         """Every take, finished or not: a folder under ``takes/`` holding a driving video copy
@@ -464,7 +494,7 @@ class Project:
         return DONE
 
     def statuses(self) -> dict[str, str]:
-        return {stage: self.status(stage) for stage in STAGES}
+        return {stage: self.status(stage) for stage in PIPELINE}
 
     def require(self, stage: str, for_what: str) -> None:
         """Raise a ProjectError naming the missing stage (its ``action`` is that stage)."""

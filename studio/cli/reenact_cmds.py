@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "(default) or the center of the person's space")
     re.add_argument("--restart", action="store_true",
                     help="discard an existing track of this take and start over")
+    re.add_argument("--mode", choices=("exact", "fast", "refine"), default="exact",
+                    help="exact: optimize every frame (default); fast: the motion model's prediction, "
+                         "one generator pass per frame; refine: a few optimizer steps from the "
+                         "prediction (fast and refine need 'studio-cli motion-model' first)")
+    re.add_argument("--refine-steps", type=int, default=None,
+                    help="optimizer steps per frame in refine mode (default 6)")
     add_device_arg(re)
     re.set_defaults(handler=_reenact)
 
@@ -80,9 +86,10 @@ def _reenact(args: argparse.Namespace) -> int:
     with ProgressBar(f"reenact {args.name}") as bar, ctrl_c_cancels(token):
         record = reenact_take(project, args.driving, args.name, settings, device=device,
                               progress=bar, cancel=token, restart=args.restart,
-                              notify=lambda m: print(m, file=sys.stderr))
+                              notify=lambda m: print(m, file=sys.stderr), mode=args.mode,
+                              refine_steps=args.refine_steps)
     done()
-    print(f"take '{record['take']}': {record['n_frames']} frames at {record['fps']:g} fps, "
+    print(f"take '{record['take']}' ({record['mode']}): {record['n_frames']} frames at {record['fps']:g} fps, "
           f"{record['frames_optimized_this_run']} optimized this run "
           f"({record['seconds_per_frame']:.2f} s/frame)")
     if record["flagged_frames"]:

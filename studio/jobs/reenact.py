@@ -24,6 +24,7 @@ import torch
 
 from editing.render import RenderResult, check_output_height, output_kind, render_take
 from optimize.driving import DrivingFrames
+from optimize.latent_space import PersonalizedSpace
 from optimize.reenact import ReenactResult, reenact
 from optimize.reenact_settings import ReenactSettings
 from optimize.track import load_track
@@ -62,18 +63,23 @@ def enable_fast_math(device: torch.device) -> None:
 def reenact_take(project: Project, driving: str | Path | None, name: str,
                  settings: ReenactSettings = ReenactSettings(), device: torch.device | str = "cpu",
                  progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED, *,
-                 restart: bool = False, notify: Notify = _quiet) -> dict[str, Any]:
+                 restart: bool = False, notify: Notify = _quiet, mode: str = "exact",
+                 refine_steps: int | None = None) -> dict[str, Any]:
     """Re-enact the project's person from ``driving`` into ``takes/<name>/``; returns track.json's dict.
 
     ``driving`` None re-uses the take's copy (``takes/<name>/driving.*``), e.g. to resume.
     ``settings`` (read, never changed) shape the track; build them with
-    ``ReenactSettings().adjusted(...)`` from the user's options.
+    ``ReenactSettings().adjusted(...)`` from the user's options. ``mode``: 'exact' (per-frame
+    optimization), 'fast' (the motion model's prediction, one generator pass per frame) or
+    'refine' (``refine_steps`` optimizer steps from the prediction); see ``studio.jobs.motion``.
     """
     from personalize.video import probe_video
+    from studio.jobs.motion import check_mode, mode_track, motion_predictor
     from studio.jobs.prepare import prepare_driving
 
     project.require("personalize", "Re-enactment")
     settings.validate()
+    check_mode(mode, refine_steps)
     device = torch.device(device)
     take_dir = project.take_dir(name)
     if driving is None:
@@ -97,6 +103,8 @@ def reenact_take(project: Project, driving: str | Path | None, name: str,
     if anchors.shape[1] != generator.w_dim:
         raise ProjectError(f"The anchors have w_dim {anchors.shape[1]} but the generator {generator.w_dim}.",
                            "Personalize the generator again.", Action("personalize"))
+    if mode != "exact":  # before the slow preparation: a missing motion model is said at once
+        motion_predictor(project, PersonalizedSpace(anchors, generator.num_ws), "cpu")
     enable_fast_math(device)
     resolution = int(generator.img_resolution)
     started = time.time()
@@ -114,10 +122,15 @@ def reenact_take(project: Project, driving: str | Path | None, name: str,
 
     project.mark_running("reenact")
     try:
-        result: ReenactResult = reenact(
-            generator, anchors, frames, project.track_path(name), settings=settings,
-            generator_id=project.generator_id(), anchor_cache=project.anchor_keypoints_cache,
-            device=device, restart=restart, progress=progress, cancel=cancel)
+        if mode == "exact":
+            result: ReenactResult = reenact(
+                generator, anchors, frames, project.track_path(name), settings=settings,
+                generator_id=project.generator_id(), anchor_cache=project.anchor_keypoints_cache,
+                device=device, restart=restart, progress=progress, cancel=cancel)
+        else:
+            result = mode_track(project, name, mode, generator, anchors, frames, settings,
+                                refine_steps=refine_steps, device=device, restart=restart,
+                                progress=progress, cancel=cancel)
     except BaseException:
         project.mark_stopped("reenact")
         raise
@@ -130,6 +143,8 @@ def reenact_take(project: Project, driving: str | Path | None, name: str,
         "has_audio": info.has_audio,
         "resolution": resolution,
         "device": str(device),
+        "mode": mode,
+        "refine_steps": refine_steps if mode == "refine" else None,
         "settings": asdict(settings),
         "flagged_frames": result.flagged_frames,
         "frames_optimized_this_run": result.frames_optimized,
