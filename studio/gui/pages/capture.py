@@ -20,6 +20,7 @@ from personalize.video import probe_video
 from studio.gui.context import StudioContext
 from studio.gui.live_coverage import read_landmarks
 from studio.gui.pages.base import StagePage, hint
+from studio.gui.widgets.camera_session import open_capture_session
 from studio.gui.widgets.coverage_meter import CoverageMeter
 from studio.gui.widgets.drop_zone import DropZone
 from studio.jobs.capture import MIN_SECONDS
@@ -162,15 +163,8 @@ class WebcamPanel(QGroupBox):
 
     def _start_session(self, attach_source) -> None:
         """One capture session: the source -> a sink (live preview, landmarks) and a recorder."""
-        from PySide6.QtMultimedia import QMediaCaptureSession, QMediaRecorder, QVideoSink
-        self.session = QMediaCaptureSession()
-        attach_source(self.session)
-        self.sink = QVideoSink()
-        self.sink.videoFrameChanged.connect(self._on_frame)
-        self.session.setVideoSink(self.sink)
-        self.recorder = QMediaRecorder()
-        self.recorder.setQuality(QMediaRecorder.Quality.HighQuality)
-        self.session.setRecorder(self.recorder)
+        parts = open_capture_session(attach_source, self._on_frame)
+        self.session, self.sink, self.recorder = parts.session, parts.sink, parts.recorder
         self.recorder.recorderStateChanged.connect(self._on_recorder_state)
         self.recorder.errorOccurred.connect(lambda _e, text: self.state_label.setText(f"Recorder: {text}"))
 
