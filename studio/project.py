@@ -231,6 +231,14 @@ class Project:
         except (OSError, KeyError, ValueError):
             return None
 
+    def scan_crop_size(self) -> int | None:
+        """Side in pixels of the prepared scan's crops (the landmarks' pixel units), or None."""
+        try:
+            with np.load(self.scan_landmarks_path, allow_pickle=False) as data:
+                return int(data["size"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return None
+
     @property
     def selection_path(self) -> Path:
         return self.dataset_dir / SELECTION_FILE

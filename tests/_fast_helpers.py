@@ -67,3 +67,33 @@ def train_standin_motion(generator: torch.nn.Module, anchors: np.ndarray, folder
 
 
 __all__ = ["SCAN_SIZE", "SELFSCAN", "scan_crop_landmarks", "render", "standin_scan", "train_standin_motion"]
+
+
+def standin_project(root: Path, monkeypatch, size: int = 128):
+    """A project whose 'personalized generator' is the stand-in (its loaders patched), with
+    anchors, a prepared-scan record of stand-in landmarks and a selection, personalized."""
+    import json
+
+    import personalize.stylegan2 as stylegan2
+    import studio.jobs.personalize as personalize_job
+    import studio.jobs.reenact as reenact_job
+    from personalize.perceptual import build_lpips
+    from studio.project import Project
+    from tests._reenact_helpers import warp_anchors, warp_face_generator
+
+    generator = warp_face_generator(size)
+    anchors = warp_anchors(generator)
+    project = Project.create(root)
+    project.generator_path.write_bytes(b"the stand-in generator (its loaders are patched)")
+    np.save(project.anchors_path, anchors)
+    scan = standin_scan(generator, PersonalizedSpace(anchors, generator.num_ws))
+    np.savez(project.scan_landmarks_path, crop_landmarks=scan, valid=np.ones(len(scan), bool),
+             size=np.array(size))
+    project.selection_path.write_text(json.dumps({"frame_ids": list(range(len(scan)))}))
+    for stage in ("capture", "prepare", "select", "personalize"):
+        project.mark_done(stage)
+    monkeypatch.setattr(reenact_job, "load_personalized_generator", lambda project, device: generator)
+    monkeypatch.setattr(stylegan2, "load_generator", lambda path, device="cpu": generator)
+    monkeypatch.setattr(personalize_job, "build_project_lpips",
+                        lambda device="cpu": build_lpips(None, random_backbone=True, seed=0))
+    return project, generator, anchors

@@ -100,13 +100,24 @@ class VideoFileSink:
     def _run(self, fps: float) -> None:
         from personalize.video import write_video
 
+        ended = False
+
+        def frames(first: np.ndarray) -> Iterator[np.ndarray]:
+            nonlocal ended
+            frame = first
+            while frame is not self._END:
+                yield frame
+                frame = self._queue.get()
+            ended = True
+
+        first = self._queue.get()
+        if first is self._END:
+            return  # closed before any frame: nothing to write
         try:
-            write_video(self.path, iter(self._queue.get, self._END), fps)
-        except ValueError:  # no frame at all: nothing to write
-            pass
+            write_video(self.path, frames(first), fps)
         except BaseException as exc:  # noqa: BLE001 - reported by close()
             self._error = exc
-            while self._queue.get() is not self._END:  # keep the producer from blocking
+            while not ended and self._queue.get() is not self._END:  # keep the producer from blocking
                 pass
 
     def send(self, frame: np.ndarray) -> None:
@@ -115,7 +126,8 @@ class VideoFileSink:
             self.frames += 1
 
     def close(self) -> None:
-        self._queue.put(self._END)
+        if self._thread.is_alive():
+            self._queue.put(self._END)
         self._thread.join()
         if self._error is not None:
             raise MediaError(f"Could not write {self.path} ({self._error}).",

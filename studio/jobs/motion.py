@@ -40,10 +40,9 @@ def scan_landmarks(project: Project) -> tuple[np.ndarray, int]:
     Why the selection: those are the frames the generator was personalized on (paper: the PCA is
     fitted on the person's selected frames); without a selection every valid frame is used.
     """
-    from personalize.faces import load_prepared
-
     scan = project.read_scan_landmarks()
-    if scan is None:
+    size = project.scan_crop_size()
+    if scan is None or size is None:
         raise ProjectError("The self-scan's landmarks are missing.", "Prepare the self-scan again.",
                            Action("prepare"))
     landmarks, valid = scan
@@ -54,7 +53,7 @@ def scan_landmarks(project: Project) -> tuple[np.ndarray, int]:
     if len(ids) < 3:
         raise ProjectError("The self-scan has fewer than 3 frames with a face.", "Prepare the self-scan again.",
                            Action("prepare"))
-    return landmarks[ids], int(load_prepared(project.scan_dir).size)
+    return landmarks[ids], size
 
 
 def train_motion_job(project: Project, settings: MotionSettings = MotionSettings(),
