@@ -27,6 +27,7 @@ def next_step_text(action: Action | None) -> str:
         "learn-direction": "Open the Edit & Stylize step to learn a direction.",
         "import-direction": "Open the Edit & Stylize step to import or learn a direction.",
         "models": f"Get the weights{subject} in Tools ▸ Models…",
+        "motion-model": "Open the Re-enact step and press 'Train motion model' (Fast modes & Live).",
     }
     if action.step in phrases:
         return phrases[action.step]

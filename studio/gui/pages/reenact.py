@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QHBoxLayo
 
 from optimize.reenact_settings import ReenactSettings
 from studio.gui.context import StudioContext
+from studio.gui.live.fast_live import FastLiveBox
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.widgets.drop_zone import DropZone
 from studio.gui.widgets.video_player import SideBySidePlayer
@@ -64,6 +65,8 @@ class ReenactPage(StagePage):
         self.render_button.setToolTip("Make a quick video of the selected take to watch here.")
         self.render_button.clicked.connect(self.render_preview)
         self.player = SideBySidePlayer()
+        self.fast = FastLiveBox(ctx)
+        self.fast.take_saved.connect(lambda name: self.load_takes(select=name))
 
         form = QFormLayout()
         form.addRow("Take name:", self.name_edit)
@@ -87,6 +90,7 @@ class ReenactPage(StagePage):
         self.body.addLayout(top)
         self.body.addWidget(hint("Tip: a driving video with one face, looking roughly at the "
                                  "camera, in good light, works best."))
+        self.body.addWidget(self.fast)
         self.body.addWidget(splitter, 1)
         self.setAcceptDrops(True)
 
@@ -166,7 +170,7 @@ class ReenactPage(StagePage):
                                               lr=self.lr_spin.value() or None,
                                               smooth=self.smooth_box.isChecked())
         self.ctx.run_job(f"Re-enact '{name}'", self.ctx.jobs.reenact, self.project, self.driving, name,
-                         settings, device=self.ctx.device, on_success=done)
+                         settings, device=self.ctx.device, mode=self.fast.mode(), on_success=done)
 
     def render_preview(self) -> None:
         item = self.takes.currentItem()
