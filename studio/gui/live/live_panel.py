@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLa
                                QSizePolicy, QVBoxLayout, QWidget)
 
 from studio.gui.pages.capture import qimage_to_rgb
-from studio.gui.widgets.camera_session import open_capture_session
+from studio.gui.widgets.camera_session import list_cameras, open_capture_session
 
 
 def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
@@ -179,14 +179,10 @@ class LivePanel(QGroupBox):
         return label
 
     def _list_cameras(self) -> list:
-        try:
-            from PySide6.QtMultimedia import QMediaDevices
-            cameras = list(QMediaDevices.videoInputs())
-        except Exception as exc:  # noqa: BLE001 - no multimedia backend
-            self.state_label.setText(f"Live driving is unavailable here ({exc}).")
+        cameras, problem = list_cameras(self.camera_box)
+        if problem:
+            self.state_label.setText(f"Live driving is unavailable here ({problem}).")
             return []
-        for cam in cameras:
-            self.camera_box.addItem(cam.description())
         if not cameras:
             self.state_label.setText("No camera found. Plug one in and reopen the project to drive "
                                      "the avatar live; takes from video files work without one.")

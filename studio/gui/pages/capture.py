@@ -20,7 +20,7 @@ from personalize.video import probe_video
 from studio.gui.context import StudioContext
 from studio.gui.live_coverage import read_landmarks
 from studio.gui.pages.base import StagePage, hint
-from studio.gui.widgets.camera_session import open_capture_session
+from studio.gui.widgets.camera_session import list_cameras, open_capture_session
 from studio.gui.widgets.coverage_meter import CoverageMeter
 from studio.gui.widgets.drop_zone import DropZone
 from studio.jobs.capture import MIN_SECONDS
@@ -121,15 +121,11 @@ class WebcamPanel(QGroupBox):
         self._update_enabled()
 
     def _list_cameras(self) -> list:
-        try:
-            from PySide6.QtMultimedia import QMediaDevices
-            cameras = list(QMediaDevices.videoInputs())
-        except Exception as exc:  # noqa: BLE001 - no multimedia backend
-            self.state_label.setText(f"Webcam recording is unavailable here ({exc}). "
+        cameras, problem = list_cameras(self.camera_box)
+        if problem:
+            self.state_label.setText(f"Webcam recording is unavailable here ({problem}). "
                                      "Use a video file instead.")
             return []
-        for cam in cameras:
-            self.camera_box.addItem(cam.description())
         if not cameras:
             self.state_label.setText("No camera found. Plug one in and reopen the project, or "
                                      "use a video file recorded with your phone.")

@@ -41,3 +41,18 @@ def open_capture_session(attach_source: Callable[[Any], None], on_frame: Callabl
         audio = QAudioInput()
         session.setAudioInput(audio)
     return CaptureParts(session, sink, recorder, audio)
+
+
+def list_cameras(box: Any) -> tuple[list, str | None]:
+    """The cameras Qt sees, each added to the combo ``box`` by its description.
+
+    Returns (cameras, None), or ([], why) when there is no multimedia backend at all.
+    """
+    try:
+        from PySide6.QtMultimedia import QMediaDevices
+        cameras = list(QMediaDevices.videoInputs())
+    except Exception as exc:  # noqa: BLE001 - no multimedia backend: the caller says so
+        return [], str(exc)
+    for camera in cameras:
+        box.addItem(camera.description())
+    return cameras, None
