@@ -149,7 +149,7 @@ def test_fast_mode_training_live_preview_virtual_camera_and_recorded_takes(live_
     qtbot.waitUntil(lambda: not win.ctx.runner.busy, timeout=20000)
 
 
-def test_no_virtual_camera_device_is_said_and_the_switch_goes_off(live_window, qtbot) -> None:
+def test_no_virtual_camera_device_is_said_and_closing_the_window_ends_the_session(live_window, qtbot) -> None:
     from studio.jobs.live import VirtualCamera
 
     live = live_window.pages["reenact"].fast.live
@@ -173,5 +173,6 @@ def test_no_virtual_camera_device_is_said_and_the_switch_goes_off(live_window, q
     qtbot.waitUntil(lambda: not live.virtual_box.isChecked(), timeout=10000)   # tried once the driver is ready
     assert "No virtual camera device was found" in live.state_label.text()
     assert "v4l2loopback" in live.state_label.text()
-    live.stop()
-    assert not live.running
+    worker = live.worker
+    live_window.close()                     # closing the window ends the session and its thread
+    assert not live.running and worker.isFinished()

@@ -226,6 +226,8 @@ class LivePanel(QGroupBox):
         self._start(lambda session: session.setVideoFrameInput(frame_input))
 
     def _start(self, attach_source) -> None:
+        # the session must end before the window goes (a running QThread must not be destroyed)
+        self.window().installEventFilter(self)
         self.parts = open_capture_session(attach_source, self._on_frame, with_audio=True)
         recorder = self.parts.recorder
         recorder.recorderStateChanged.connect(lambda state, r=recorder: self._on_recorder_state(state, r))
@@ -336,6 +338,12 @@ class LivePanel(QGroupBox):
         if location and Path(location).is_file():
             self.state_label.setText(f"Saved {Path(location).name}; making it a take…")
             self.recorded.emit(location)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802
+        from PySide6.QtCore import QEvent
+        if event.type() == QEvent.Type.Close and watched is self.window():
+            self.stop()
+        return False
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self.stop()
