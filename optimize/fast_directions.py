@@ -39,7 +39,6 @@ Progress, cancel and resume work like the tuning's: ``checkpoints/last.pt`` ever
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import time
