@@ -22,7 +22,7 @@ import scipy.sparse
 import torch
 
 from optimize.nets.diffae import DiffAEConfig
-from optimize.nets.diffusionact_checkpoints import build_from_state
+from personalize.torch_files import build_checked
 from tests.conftest import REFERENCE
 
 ONESHOT = REFERENCE / "oneshot"
@@ -51,7 +51,7 @@ def filled_state(factory: Callable[[], torch.nn.Module], seed: int = 0) -> dict[
 
 def filled(factory: Callable[[], torch.nn.Module], seed: int = 0) -> torch.nn.Module:
     """``factory()`` with the reference weights of ``seed`` (official names), eval mode."""
-    module, _ = build_from_state(factory, filled_state(factory, seed), source="filled", hint="")
+    module, _ = build_checked(factory, filled_state(factory, seed), "filled", "the network", "")
     return module
 
 
