@@ -15,9 +15,12 @@ Inputs are the official 256 px crops (``optimize.face_crops.crop_using_landmarks
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
 
 import torch
 
+from optimize.backends.base import BackendInfo, FaceBatch, OneShotBackend, SourceState, require_files
 from optimize.backends.voxceleb_base import VoxCelebComposition
 from optimize.face_crops import deca_crop
 from optimize.nets.arcface import ArcFaceEncoder
@@ -65,3 +68,44 @@ class HyperReenactModel(VoxCelebComposition):
         """Driving frames (B, 3, 256, 256) [-1, 1] + landmarks (B, 68, 2) -> images (B, 3, 256, 256)."""
         deltas = self.weight_deltas(source, frames, lm68)
         return self.render(source.codes.expand(frames.shape[0], -1, -1), deltas)
+
+
+INFO = BackendInfo(
+    name="hyperreenact",
+    title="HyperReenact (one-shot)",
+    summary="one source photo, no personalization; fast (one network pass per frame); 256 px face; "
+            "official VoxCeleb weights (research only)",
+    output="images", needs_personalization=False, resolution=256, crop="landmarks68",
+    weights=("stylegan2-voxceleb", "e4e-voxceleb", "hyperreenact-net", "arcface-irse50", "deca"))
+
+
+class HyperReenactBackend(OneShotBackend):
+    """``HyperReenactModel`` behind the backend interface; the source state is e4e codes + ArcFace features."""
+
+    info = INFO
+
+    def __init__(self, model: HyperReenactModel) -> None:
+        self.model = model
+
+    @classmethod
+    def load(cls, weights: Mapping[str, Path], device: torch.device | str = "cpu",
+             **options: object) -> "HyperReenactBackend":
+        from optimize.nets.official_checkpoints import OneShotWeights, build_hyperreenact
+
+        require_files(INFO, weights, INFO.weights)
+        files = OneShotWeights(generator=weights["stylegan2-voxceleb"], e4e=weights["e4e-voxceleb"],
+                               deca=weights["deca"], arcface=weights["arcface-irse50"],
+                               hypernetwork=weights["hyperreenact-net"])
+        return cls(build_hyperreenact(files, device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.truncation_target.device
+
+    def prepare_source(self, source: FaceBatch, on_step=None) -> SourceState:  # noqa: ANN001
+        encoded = self.model.encode_source(source.images.to(self.device), source.lm68.to(self.device))
+        return {"codes": encoded.codes, "f_app": encoded.f_app, "identity": encoded.identity}
+
+    def reenact(self, state: SourceState, frames: FaceBatch, on_step=None) -> torch.Tensor:  # noqa: ANN001
+        source = HyperReenactSource(**{k: state[k].to(self.device) for k in ("codes", "f_app", "identity")})
+        return self.model.reenact(source, frames.images.to(self.device), frames.lm68.to(self.device))
