@@ -124,6 +124,11 @@ class OneShotBackend(ABC):
         return {}
 
     @property
+    def source_settings(self) -> dict[str, object]:
+        """The part of ``settings`` the source state depends on (a cached source survives the rest)."""
+        return self.settings
+
+    @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 

@@ -240,6 +240,11 @@ class DiffusionActBackend(OneShotBackend):
         return {"landmarks": self.landmarks, "steps": self.steps, "inversion_steps": self.inversion_steps,
                 "unet_precision": "fp16" if fp16 else "fp32"}
 
+    @property
+    def source_settings(self) -> dict[str, object]:
+        """The inversion does not depend on the render step count."""
+        return {k: v for k, v in self.settings.items() if k != "steps"}
+
     def prepare_source(self, source: FaceBatch, on_step: StepCallback | None = None) -> StateTensors:
         image, lm68 = source.images.to(self.device), source.lm68.to(self.device)
         if self.conditioner is not None:
