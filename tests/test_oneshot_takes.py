@@ -222,3 +222,18 @@ def test_a_damaged_source_cache_is_recomputed(face, tmp_path: Path):
     assert take.load_source_state("x") is None
     take.save_source_state({"a": torch.ones(2)}, "fp")
     assert take.load_source_state("other") is None and torch.equal(take.load_source_state("fp")["a"], torch.ones(2))
+
+
+def test_a_take_belongs_to_one_kind_of_mode(tmp_path: Path):
+    """A latent track and output frames never share a take folder: refused, or replaced on restart."""
+    from studio.jobs.reenact import claim_take
+    from studio.project import Project
+
+    project = Project.create(tmp_path / "p.studio")
+    project.take_dir("t").mkdir(parents=True)
+    project.track_path("t").write_bytes(b"a latent track")
+    claim_take(project, "t", "personal", restart=False)
+    with pytest.raises(ProjectError, match=r"made with another re-enactment mode \(personal\)"):
+        claim_take(project, "t", "diffusionact", restart=False)
+    claim_take(project, "t", "diffusionact", restart=True)
+    assert not project.track_path("t").exists()

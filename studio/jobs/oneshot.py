@@ -139,6 +139,8 @@ def reenact_oneshot(project: Project, driving: str | Path | None, name: str, bac
     take = project.image_take(name)
     if not restart and take.exists():
         stored = take.stored_options()
+        if options.quality is not None:
+            stored.pop("steps", None)       # a preset given now replaces the stored step count
         options = OneShotOptions(**{k: v if v is not None else stored.get(k) for k, v in asdict(options).items()})
     landmarks = options.landmarks or "flame"
     if landmarks not in (info.landmark_sources or ("flame",)):
