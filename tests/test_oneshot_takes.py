@@ -237,3 +237,26 @@ def test_a_take_belongs_to_one_kind_of_mode(tmp_path: Path):
         claim_take(project, "t", "diffusionact", restart=False)
     claim_take(project, "t", "diffusionact", restart=True)
     assert not project.track_path("t").exists()
+
+
+def test_edits_and_styles_are_refused_for_image_takes(tmp_path: Path):
+    from studio.jobs.editing import preview_frame
+    from studio.jobs.reenact import render_take_job
+    from studio.project import Project
+
+    project = Project.create(tmp_path / "p.studio")
+    take = project.image_take("t")
+    take.folder.mkdir(parents=True)
+    (take.folder / "driving.mp4").write_bytes(b"")
+    n = 2
+    plan = DrivingPlan("ffhq", 256, np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 478, 3), np.float32),
+                       np.zeros((n, 68, 2), np.float32), np.ones(n, bool), 0)
+    take.save_plan(plan, "fp", "hyperreenact", {})
+    assert project.take_output("t") == "images" and project.take_backend("t") == "hyperreenact"
+    assert not project.take_is_complete("t") and project.take_progress("t").frames_done == 0
+    with pytest.raises(UserError, match="edits and styles do not apply"):
+        preview_frame(project, "t", edits={"smile": 1.0})
+    with pytest.raises(UserError, match="semantic edits and styles cannot apply"):
+        render_take_job(project, "t", tmp_path / "x.mp4", edits={"smile": 1.0})
+    with pytest.raises(ProjectError, match=r"not finished \(0 of 2 frames\)"):
+        render_take_job(project, "t", tmp_path / "x.mp4")

@@ -16,13 +16,10 @@ pixels; outputs (B, 3, 256, 256), not clamped. Batched frames give the per-frame
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping
-
 import torch
 
-from optimize.backends.base import BackendInfo, FaceBatch, OneShotBackend, SourceState, require_files
-from optimize.backends.voxceleb_base import VoxCelebComposition
+from optimize.backends.base import BackendInfo, FaceBatch, SourceState
+from optimize.backends.voxceleb_base import VoxCelebBackend, VoxCelebComposition
 from optimize.face_crops import deca_crop
 from optimize.nets.deca import axis_angle_to_euler_degrees, split_deca_params
 from optimize.nets.direction_matrix import DirectionMatrix, add_layer_shift, shift_vector
@@ -89,27 +86,17 @@ INFO = BackendInfo(
     weights=("stylegan2-voxceleb", "e4e-voxceleb", "deca", "directions-a"))
 
 
-class DirectionsBackend(OneShotBackend):
+class DirectionsBackend(VoxCelebBackend):
     """``DirectionsModel`` behind the backend interface; the source state is its e4e codes + DECA parameters."""
 
     info = INFO
+    model: DirectionsModel
 
-    def __init__(self, model: DirectionsModel) -> None:
-        self.model = model
+    @staticmethod
+    def build(files, device: torch.device | str) -> DirectionsModel:  # noqa: ANN001 - OneShotWeights
+        from optimize.nets.official_checkpoints import build_directions
 
-    @classmethod
-    def load(cls, weights: Mapping[str, Path], device: torch.device | str = "cpu",
-             **options: object) -> "DirectionsBackend":
-        from optimize.nets.official_checkpoints import OneShotWeights, build_directions
-
-        require_files(INFO, weights, INFO.weights)
-        files = OneShotWeights(generator=weights["stylegan2-voxceleb"], e4e=weights["e4e-voxceleb"],
-                               deca=weights["deca"], a_matrix=weights["directions-a"])
-        return cls(build_directions(files, device))
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.truncation_target.device
+        return build_directions(files, device)
 
     def prepare_source(self, source: FaceBatch, on_step=None) -> SourceState:  # noqa: ANN001
         encoded = self.model.encode_source(source.images.to(self.device), source.lm68.to(self.device))

@@ -15,13 +15,10 @@ Inputs are the official 256 px crops (``optimize.face_crops.crop_using_landmarks
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping
-
 import torch
 
-from optimize.backends.base import BackendInfo, FaceBatch, OneShotBackend, SourceState, require_files
-from optimize.backends.voxceleb_base import VoxCelebComposition
+from optimize.backends.base import BackendInfo, FaceBatch, SourceState
+from optimize.backends.voxceleb_base import VoxCelebBackend, VoxCelebComposition
 from optimize.face_crops import deca_crop
 from optimize.nets.arcface import ArcFaceEncoder
 from optimize.nets.hypernet import HyperNetwork
@@ -79,28 +76,17 @@ INFO = BackendInfo(
     weights=("stylegan2-voxceleb", "e4e-voxceleb", "hyperreenact-net", "arcface-irse50", "deca"))
 
 
-class HyperReenactBackend(OneShotBackend):
+class HyperReenactBackend(VoxCelebBackend):
     """``HyperReenactModel`` behind the backend interface; the source state is e4e codes + ArcFace features."""
 
     info = INFO
+    model: HyperReenactModel
 
-    def __init__(self, model: HyperReenactModel) -> None:
-        self.model = model
+    @staticmethod
+    def build(files, device: torch.device | str) -> HyperReenactModel:  # noqa: ANN001 - OneShotWeights
+        from optimize.nets.official_checkpoints import build_hyperreenact
 
-    @classmethod
-    def load(cls, weights: Mapping[str, Path], device: torch.device | str = "cpu",
-             **options: object) -> "HyperReenactBackend":
-        from optimize.nets.official_checkpoints import OneShotWeights, build_hyperreenact
-
-        require_files(INFO, weights, INFO.weights)
-        files = OneShotWeights(generator=weights["stylegan2-voxceleb"], e4e=weights["e4e-voxceleb"],
-                               deca=weights["deca"], arcface=weights["arcface-irse50"],
-                               hypernetwork=weights["hyperreenact-net"])
-        return cls(build_hyperreenact(files, device))
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.truncation_target.device
+        return build_hyperreenact(files, device)
 
     def prepare_source(self, source: FaceBatch, on_step=None) -> SourceState:  # noqa: ANN001
         encoded = self.model.encode_source(source.images.to(self.device), source.lm68.to(self.device))

@@ -204,6 +204,10 @@ def preview_frame(project: Project, take: str, frame: int = 0, edits: dict[str, 
                   progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> np.ndarray:
     """One frame of a take with ``edits`` (direction name -> strength) and optional ``style``:
     (R, R, 3) uint8 RGB aligned crop (the GUI's live preview)."""
+    if project.take_output(take) == "images":
+        raise UserError(f"The take '{take}' was made by a one-shot mode: it holds images, not codes of your "
+                        "generator, so edits and styles do not apply to it.",
+                        "Choose a take of the personal generator.")
     track = load_track(project.track_path(take)).best_ws()
     if not 0 <= int(frame) < track.shape[0]:
         raise UserError(f"Frame {frame} is outside the take (0..{track.shape[0] - 1}).", "Choose another frame.")
