@@ -74,7 +74,7 @@ def _reenact(project: Path, backend: str, driving: Path | None, *extra: str, nam
 
 
 # ------------------------------------------------------------------------------------ flows
-@pytest.mark.slow  # ~1 min: full-size networks on a shared CPU (writing the session's files: ~40 s more)
+@pytest.mark.slow  # ~1-2 min: full-size networks on a 2-core CPU (+ the session's files, once: ~1 min)
 def test_hyperreenact_take_right_after_prepare(official_files, prepared_scan, driving_clip, tmp_path, monkeypatch,
                                                capsys):
     _cache(tmp_path, monkeypatch, official_files, VOXCELEB)
@@ -103,25 +103,17 @@ def test_hyperreenact_take_right_after_prepare(official_files, prepared_scan, dr
     assert main(["render", str(project.root), "--take", "t", "--edit", "smile=1", "--out", str(tmp_path / "e")]) == 2
     assert "semantic edits and styles cannot apply" in capsys.readouterr().err
 
-    # resume: the missing frames are rendered from the cached source state; the others are kept
+    # resume (no --backend: the take's own mode): the missing frame is rendered from the cached
+    # source state, the others are kept. (Other inputs under the same name: tests/test_oneshot_takes.py.)
     kept = read_image(frames[1])
     frames[4].unlink()
-    assert main(_reenact(project.root, "hyperreenact", None)) == 0
+    assert main(["reenact", str(project.root), "--name", "t", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "1 rendered this run" in out and "cached source was reused" in out
     assert np.array_equal(read_image(frames[1]), kept) and frames[4].is_file()
-    # no --backend when resuming: the take's own mode
-    assert main(["reenact", str(project.root), "--name", "t", "--device", "cpu"]) == 0
-    assert "0 rendered this run" in capsys.readouterr().out
-    # other inputs under the same name are refused, with the way out
-    assert main(_reenact(project.root, "hyperreenact", None, "--source", str(PORTRAIT))) == 2
-    err = capsys.readouterr().err
-    assert "another driving video, source, mode or settings" in err and "--restart" in err
-    assert main(_reenact(project.root, "directions", None)) == 2
-    assert "another driving video, source, mode or settings" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # ~40 s
+@pytest.mark.slow  # ~30-50 s
 def test_directions_take_from_a_photo_without_preparing(official_files, driving_clip, tmp_path, monkeypatch, capsys):
     _cache(tmp_path, monkeypatch, official_files, VOXCELEB - {"hyperreenact-net", "arcface-irse50"})
     project = Project.create(tmp_path / "new.studio")
@@ -134,7 +126,7 @@ def test_directions_take_from_a_photo_without_preparing(official_files, driving_
     assert main(["render", str(project.root), "--take", "t", "--out", str(gif)]) == 0 and gif.stat().st_size > 0
 
 
-@pytest.mark.slow  # ~2-4 min: 2 + 2 steps of the full-size 256-px UNet on a shared CPU
+@pytest.mark.slow  # ~2-3 min: 6 calls (2 + 2x2 steps) of the full-size 256-px UNet on a 2-core CPU
 def test_diffusionact_take_with_mediapipe_landmarks(official_files, tmp_path, monkeypatch, capsys):
     _cache(tmp_path, monkeypatch, official_files, {"diffusionact-net"})
     clip = cut_clip(MEDIA / "driving_speech_audio_8s.mp4", tmp_path / "two.mp4", 0.08, size=256)
@@ -158,21 +150,23 @@ def test_diffusionact_take_with_mediapipe_landmarks(official_files, tmp_path, mo
     assert main(["render", str(project.root), "--take", "t", "--paste-back", "--out", str(out)]) == 0
     video = stream_info(out)
     assert (video["frames"], video["audio"]) == (2, True)
-    assert main(_reenact(project.root, "diffusionact", None, "--quality", "draft")) == 2   # 10 steps: other settings
-    assert "another driving video, source, mode or settings" in capsys.readouterr().err
 
-    # the official landmark path builds from the official files (EMOCA, FLAME, gaze) and draws a
-    # conditioning image for the source
-    from optimize.backends import load_backend
+    # the official landmark path's networks load from the official files (EMOCA's Lightning
+    # checkpoint, FLAME's chumpy pickle, the gaze network) and draw a source's conditioning image
+    from optimize.backends.diffusionact import EmocaConditioner
+    from optimize.nets.diffusionact_checkpoints import load_emoca_encoders, load_gaze_network
+    from optimize.nets.flame import FlameLandmarks, read_flame_model, read_landmark_embedding
     from optimize.oneshot_frames import source_face
     from personalize.faces import detect_landmarks
 
-    names = ("diffusionact-net", "gaze-xgaze", "emoca-v2", "flame", "flame-landmarks")
-    backend = load_backend("diffusionact", {n: official_files / REGISTRY[n].filename for n in names},
-                           landmarks="flame", steps=2, inversion_steps=2)
+    file = lambda name: official_files / REGISTRY[name].filename  # noqa: E731
+    conditioner = EmocaConditioner(load_emoca_encoders(file("emoca-v2"))[0],
+                                   FlameLandmarks(read_flame_model(file("flame")),
+                                                  read_landmark_embedding(file("flame-landmarks"))),
+                                   load_gaze_network(file("gaze-xgaze")))
     image = read_image(PORTRAIT)
     source = source_face(image, detect_landmarks(image), "ffhq").batch()
-    stickman, codes = backend.conditioner(source.images, source.lm68)
+    stickman, codes = conditioner(source.images, source.lm68)
     assert stickman.shape == (1, 3, 256, 256) and codes["shape"].shape == (1, 100)
 
 
