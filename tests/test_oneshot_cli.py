@@ -122,6 +122,10 @@ def test_directions_take_from_a_photo_without_preparing(official_files, driving_
     take = Project.open(project.root)
     assert take.take_backend("t") == "directions" and take.take_is_complete("t")
     assert np.array_equal(read_image(take.image_take("t").source_crop_path).shape, (256, 256, 3))
+    out = tmp_path / "t.mp4"
+    assert main(["render", str(project.root), "--take", "t", "--paste-back", "--height", "128", "--out", str(out)]) == 0
+    video = stream_info(out)
+    assert (video["frames"], video["fps"], video["audio"]) == (5, pytest.approx(25.0), True)
     gif = tmp_path / "t.gif"
     assert main(["render", str(project.root), "--take", "t", "--out", str(gif)]) == 0 and gif.stat().st_size > 0
 
@@ -149,7 +153,7 @@ def test_diffusionact_take_with_mediapipe_landmarks(official_files, tmp_path, mo
     out = tmp_path / "t.mp4"
     assert main(["render", str(project.root), "--take", "t", "--paste-back", "--out", str(out)]) == 0
     video = stream_info(out)
-    assert (video["frames"], video["audio"]) == (2, True)
+    assert (video["frames"], video["fps"], video["audio"]) == (2, pytest.approx(25.0), True)
 
     # the official landmark path's networks load from the official files (EMOCA's Lightning
     # checkpoint, FLAME's chumpy pickle, the gaze network) and draw a source's conditioning image

@@ -260,3 +260,17 @@ def test_edits_and_styles_are_refused_for_image_takes(tmp_path: Path):
         render_take_job(project, "t", tmp_path / "x.mp4", edits={"smile": 1.0})
     with pytest.raises(ProjectError, match=r"not finished \(0 of 2 frames\)"):
         render_take_job(project, "t", tmp_path / "x.mp4")
+
+
+def test_diffusion_step_counts_and_presets():
+    from studio.jobs.oneshot import render_steps_for
+
+    diffusion, gan = BACKENDS["diffusionact"], BACKENDS["hyperreenact"]
+    assert render_steps_for(diffusion, None, None) == 20 and render_steps_for(diffusion, None, "draft") == 10
+    assert render_steps_for(diffusion, 5, None) == 5 and render_steps_for(gan, None, None) is None
+    with pytest.raises(UserError, match=r"37 diffusion steps cannot be spaced.*\n.*e\.g\. 35, 36, 38, 39"):
+        render_steps_for(diffusion, 37, None)
+    with pytest.raises(UserError, match="Give one of them"):
+        render_steps_for(diffusion, 5, "draft")
+    with pytest.raises(UserError, match="no step count"):
+        render_steps_for(gan, 5, None)

@@ -56,8 +56,6 @@ class OneShotOptions:
 
 def render_steps_for(info: BackendInfo, steps: int | None, quality: str | None) -> int | None:
     """The render step count from ``--steps`` or a ``--quality`` preset (None: not a diffusion mode)."""
-    from optimize.ddim import valid_step_counts
-
     if not info.step_presets:
         if steps is not None or quality is not None:
             raise UserError(f"{info.title} has no step count or quality setting.",
@@ -70,13 +68,18 @@ def render_steps_for(info: BackendInfo, steps: int | None, quality: str | None) 
             raise UserError(f"Unknown quality preset '{quality}'.",
                             f"Use one of: {', '.join(info.step_presets)}.")
         return info.step_presets[quality]
-    if steps is None:
-        return info.default_steps
+    return info.default_steps if steps is None else checked_steps(steps)
+
+
+def checked_steps(steps: int) -> int:
+    """A DDIM step count the 1000-step schedule can space evenly (UserError naming nearby ones)."""
+    from optimize.ddim import valid_step_counts
+
     valid = valid_step_counts()
     if steps not in valid:
-        near = sorted(valid, key=lambda k: abs(k - steps))[:4]
+        near = sorted(sorted(valid, key=lambda k: abs(k - steps))[:4])
         raise UserError(f"{steps} diffusion steps cannot be spaced evenly over the 1000-step schedule.",
-                        f"Use a nearby count, e.g. {', '.join(map(str, sorted(near)))}.")
+                        f"Use a nearby count, e.g. {', '.join(map(str, near))}.")
     return steps
 
 
@@ -159,14 +162,12 @@ def reenact_oneshot(project: Project, driving: str | Path | None, name: str, bac
     if render_steps is not None:
         build["steps"] = render_steps
         if options.inversion_steps is not None:
-            build["inversion_steps"] = options.inversion_steps
+            build["inversion_steps"] = checked_steps(options.inversion_steps)
     notify(f"loading the {info.title} networks")
     try:
         model = load_backend(backend, weights, device, **build)
     except CheckpointError as err:
         raise _unpinned(err) from None
-    except ValueError as err:     # e.g. an inversion step count DDIM cannot space
-        raise UserError(str(err), "Choose another step count.") from None
 
     started = time.time()
     notify("preparing the driving video (landmarks, smoothed crops)")
