@@ -176,7 +176,9 @@ def reenact_oneshot(project: Project, driving: str | Path | None, name: str, bac
     copy = project.driving_copy(name) or driving
     video = probe_video(copy)
     plan = plan_driving(info.crop, prepared.landmarks, prepared.valid, video.width, prepared.transforms, size)
-    used = {"source": options.source, "landmarks": landmarks if info.landmark_sources else None,
+    source_file = options.source is not None and not str(options.source).strip().isdigit()
+    used = {"source": str(Path(options.source).expanduser().resolve()) if source_file else options.source,
+            "landmarks": landmarks if info.landmark_sources else None,
             "steps": render_steps, "inversion_steps": getattr(model, "inversion_steps", None)}
 
     def crops_from(start: int):  # noqa: ANN202 - an iterator of driving crops
