@@ -31,7 +31,7 @@ import torch
 
 from optimize.backends.base import Crop, FaceBatch
 from optimize.face_crops import CROP_SIZE, mediapipe_to_ibug68, official_crop, official_crop_transform
-from personalize.faces.alignment import align_face, transform_points, warp_crop
+from personalize.faces.alignment import align_face, transform_points
 from personalize.faces.smoothing import smooth_series
 
 CROP_SIGMA = 2.0
@@ -156,7 +156,3 @@ def driving_crops(plan: DrivingPlan, frames: Iterator[np.ndarray] | None = None,
                 raise ValueError("the landmarks68 crop cuts the full frames")
             yield official_crop(next(frames), plan.box68[t], plan.size)[0]
 
-
-def warp_driving_crop(frame: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
-    """A driving frame seen through a take's crop ``transform`` (side-by-side display)."""
-    return warp_crop(frame, transform, size)
