@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from optimize.keypoints import KEYPOINT_DEFINITION
 from optimize.latent_space import PersonalizedSpace, PPlusCode
 from optimize.losses import (FrameTarget, IdentityReference, LandmarkFn, LossTerms, LossWeights,
                              ReenactLoss, keypoints_from_landmarks)
@@ -324,13 +325,15 @@ def load_track(path: str | Path) -> LatentTrack:
 
 def track_fingerprint(driving: DrivingFrames, anchors: np.ndarray, generator_id: str,
                       settings: ReenactSettings) -> str:
-    """sha256 over everything the codes depend on (crops, landmarks, anchors, generator, settings)."""
+    """sha256 over everything the codes depend on (crops, landmarks, anchors, generator, settings,
+    the keypoint definition)."""
     digest = hashlib.sha256()
     digest.update(driving.content_hash.encode())
     digest.update(np.ascontiguousarray(driving.landmarks, np.float32).tobytes())
     digest.update(np.ascontiguousarray(anchors, np.float32).tobytes())
     digest.update(generator_id.encode())
     digest.update(json.dumps(settings.fingerprint_dict(), sort_keys=True).encode())
+    digest.update(KEYPOINT_DEFINITION.encode())  # codes fitted to other keypoints are not reused
     return digest.hexdigest()
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from editing.render import RenderResult, WsEdit, check_output_height, output_kind, render_take
+from optimize.keypoints import KEYPOINT_DEFINITION
 from optimize.reenact import (TRACK_FILE, DrivingFrames, ReenactResult, ReenactSettings,
                               anchor_keypoints, load_track, reenact)
 from personalize.errors import ProjectError, UserError
@@ -98,7 +99,8 @@ def cached_anchor_keypoints(project: Project, generator: torch.nn.Module, anchor
     from optimize.latent_space import PersonalizedSpace
 
     path = project.takes_dir / ANCHOR_KEYPOINTS
-    key = hashlib.sha256(generator_id.encode() + np.ascontiguousarray(anchors).tobytes()).hexdigest()
+    key = hashlib.sha256(generator_id.encode() + np.ascontiguousarray(anchors).tobytes()
+                         + KEYPOINT_DEFINITION.encode()).hexdigest()  # a new keypoint definition recomputes
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as data:
