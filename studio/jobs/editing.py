@@ -81,13 +81,14 @@ def build_clip(device: torch.device | str = "cpu"):
 
 
 # ----------------------------------------------------------------------------- directions
-def import_direction(project: Project, file: str | Path, name: str, *, project_to_anchors: bool = False,
+def import_direction(project: Project, file: str | Path, name: str, *, project_to_anchors: bool = True,
                      force: bool = False) -> Direction:
     """Import a published W/W+ direction into ``directions/<name>``.
 
     Checked against the personalized generator's w_dim/num_ws when it exists. Its reliability
-    (cosine to its projection onto the anchors' span) is recorded when anchors exist; with
-    ``project_to_anchors`` the projected direction is stored instead of the original.
+    (cosine to its projection onto the anchors' span) is recorded when anchors exist. By default
+    the projected direction is stored (MyStyle and the paper edit within the person's space);
+    ``project_to_anchors=False`` (``--no-project``) keeps the FFHQ-wide original.
     """
     name = safe_name(name, "direction")
     w_dim, num_ws = generator_shape(project)
@@ -96,10 +97,11 @@ def import_direction(project: Project, file: str | Path, name: str, *, project_t
                             "projected": False, "reliability": None}
     try:
         anchors = load_anchors(project)
-    except ProjectError:
+    except ProjectError as exc:
         anchors = None
         if project_to_anchors:
-            raise
+            raise ProjectError(f"{exc.message} Importing projects the direction onto them.",
+                               f"{exc.hint or ''} Or import it unprojected with --no-project.".strip()) from exc
     if anchors is not None:
         if anchors.shape[1] != vector.shape[-1]:
             raise UserError(f"The direction has dimension {vector.shape[-1]}, this person's anchors {anchors.shape[1]}.",
@@ -237,7 +239,7 @@ def preview_frame(project: Project, take: str, frame: int = 0, edits: dict[str, 
     w_dim, num_ws = int(ws.shape[-1]), int(ws.shape[1])
     chosen = [(load_direction(project, n, w_dim=w_dim, num_ws=num_ws), float(s))
               for n, s in (edits or {}).items() if float(s) != 0.0]
-    ws = make_ws_edit(chosen)(ws).to(device)
+    ws = make_ws_edit(chosen, anchors=load_anchors(project) if chosen else None)(ws).to(device)
     with torch.no_grad():
         image = G.synthesis(ws, noise_mode="const")
     return ((image[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

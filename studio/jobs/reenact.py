@@ -282,7 +282,7 @@ def edits_to_ws_edit(project: Project, edits: EditSpec, w_dim: int, num_ws: int)
             name, strength = item
             pairs.append((str(name), float(strength)))
     chosen = [(load_direction(project, n, w_dim=w_dim, num_ws=num_ws), s) for n, s in pairs if s != 0.0]
-    return make_ws_edit(chosen) if chosen else None
+    return make_ws_edit(chosen, anchors=load_project_anchors(project)) if chosen else None  # inside P_beta
 
 
 def style_path(project: Project, style: str) -> Path:

@@ -303,7 +303,7 @@ class EditPage(StagePage):
 
     def run_import(self, path: str, name: str) -> bool:
         return self.ctx.run_job(f"Import direction '{name}'", "import_direction", self.project,
-                                file=path, path=path, name=name,
+                                file=path, path=path, name=name, project_to_anchors=True,
                                 on_success=lambda _o: self.load_directions())
 
     def learn_direction(self) -> None:
