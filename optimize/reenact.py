@@ -4,7 +4,8 @@ For every aligned driving frame t, a P+ code is optimized with Adam so that the 
 generator's image matches the frame's normalized keypoints, mouth and irises (``optimize.losses``).
 
 Temporal consistency (Sec. 3.3.3): frame t starts from frame t-1's result plus Gaussian noise
-(sigma = 0.05, relative to the uniform coefficient; frame 0 starts from the anchor whose rendered
+(sigma = 0.05 on the barycentric coefficients, relative to the uniform one by default,
+``PersonalizedSpace.perturbed``; frame 0 starts from the anchor whose rendered
 keypoints are nearest to the frame's, or the center of P); after all frames a zero-phase Gaussian
 filter (sigma = 2 frames) runs along time on the latent track (``optimize.smoothing``).
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from optimize.keypoints import KEYPOINT_DEFINITION
-from optimize.latent_space import PersonalizedSpace, PPlusCode
+from optimize.latent_space import NOISE_UNITS, PersonalizedSpace, PPlusCode
 from optimize.losses import (FrameTarget, IdentityReference, LandmarkFn, LossTerms, LossWeights,
                              ReenactLoss, keypoints_from_landmarks)
 from optimize.smoothing import smooth_track
@@ -61,7 +62,14 @@ class ReenactSettings:
     gradient does not vanish near 0, so Adam makes every offset jitter by about its step size;
     at the alpha step size that jitter alone (times lambda_delta = 10) outweighs L_key."""
     noise_sigma: float = 0.05
-    """Warm-start noise (Appendix C.3), relative to the uniform coefficient."""
+    """Warm-start noise (Appendix C.3: sigma 0.05) on the previous frame's barycentric
+    coefficients alpha; how sigma is read: ``noise_units`` (``PersonalizedSpace.perturbed``)."""
+    noise_units: str = "uniform"
+    """"uniform" (default): sigma relative to the uniform coefficient (std sigma / N per raw
+    coefficient); "alpha": the paper's literal units (std sigma per raw coefficient). Why not
+    the paper's by default: at our step sizes it is far more noise than 40 warm steps remove;
+    on the known-answer clip (bench/reenact.py) it doubled the keypoint error at 250 anchors
+    (0.30 vs 0.12 px at 128) and raised the frame-to-frame jitter by 60 % (docs/ARCHITECTURE.md)."""
     smooth_sigma: float = 2.0
     """Latent low-pass filter along time in frames (Appendix C.3); 0 turns it off."""
     patience: int = 20
@@ -104,6 +112,8 @@ class ReenactSettings:
             raise UserError(f"unknown first-frame start '{self.first_frame}'.", "Use nearest-anchor or center.")
         if self.noise_sigma < 0 or self.smooth_sigma < 0:
             raise UserError("noise and smoothing sigmas must not be negative.")
+        if self.noise_units not in NOISE_UNITS:
+            raise UserError(f"unknown warm-start noise units '{self.noise_units}'.", f"Use one of {', '.join(NOISE_UNITS)}.")
 
     def fingerprint_dict(self) -> dict[str, Any]:
         """The settings that change the optimized codes (not save_every)."""
@@ -522,7 +532,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
                         steps, lr = first_steps, settings.first_lr
                     else:
                         noise = torch.Generator().manual_seed(settings.seed * 1_000_003 + t)
-                        start = space.perturbed(previous, settings.noise_sigma, noise)
+                        start = space.perturbed(previous, settings.noise_sigma, noise, settings.noise_units)
                         steps, lr = settings.steps, settings.lr
                     result = optimizer.optimize(start, target, reference, steps, lr)
                     code = result.code

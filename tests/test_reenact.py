@@ -223,6 +223,23 @@ def test_corrupt_or_mismatched_track_is_detected(face_mesh, warp_setup, tmp_path
         load_track(tmp_path / "missing")
 
 
+def test_warm_start_noise_units_are_a_checked_setting(warp_setup) -> None:
+    """The paper's reading of the warm-start sigma (Appendix C.3, per raw coefficient) is a setting
+    next to the default (relative to the uniform coefficient; bench figures in ARCHITECTURE), and
+    part of the track fingerprint."""
+    from optimize.reenact import track_fingerprint
+    from personalize.errors import UserError
+
+    assert (ReenactSettings().noise_sigma, ReenactSettings().noise_units) == (0.05, "uniform")
+    ReenactSettings(noise_units="alpha").validate()
+    with pytest.raises(UserError, match="noise units"):
+        ReenactSettings(noise_units="w").validate()
+    _, anchors, _ = warp_setup
+    frames = DrivingFrames.from_arrays([np.zeros((8, 8, 3), np.uint8)], landmarks=np.zeros((1, 478, 3)))
+    assert (track_fingerprint(frames, anchors, "g", ReenactSettings())
+            != track_fingerprint(frames, anchors, "g", ReenactSettings(noise_units="alpha")))
+
+
 def test_first_frame_starts_from_the_anchor_with_the_nearest_keypoints(face_mesh, warp_setup) -> None:
     from optimize.reenact import anchor_keypoints, nearest_anchor
     from personalize.faces import detect_landmarks
