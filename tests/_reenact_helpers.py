@@ -30,6 +30,7 @@ from tests.conftest import MEDIA
 
 N_CONTROLS = 5  # shift x, shift y, rotation, mouth stretch, blend
 RADII = (0.4, 0.5)
+"""Radii of the iris-moving bump as fractions of the eye's width and height (see ``_eye_regions``)."""
 GAZE_CONTROLS = (5, 6)  # with gaze=True: iris shift x, iris shift y (image axes)
 GAZE_MAX_PX = (4.0, 3.0)
 """Largest iris shift (x, y) in pixels of a 256 crop, where the eye is ~27 x 11 px and the iris ~12 px
@@ -195,7 +196,8 @@ def gaze_anchors(generator: WarpFaceGenerator, amount: float = 2.5) -> np.ndarra
 
 GAZE_DIRECTIONS = {"left": [0.3, 0.7, 0.0, 0.0, 0.0], "right": [0.3, 0.0, 0.7, 0.0, 0.0],
                    "down": [0.3, 0.0, 0.0, 0.7, 0.0]}
-"""Coefficients over ``gaze_anchors`` of a face looking to the image's left / right / down."""
+"""Coefficients over ``gaze_anchors`` of a face looking to the subject's left / right (the irises
+move to the image's right / left: MediaPipe's left/right convention) and down."""
 
 
 def _eye_regions(name: str, size: int) -> torch.Tensor:
