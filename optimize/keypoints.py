@@ -38,7 +38,6 @@ from types import MappingProxyType
 from typing import Mapping
 
 import torch
-from torchvision.ops import roi_align
 
 __all__ = [
     "KEYPOINTS", "KEYPOINT_ORDER", "NORMALIZED_PARTS", "CROP_PARTS", "N_KEYPOINTS", "KEYPOINT_DEFINITION",
@@ -148,6 +147,11 @@ def part_boxes(lm_a: torch.Tensor, lm_b: torch.Tensor, part: str,
 
 def _crop(images: torch.Tensor, boxes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """images (N,C,H,W), boxes (N,4) continuous pixel coords (pixel k spans [k, k+1))."""
+    # Imported here, not at the top: torchvision.ops pulls in torch._dynamo and triton, and
+    # importing triton segfaulted the studio window's process under Xvfb (test_screenshots); the
+    # window imports this module through the re-enactment job (for KEYPOINT_DEFINITION).
+    from torchvision.ops import roi_align
+
     idx = torch.arange(images.shape[0], dtype=images.dtype, device=images.device)[:, None]
     rois = torch.cat([idx, boxes.to(images)], dim=1)
     # aligned=True: box coordinates are continuous (pixel centres at k + 0.5), as MediaPipe's
