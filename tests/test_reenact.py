@@ -104,7 +104,7 @@ def test_warm_started_take_follows_a_moving_known_answer(face_mesh, warp_setup, 
     assert float(track.alpha.min()) >= space.alpha_floor - 1e-5
 
 
-@pytest.mark.slow  # 3 x 60 steps at 128 px: ~25 s on an idle 2-core machine, minutes when shared
+@pytest.mark.slow  # 3 x 60 steps at 128 px: ~10 s on an idle 2-core machine, minutes when shared
 def test_optimization_follows_the_driving_gaze(face_mesh) -> None:
     """Gaze transfer (paper Sec. 3.3.2: the keypoints put "the iris at the right location", looking
     right or down). The stand-in moves the irises between the eyelids; driving frames look left,
