@@ -13,8 +13,8 @@ What is timed (say so when quoting the numbers):
   the trainable generator and CLIP) + one training step (frozen and trainable forward, CLIP on both,
   backward), batch 2, as the defaults. The first (warm-up) iteration is not counted.
 - Learning a direction: N codes sampled in P, rendered, scored with MediaPipe landmarks, logistic
-  fit. A random-weight generator draws no face, so the sample renderer is the tests'
-  MouthWarpGenerator (a real aligned face whose mouth opens along one latent axis, 192 px). The
+  fit. A random-weight generator draws no face, so the sample renderer is the stand-in
+  ``editing.standin.MouthWarpGenerator`` (a real aligned face whose mouth opens along one latent axis, 192 px). The
   synthesis cost of a real generator is timed separately per sample (random FFHQ-shaped, at
   --learn-res) so the total for a real project can be estimated: N * (synthesis + scoring) + fit.
 """
@@ -26,11 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = ROOT.parent / "shared" / "media"
 
 
 def ffhq_shaped_generator(resolution: int):
@@ -76,10 +75,11 @@ def synthesis_seconds(resolution: int, device: str, batch: int = 8, repeats: int
 
 def bench_learn(samples: int, learn_res: int, device: str) -> None:
     from editing.learn_direction import learn_direction
-    from tests._editing_helpers import MouthWarpGenerator, make_mouth_setup
+    from editing.standin import MouthWarpGenerator, make_mouth_setup
+    from optimize.standin import aligned_image
 
     anchors, axis = make_mouth_setup(n_anchors=20, w_dim=512)
-    G = MouthWarpGenerator(anchors, axis, size=192)
+    G = MouthWarpGenerator(anchors, axis, aligned_image(MEDIA / "aligned" / "stone.jpg", 192))
     started = time.perf_counter()
     result = learn_direction(G, anchors, "mouth_open", n_samples=samples, batch_size=16)
     total = time.perf_counter() - started

@@ -11,7 +11,6 @@ MediaPipe's own time per crop (its CPU runtime, includes detection).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -19,11 +18,11 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-MEDIA = ROOT.parent / "shared" / "media"
+from personalize.faces.facemesh import FaceMesh
+from personalize.video import read_image
 
-from personalize.faces.facemesh import FaceMesh  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = ROOT.parent / "shared" / "media"
 
 
 def mediapipe_landmarks(fm, image: np.ndarray) -> np.ndarray | None:
@@ -37,7 +36,7 @@ def mediapipe_landmarks(fm, image: np.ndarray) -> np.ndarray | None:
 def load_crops(size: int, mp_fm) -> dict[str, np.ndarray]:
     crops = {}
     for path in sorted((MEDIA / "aligned").glob("*.jpg")):
-        img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        img = read_image(path)
         crops[path.stem] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     cap = cv2.VideoCapture(str(MEDIA / "selfscan_woman2_12s.mp4"))
     for t in range(0, 354, 50):

@@ -32,14 +32,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from personalize.faces.alignment import transform_points  # noqa: E402
-from personalize.faces.prepare import WORK_DIR, crop_transforms, prepare_video  # noqa: E402
-from personalize.faces.smoothing import jitter, smooth_series  # noqa: E402
-from personalize.video import ffmpeg_exe  # noqa: E402
+from personalize.faces.alignment import transform_points
+from personalize.faces.prepare import WORK_DIR, crop_transforms, prepare_video
+from personalize.faces.smoothing import jitter, smooth_series
+from personalize.video import ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = ROOT.parent / "shared" / "media" / "selfscan_woman_33s.mp4"

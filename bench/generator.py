@@ -19,16 +19,13 @@ import contextlib
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from personalize.stylegan2 import Generator  # noqa: E402
-from personalize.stylegan2.configs import FFHQ256_KWARGS, FFHQ1024_KWARGS  # noqa: E402
-from personalize.stylegan2.reference import use_reference_ops  # noqa: E402
+from personalize.stylegan2 import Generator
+from personalize.stylegan2.configs import FFHQ256_KWARGS, FFHQ1024_KWARGS
+from personalize.stylegan2.reference import use_reference_ops
 
 CONFIGS = {256: FFHQ256_KWARGS, 1024: FFHQ1024_KWARGS}
 

@@ -7,25 +7,30 @@
    weights. Frames are a centre-square crop resized to the working size (not FFHQ-aligned; same cost).
 2. Seconds per pivotal-tuning step for random-weight FFHQ-shaped generators at 256 and 1024 px,
    batch 1 and 4, on CPU and (if present) CUDA.
+3. ``--anchors``: W anchors from the FFHQ e4e encoder (W+ -> W by the first style, and by the mean
+   over layers for comparison) vs today's optimization anchors, on reconstruction LPIPS of
+   G(anchor) against the aligned faces in ../shared/media/aligned, and their wall time. Meaningful
+   only with real weights (``--ffhq ffhq.pkl --e4e e4e_ffhq_encode.pt --lpips alexnet.pth``); without
+   them a random 256 px generator, a random e4e and a random LPIPS backbone only show the plumbing
+   and the relative cost, and the LPIPS numbers mean nothing.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/personalize.py [--work-size 128] [--skip-tuning]
+    OMP_NUM_THREADS=2 .venv/bin/python bench/personalize.py --skip-selection --skip-tuning --anchors \
+        [--ffhq ffhq.pkl --e4e e4e_ffhq_encode.pt --lpips alexnet.pth] [--anchor-steps 500]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from personalize.perceptual import build_lpips
+from personalize.selection import lpips_features, pairwise_lpips, select_diverse
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from personalize.perceptual import build_lpips  # noqa: E402
-from personalize.selection import lpips_features, pairwise_lpips, select_diverse  # noqa: E402
-
 VIDEO = ROOT.parent / "shared" / "media" / "selfscan_woman_33s.mp4"
 
 
@@ -114,6 +119,52 @@ def bench_tuning(device: torch.device, resolutions: list[int], batches: list[int
             del G
 
 
+def aligned_faces(size: int) -> torch.Tensor:
+    """(N,3,size,size) uint8: the FFHQ-aligned portraits of ../shared/media/aligned, area/cubic-resized."""
+    import cv2
+
+    out = []
+    for path in sorted((ROOT.parent / "shared" / "media" / "aligned").glob("*.jpg")):
+        img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
+        out.append(cv2.resize(img, (size, size), interpolation=interp))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def bench_anchors(ffhq: str | None, e4e: str | None, lpips_weights: str | None, steps: int | None,
+                  frames: int) -> None:
+    """Encoder anchors vs optimization anchors (reconstruction LPIPS and seconds)."""
+    from personalize.encoders.e4e import E4EAnchorEncoder, Encoder4Editing, load_e4e
+    from personalize.inversion import InversionConfig, invert_frames, w_statistics
+    from personalize.stylegan2 import load_generator
+    from personalize.stylegan2.configs import FFHQ256_KWARGS, generator_from_kwargs
+
+    real = bool(ffhq and e4e)
+    if real:
+        G = load_generator(ffhq)
+        encoder, latent_avg = load_e4e(e4e)
+    else:
+        G = generator_from_kwargs(FFHQ256_KWARGS)
+        torch.manual_seed(0)
+        encoder = Encoder4Editing(G.img_resolution).eval().requires_grad_(False)
+        latent_avg = w_statistics(G, 2000, 0, torch.device("cpu"))[0]
+    metric = build_lpips(lpips_weights, random_backbone=lpips_weights is None)
+    images = aligned_faces(G.img_resolution)[:frames]
+    steps = steps or (500 if real else 10)
+    print(f"anchors: {images.shape[0]} aligned faces at {G.img_resolution}px; "
+          + ("REAL weights" if real else "RANDOM generator/e4e (plumbing only: LPIPS values are meaningless)")
+          + f"; LPIPS backbone {'real' if lpips_weights else 'random'}")
+    rows = []
+    for name, kwargs in (("e4e, first style", {"encoder": E4EAnchorEncoder(encoder, latent_avg, "first")}),
+                         ("e4e, mean of styles", {"encoder": E4EAnchorEncoder(encoder, latent_avg, "mean")}),
+                         (f"optimization, {steps} steps", {})):
+        t0 = time.perf_counter()
+        result = invert_frames(G, images, metric, InversionConfig(steps=steps, batch=4), **kwargs)
+        rows.append((name, float(result.lpips.mean()), time.perf_counter() - t0))
+    for name, value, seconds in rows:
+        print(f"  {name:28s} reconstruction LPIPS {value:.4f}   {seconds:7.1f} s ({seconds / images.shape[0]:.2f} s/frame)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work-size", type=int, default=128)
@@ -123,6 +174,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--resolutions", default="256,1024")
     parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--anchors", action="store_true", help="encoder vs optimization anchors")
+    parser.add_argument("--ffhq", default=None, help="official ffhq.pkl (real-weights anchor comparison)")
+    parser.add_argument("--e4e", default=None, help="e4e_ffhq_encode.pt")
+    parser.add_argument("--lpips", default=None, help="torchvision AlexNet weights for LPIPS")
+    parser.add_argument("--anchor-steps", type=int, default=None)
+    parser.add_argument("--anchor-frames", type=int, default=5)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if not args.skip_selection:
@@ -133,6 +190,8 @@ def main() -> None:
         bench_tuning(torch.device("cpu"), res, batches, args.steps)
         if torch.cuda.is_available():
             bench_tuning(torch.device("cuda"), res, batches, max(args.steps, 10))
+    if args.anchors:
+        bench_anchors(args.ffhq, args.e4e, args.lpips, args.anchor_steps, args.anchor_frames)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Prints:
    per frame and seconds per frame at the default step count;
 2. quality: keypoint error of a cold start (mean L2 over the 66 keypoints, in pixels of a 256 crop, FaceMesh on
    the result vs MediaPipe on the target) against the number of steps, on a generator with a known
-   answer (``tests/_reenact_helpers.WarpFaceGenerator``: a real portrait moved by the code). Random StyleGAN2 weights draw no face, so error figures need that stand-in;
+   answer (``optimize.standin.WarpFaceGenerator``: a real portrait moved by the code). Random StyleGAN2 weights draw no face, so error figures need that stand-in;
 3. a warm-started take on the same stand-in, default settings side by side with a long run
    and with tighter early stopping: steps actually run per frame, generator passes, s/frame and
    the keypoint error per frame;
@@ -31,19 +31,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from optimize.latent_space import NOISE_UNITS, PersonalizedSpace  # noqa: E402
-from optimize.losses import CROP_NORMS, MeshLandmarks, ReenactLoss, keypoints_from_landmarks  # noqa: E402
-from optimize.reenact import (FrameOptimizer, ReenactSettings, anchor_keypoints,  # noqa: E402
-                              identity_reference, image_to_tensor, nearest_anchor)
+from optimize.anchor_keypoints import anchor_keypoints, nearest_anchor
+from optimize.driving import DrivingFrames, image_to_tensor
+from optimize.latent_space import NOISE_UNITS, PersonalizedSpace
+from optimize.losses import CROP_NORMS, MeshLandmarks, ReenactLoss, keypoints_from_landmarks
+from optimize.reenact import FrameOptimizer, identity_reference, reenact
+from optimize.reenact_settings import ReenactSettings
+from optimize.standin import (WarpFaceGenerator, aligned_image, gaze_anchors, keypoint_gradient_cosine,
+                              warp_anchors)
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
@@ -55,12 +56,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _face(size: int) -> tuple[np.ndarray, np.ndarray]:
-    import cv2
-
     from personalize.faces import detect_landmarks
 
-    image = cv2.cvtColor(cv2.imread(str(MEDIA / "aligned" / "watson.jpg")), cv2.COLOR_BGR2RGB)
-    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    image = aligned_image(MEDIA / "aligned" / "watson.jpg", size)
     landmarks = detect_landmarks(image)
     assert landmarks is not None
     return image, landmarks
@@ -136,9 +134,8 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
     from editing.render import tensor_to_uint8
     from personalize.faces import detect_landmarks
     from personalize.faces.facemesh import FaceMesh
-    from tests._reenact_helpers import WarpFaceGenerator, keypoint_gradient_cosine, warp_anchors
 
-    generator = WarpFaceGenerator(size=size)
+    generator = WarpFaceGenerator.from_media(MEDIA, size)
     anchors = warp_anchors(generator)
     space = PersonalizedSpace(anchors, generator.num_ws)
     mesh = MeshLandmarks(FaceMesh.from_mediapipe(), input_size=size)
@@ -191,11 +188,9 @@ def track_run(n_frames: int, size: int = 256) -> None:
     import tempfile
 
     from editing.render import tensor_to_uint8
-    from optimize.reenact import DrivingFrames, reenact
     from personalize.faces.facemesh import FaceMesh
-    from tests._reenact_helpers import WarpFaceGenerator, warp_anchors
 
-    generator = WarpFaceGenerator(size=size)
+    generator = WarpFaceGenerator.from_media(MEDIA, size)
     anchors = warp_anchors(generator)
     space = PersonalizedSpace(anchors, generator.num_ws)
     frames = []
@@ -233,8 +228,6 @@ def _gaze_clip(generator, n_anchors: int, n_frames: int) -> tuple[np.ndarray, to
     """Anchors (n_anchors, w_dim) and the known coefficient path (T, n_anchors) of a clip that looks
     ahead, left, right and down while the head and mouth move (the 5 gaze anchors plus random ones;
     anchor 5, a random pose and expression, comes and goes)."""
-    from tests._reenact_helpers import gaze_anchors, warp_anchors
-
     extra = max(1, n_anchors - 5)
     anchors = np.concatenate([gaze_anchors(generator), warp_anchors(generator, n=extra, seed=7)])
     path = torch.zeros(n_frames, anchors.shape[0])
@@ -269,11 +262,10 @@ def fidelity(n_frames: int, size: int, anchor_counts: list[int]) -> None:
     import tempfile
 
     from editing.render import tensor_to_uint8
-    from optimize.reenact import DrivingFrames, reenact
+    from optimize.standin import N_CONTROLS
     from personalize.faces.facemesh import FaceMesh
-    from tests._reenact_helpers import N_CONTROLS, WarpFaceGenerator
 
-    generator = WarpFaceGenerator(size=size, gaze=True)
+    generator = WarpFaceGenerator.from_media(MEDIA, size, gaze=True)
     mesh = MeshLandmarks(FaceMesh.from_mediapipe(), input_size=size)
     print(f"[fidelity] {n_frames} frames at {size}px of the stand-in with moving irises (ahead -> left -> "
           "right -> down, head and mouth moving); raw codes (no temporal filter). kp: keypoint error px "

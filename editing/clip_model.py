@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from personalize.errors import CheckpointError, MissingWeightsError
+from personalize.errors import Action, CheckpointError, MissingWeightsError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -36,7 +36,8 @@ VIT_B32_CONFIG: dict[str, Any] = dict(
 TINY_CONFIG: dict[str, Any] = dict(
     embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
     context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=2)
-FETCH_HINT = "Fetch it with: studio-cli models fetch clip-vit-b32 (or studio-cli models import clip-vit-b32 FILE)."
+FETCH_HINT = "Get the CLIP ViT-B/32 weights ('clip-vit-b32') first: download or import them."
+FETCH_ACTION = Action("models", "clip-vit-b32")
 
 
 def _clip_modules():
@@ -112,14 +113,14 @@ def random_clip(config: str | dict[str, Any] = "tiny", seed: int = 0,
 def load_clip(path: str | os.PathLike[str] | None, device: str | torch.device = "cpu") -> ClipEncoder:
     """Load OpenAI CLIP weights from a file (``ViT-B-32.pt``) without executing code from it."""
     if path is None or not Path(path).is_file():
-        raise MissingWeightsError(f"CLIP weights (ViT-B/32) not found{f' at {path}' if path else ''}.", FETCH_HINT)
+        raise MissingWeightsError(f"CLIP weights (ViT-B/32) not found{f' at {path}' if path else ''}.", FETCH_HINT, FETCH_ACTION)
     _, clip_model = _clip_modules()
     state = read_clip_state_dict(path)
     try:
         model = clip_model.build_model(state)
     except Exception as exc:
         raise CheckpointError(f"{Path(path).name} is not a CLIP checkpoint clip-anytorch can build ({exc}).",
-                              FETCH_HINT) from exc
+                              FETCH_HINT, FETCH_ACTION) from exc
     return ClipEncoder(model.to(device), random_weights=False)
 
 
@@ -134,11 +135,11 @@ def read_clip_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path.name} could not be read safely as CLIP weights ({exc}).", FETCH_HINT) from exc
+        raise CheckpointError(f"{path.name} could not be read safely as CLIP weights ({exc}).", FETCH_HINT, FETCH_ACTION) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path.name} does not hold a CLIP state dict.", FETCH_HINT)
+        raise CheckpointError(f"{path.name} does not hold a CLIP state dict.", FETCH_HINT, FETCH_ACTION)
     return dict(state)
 
 
@@ -174,7 +175,7 @@ def _torchscript_state_dict(zf: zipfile.ZipFile, names: list[str], path: Path) -
     holders, tensors are rebuilt from ``<archive>/data/<key>``; any other global is refused."""
     pkl = next((n for n in names if n.endswith("/data.pkl") and n.count("/") == 1), None)
     if pkl is None:
-        raise CheckpointError(f"{path.name} is a zip but not a TorchScript archive.", FETCH_HINT)
+        raise CheckpointError(f"{path.name} is a zip but not a TorchScript archive.", FETCH_HINT, FETCH_ACTION)
     prefix = pkl[: -len("data.pkl")]
     storages: dict[str, torch.Tensor] = {}
 
@@ -205,7 +206,7 @@ def _torchscript_state_dict(zf: zipfile.ZipFile, names: list[str], path: Path) -
         root = Restricted(io.BytesIO(zf.read(pkl))).load()
     except (pickle.UnpicklingError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path.name} could not be read safely as a CLIP TorchScript archive ({exc}).",
-                              FETCH_HINT) from exc
+                              FETCH_HINT, FETCH_ACTION) from exc
     state: dict[str, torch.Tensor] = {}
 
     def walk(obj: Any, prefix_key: str) -> None:
@@ -217,5 +218,5 @@ def _torchscript_state_dict(zf: zipfile.ZipFile, names: list[str], path: Path) -
 
     walk(root, "")
     if "visual.proj" not in state and "visual.attnpool.positional_embedding" not in state:
-        raise CheckpointError(f"{path.name} is a TorchScript archive but not a CLIP model.", FETCH_HINT)
+        raise CheckpointError(f"{path.name} is a TorchScript archive but not a CLIP model.", FETCH_HINT, FETCH_ACTION)
     return state

@@ -13,8 +13,9 @@ reliability, the cosine to that projection, is kept), and ``make_ws_edit`` given
 shortens an edit wherever it would carry a code out of the dilated convex hull P_beta
 (``edit_fraction_inside_hull``), reporting how often and how much (``HullReport``).
 
-Project layout: ``directions/<name>.npy`` (the vector, ``(L, w_dim)`` float32) and
-``directions/<name>.json`` (metadata: source, attribute, accuracy, reliability, ...).
+Storage: a folder (the studio gives its project's ``directions/``) holding ``<name>.npy`` (the
+vector, ``(L, w_dim)`` float32) and ``<name>.json`` (metadata: source, attribute, accuracy,
+reliability, ...). This module knows nothing about projects: it takes that folder's path.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from optimize.latent_space import DILATION_BETA, PersonalizedSpace
-from personalize.errors import UserError
+from personalize.errors import Action, UserError
 from personalize.fileio import atomic_path, atomic_write_json, read_json
 
 DIRECTION_SUFFIXES = (".pt", ".pth", ".npy")
@@ -238,7 +239,8 @@ def anchor_basis(anchors: torch.Tensor | np.ndarray, rel_tol: float = 1e-6) -> t
     a = torch.as_tensor(anchors).double()
     if a.ndim != 2 or a.shape[0] < 2:
         raise UserError("Projecting a direction needs at least two anchors.",
-                        "Run the select/invert stage first (studio-cli select PROJECT).")
+                        "Personalize the generator first (it makes the anchors).",
+                        Action("personalize"))
     diffs = (a - a.mean(dim=0, keepdim=True)).T  # (w_dim, N)
     u, s, _ = torch.linalg.svd(diffs, full_matrices=False)
     if s.numel() == 0 or float(s[0]) == 0.0:
@@ -270,8 +272,8 @@ def project_direction(vector: torch.Tensor, anchors: torch.Tensor | np.ndarray) 
     if reliability < 1e-6:
         raise UserError("The direction is orthogonal to this person's latent space, so projecting it "
                         "leaves nothing to edit with.",
-                        "Import it without projection (--no-project), or learn a direction for this "
-                        "person (studio-cli directions learn PROJECT --attribute ...).")
+                        "Import it without projection, or learn a direction for this person.",
+                        Action("learn-direction"))
     projected = projected * (norm_d / norm_p)
     return projected.float(), reliability
 
@@ -337,20 +339,6 @@ class HullReport:
 
 
 # --------------------------------------------------------------------------- project storage
-def directions_dir_of(project_or_dir: Any) -> Path:
-    """Accept a studio Project (anything with ``directions_dir``), a project root, or the folder itself.
-
-    Duck-typed so this layer never imports ``studio``.
-    """
-    folder = getattr(project_or_dir, "directions_dir", None)
-    if folder is not None:
-        return Path(folder)
-    path = Path(project_or_dir)
-    if (path / "directions").is_dir() or (path / "project.json").is_file():
-        return path / "directions"
-    return path
-
-
 def _checked_name(name: str) -> str:
     cleaned = str(name).strip()
     if not cleaned or cleaned in {".", ".."} or any(c in cleaned for c in '/\\:*?"<>|\0') or "=" in cleaned:
@@ -359,17 +347,23 @@ def _checked_name(name: str) -> str:
     return cleaned
 
 
-def save_direction(project_or_dir: Any, direction: Direction, force: bool = False) -> Path:
-    """Write ``<name>.npy`` + ``<name>.json`` atomically; refuse to overwrite unless ``force``.
+def direction_exists(folder: str | os.PathLike[str], name: str) -> bool:
+    """True when ``folder`` holds a direction ``name`` (its vector or its metadata)."""
+    folder, name = Path(folder), _checked_name(name)
+    return (folder / f"{name}.npy").exists() or (folder / f"{name}.json").exists()
 
-    The .npy is written first and the .json last, so a listed direction always has its vector.
+
+def save_direction(folder: str | os.PathLike[str], direction: Direction, force: bool = False) -> Path:
+    """Write ``<name>.npy`` + ``<name>.json`` into ``folder`` atomically; refuse to overwrite
+    unless ``force``. The .npy is written first and the .json last, so a listed direction always
+    has its vector.
     """
-    folder = directions_dir_of(project_or_dir)
+    folder = Path(folder)
     name = _checked_name(direction.name)
     npy, meta_path = folder / f"{name}.npy", folder / f"{name}.json"
-    if not force and (npy.exists() or meta_path.exists()):
+    if not force and direction_exists(folder, name):
         raise UserError(f"A direction named '{name}' already exists in {folder}.",
-                        "Choose another --name, or pass --force to replace it.")
+                        "Choose another name, or replace it.", Action("force"))
     vec = validate_direction(direction.vector)
     meta = dict(direction.meta)
     meta.update(name=name, shape=list(vec.shape), norm=float(vec.norm()),
@@ -383,26 +377,27 @@ def save_direction(project_or_dir: Any, direction: Direction, force: bool = Fals
     return npy
 
 
-def list_directions(project_or_dir: Any) -> list[Direction]:
-    """All directions saved in a project, sorted by name (vector + metadata)."""
-    folder = directions_dir_of(project_or_dir)
-    if not folder.is_dir():
-        return []
-    return [load_direction(folder, p.stem) for p in sorted(folder.glob("*.npy"))]
+def direction_names(folder: str | os.PathLike[str]) -> list[str]:
+    """Names of the directions saved in ``folder``, sorted (without reading them)."""
+    folder = Path(folder)
+    return sorted(p.stem for p in folder.glob("*.npy")) if folder.is_dir() else []
 
 
-def load_direction(project_or_dir: Any, name: str, w_dim: int | None = None,
+def list_directions(folder: str | os.PathLike[str]) -> list[Direction]:
+    """All directions saved in ``folder``, sorted by name (vector + metadata)."""
+    return [load_direction(folder, name) for name in direction_names(folder)]
+
+
+def load_direction(folder: str | os.PathLike[str], name: str, w_dim: int | None = None,
                    num_ws: int | None = None) -> Direction:
-    """Load ``directions/<name>.npy`` (+ metadata). Raises ``UserError`` naming the available ones."""
-    folder = directions_dir_of(project_or_dir)
+    """Load ``<folder>/<name>.npy`` (+ metadata). Raises ``UserError`` naming the available ones."""
+    folder = Path(folder)
     name = _checked_name(name)
     npy = folder / f"{name}.npy"
     if not npy.is_file():
-        available = sorted(p.stem for p in folder.glob("*.npy")) if folder.is_dir() else []
         raise UserError(f"No direction named '{name}' in {folder}.",
-                        f"Available: {', '.join(available) or 'none'}. Import one with "
-                        "'studio-cli directions import PROJECT FILE --name NAME' or learn one with "
-                        "'studio-cli directions learn PROJECT --attribute smile'.")
+                        f"Available: {', '.join(direction_names(folder)) or 'none'}. Import a direction file, or "
+                        "learn one for this person.", Action("import-direction", name))
     vector = read_direction_file(npy, w_dim=w_dim, num_ws=num_ws)
     meta_path = folder / f"{name}.json"
     meta: dict[str, Any] = {}
@@ -427,28 +422,6 @@ def parse_edit(spec: str) -> tuple[str, float]:
     if not math.isfinite(strength):
         raise UserError(f"--edit '{spec}': the strength must be finite.", "Example: --edit smile=1.5")
     return name.strip(), strength
-
-
-# --------------------------------------------------------------------------- styles (lookup only)
-def style_generator_path(project_or_dir: Any, name: str) -> Path:
-    """Path of the stylized generator ``styles/<name>/generator.safetensors`` (written by ``editing.nada``).
-
-    ``project_or_dir``: a studio Project (anything with ``styles_dir``), a project root, or the
-    styles folder. Raises ``UserError`` listing the available styles when it is missing.
-    """
-    styles = getattr(project_or_dir, "styles_dir", None)
-    if styles is None:
-        root = Path(project_or_dir)
-        styles = root / "styles" if ((root / "styles").is_dir() or (root / "project.json").is_file()) else root
-    styles = Path(styles)
-    cleaned = _checked_name(name)
-    path = styles / cleaned / "generator.safetensors"
-    if not path.is_file():
-        available = sorted(p.parent.name for p in styles.glob("*/generator.safetensors")) if styles.is_dir() else []
-        raise UserError(f"No style named '{name}' in {styles}.",
-                        f"Available: {', '.join(available) or 'none'}. Create one with "
-                        f"'studio-cli stylize PROJECT --prompt \"a sketch\" --name {cleaned}'.")
-    return path
 
 
 class TrackEdit:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from editing.attributes import ATTRIBUTES, ImageLandmarker, LANDMARK_ATTRIBUTES, clip_age_scores, measure
 from editing.directions import Direction, reliability
-from personalize.errors import MissingWeightsError, UserError
+from personalize.errors import Action, MissingWeightsError, UserError
 from personalize.fileio import atomic_save_npz
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from personalize.pspace import sample_convex
@@ -187,10 +187,10 @@ def learn_direction(G: torch.nn.Module, anchors: torch.Tensor | np.ndarray, attr
         if attribute == "age":
             if clip_model is None:
                 raise MissingWeightsError("Learning 'age' needs the CLIP weights (age has no landmark measure).",
-                                          "Fetch them with: studio-cli models fetch clip-vit-b32")
+                                          "Get the 'clip-vit-b32' weights first.", Action("models", "clip-vit-b32"))
             if getattr(clip_model, "random_weights", False):
                 raise UserError("Learning 'age' needs real CLIP weights, not a randomly initialised CLIP.",
-                                "Fetch them with: studio-cli models fetch clip-vit-b32")
+                                "Get the 'clip-vit-b32' weights first.", Action("models", "clip-vit-b32"))
             scorer = clip_age_scorer(clip_model)
         else:
             scorer, close = landmark_scorer(attribute)
@@ -216,7 +216,7 @@ def learn_direction(G: torch.nn.Module, anchors: torch.Tensor | np.ndarray, attr
     if not hi > lo:
         raise UserError(f"The '{attribute}' scores barely vary across P ({lo:.4g}..{hi:.4g}), so there is no "
                         "direction to learn.", "The self-scan may not show this attribute changing; import a "
-                        "published direction instead (studio-cli directions import).")
+                        "published direction instead.", Action("import-direction", attribute))
 
     def labelled(sel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         s = scores[sel]

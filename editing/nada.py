@@ -35,12 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from personalize.errors import UserError
+from personalize.errors import Action, UserError
 from personalize.fileio import atomic_path, atomic_write_json, read_json
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from personalize.pspace import sample_convex
 
 STYLE_META = "style.json"
+STYLE_GENERATOR = "generator.safetensors"
 CHECKPOINT = "nada_checkpoint.pt"
 DIRECTION_FLOOR = 1e-2
 """|ΔI| below this (in normalized CLIP units) counts as this size in the cosine: at the first step
@@ -286,7 +287,7 @@ def check_style_target(style_dir: str | os.PathLike[str], force: bool) -> None:
     style_dir = Path(style_dir)
     if (style_dir / STYLE_META).exists() and not force:
         raise UserError(f"A style named '{style_dir.name}' already exists ({style_dir}).",
-                        "Choose another --name, or pass --force to replace it.")
+                        "Choose another name, or replace it.", Action("force"))
 
 
 def save_style(result: NadaResult, style_dir: str | os.PathLike[str], config: NadaConfig,
@@ -311,7 +312,7 @@ def save_style(result: NadaResult, style_dir: str | os.PathLike[str], config: Na
     }
     if (style_dir / STYLE_META).exists():
         (style_dir / STYLE_META).unlink()  # forced: mark incomplete while the generator is replaced
-    path = save_generator(result.generator, style_dir / "generator.safetensors", extra={"style": config.target_prompt})
+    path = save_generator(result.generator, style_dir / STYLE_GENERATOR, extra={"style": config.target_prompt})
     atomic_write_json(style_dir / STYLE_META, meta)
     return Path(path)
 
@@ -321,7 +322,7 @@ def read_style_meta(style_dir: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         meta = read_json(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is missing or unreadable.", "Re-create the style with studio-cli stylize --force.") from exc
+        raise UserError(f"{path} is missing or unreadable.", "Create the style again (replacing it).", Action("force")) from exc
     return meta if isinstance(meta, dict) else {}
 
 

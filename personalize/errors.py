@@ -3,16 +3,39 @@
 Why a separate type: the CLI and the GUI show ``UserError`` messages as they are, without a
 traceback, while any other exception is a bug and is reported with its traceback. Every message
 says what is wrong *and* what to do about it.
+
+Why an ``Action`` beside the words: the same error reaches a terminal and a window, where the
+fix is done differently (a command to paste, a step to open). The code that raises says *which*
+step fixes it; each front end phrases it (``studio.cli.common.command_for``,
+``studio.gui.error_dialog``). Hints therefore never name a command themselves.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Action:
+    """The step that fixes an error.
+
+    ``step``: a pipeline stage ('capture', 'prepare', 'select', 'personalize', 'reenact', 'edit',
+    'export') or one of 'new' (create a project), 'resume-take', 'restart-take', 'stylize',
+    'learn-direction', 'import-direction', 'models' (get pretrained weights).
+    ``subject``: what it acts on (a take, style or weights name), when that matters.
+    """
+
+    step: str
+    subject: str | None = None
+
 
 class UserError(Exception):
-    """A problem the user can fix. ``str(err)`` is the full, actionable message."""
+    """A problem the user can fix. ``str(err)`` is the message and the hint (in words);
+    ``action`` optionally names the step that fixes it."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, action: Action | None = None) -> None:
         self.message = message
         self.hint = hint
+        self.action = action
         super().__init__(message if not hint else f"{message}\n{hint}")
 
 

@@ -7,6 +7,7 @@ file or the new one, never a mix.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -15,6 +16,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from personalize.progress import ProgressFn, no_progress
+
+_CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
@@ -62,6 +67,29 @@ def atomic_save_npz(target: str | os.PathLike[str], **arrays: np.ndarray) -> Non
 def read_json(path: str | os.PathLike[str]) -> Any:
     with open(path, "r", encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def sha256_file(path: str | os.PathLike[str], progress: ProgressFn = no_progress,
+                message: str = "verifying") -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB chunks (never the whole file in memory).
+
+    The one file hash of the studio: source videos (did the user pick the same video again?),
+    downloaded weights (are they the right file?). ``progress(bytes_done, bytes_total, message)``.
+    """
+    digest = hashlib.sha256()
+    total = os.path.getsize(path)
+    done = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(_CHUNK):
+            digest.update(block)
+            done += len(block)
+            progress(done, total, message)
+    return digest.hexdigest()
+
+
+def same_file_content(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True when two files hold the same bytes (sizes first: most different files differ there)."""
+    return os.path.getsize(a) == os.path.getsize(b) and sha256_file(a) == sha256_file(b)
 
 
 def _json_default(obj: Any) -> Any:

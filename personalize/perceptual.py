@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from personalize.errors import MissingWeightsError
+from personalize.errors import Action, MissingWeightsError
 
 # torchvision AlexNet ``features`` index -> lpips slice holding that layer (conv layers only).
 _ALEX_FEATURE_TO_SLICE = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
-FETCH_HINT = "Run: studio-cli models fetch lpips-alex   (or: studio-cli models import lpips-alex FILE)"
+FETCH_HINT = "Get the LPIPS AlexNet weights ('lpips-alex') first: download or import them."
+FETCH_ACTION = Action("models", "lpips-alex")
 
 
 def build_lpips(backbone_weights: str | os.PathLike[str] | None, *, random_backbone: bool = False,
@@ -39,10 +40,10 @@ def build_lpips(backbone_weights: str | os.PathLike[str] | None, *, random_backb
     if not random_backbone:
         if backbone_weights is None:
             raise MissingWeightsError("The AlexNet weights for the LPIPS metric are not installed.",
-                                      FETCH_HINT)
+                                      FETCH_HINT, FETCH_ACTION)
         path = Path(backbone_weights)
         if not path.is_file():
-            raise MissingWeightsError(f"The AlexNet weights for LPIPS are missing: {path}", FETCH_HINT)
+            raise MissingWeightsError(f"The AlexNet weights for LPIPS are missing: {path}", FETCH_HINT, FETCH_ACTION)
     # pnet_rand=True: build the backbone without torchvision's download; we fill it below.
     with torch.random.fork_rng(devices=[]), _quiet():
         torch.manual_seed(seed)
@@ -59,7 +60,7 @@ def _load_alexnet_backbone(model: torch.nn.Module, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt / not a state dict / pickled code
         raise MissingWeightsError(f"{path} is not a readable AlexNet weights file ({exc}).",
-                                  FETCH_HINT) from exc
+                                  FETCH_HINT, FETCH_ACTION) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     mapped: dict[str, torch.Tensor] = {}
@@ -68,13 +69,13 @@ def _load_alexnet_backbone(model: torch.nn.Module, path: Path) -> None:
             key = f"features.{index}.{kind}"
             if key not in state:
                 raise MissingWeightsError(f"{path} is not a torchvision AlexNet checkpoint (no {key}).",
-                                          FETCH_HINT)
+                                          FETCH_HINT, FETCH_ACTION)
             mapped[f"slice{slice_no}.{index}.{kind}"] = state[key]
     try:
         model.net.load_state_dict(mapped, strict=True)
     except RuntimeError as exc:
         raise MissingWeightsError(f"{path} does not match the AlexNet architecture ({exc}).",
-                                  FETCH_HINT) from exc
+                                  FETCH_HINT, FETCH_ACTION) from exc
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ and ``token.check()`` between units of work.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Protocol
+from typing import Protocol
 
 from personalize.errors import Cancelled
 
@@ -41,5 +41,3 @@ class CancelToken:
 
 
 NEVER_CANCELLED = CancelToken()
-
-Listener = Callable[[int, int, str], None]

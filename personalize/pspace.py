@@ -1,8 +1,9 @@
 """MyStyle's personalized latent space P: helpers on the anchors' convex hull.
 
 After tuning, only the region of W spanned by the anchors {w_i} reproduces the person (MyStyle;
-paper App. B). Re-enactment starts from the anchors' center and editing samples random points of
-the hull (MyStyle's P0 = convex combinations with non-negative weights), so both import these.
+paper App. B). Editing (learned directions, NADA styles) samples random points of the hull
+(MyStyle's P0 = convex combinations with non-negative weights); re-enactment's coordinates are
+``optimize.latent_space``.
 """
 from __future__ import annotations
 
@@ -17,16 +18,6 @@ def _as_tensor(anchors: torch.Tensor | np.ndarray) -> torch.Tensor:
     if t.shape[0] == 0:
         raise ValueError("anchors is empty")
     return t.float()
-
-
-def anchors_center(anchors: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """The anchors' mean (w_dim,) float32: the barycenter of P, a safe start for optimization."""
-    return _as_tensor(anchors).mean(dim=0)
-
-
-def center_coefficients(count: int) -> torch.Tensor:
-    """Barycentric coefficients (count,) of the center: all 1/count (they sum to 1)."""
-    return torch.full((count,), 1.0 / count)
 
 
 def sample_convex_coefficients(count: int, n: int, generator: torch.Generator | None = None,
@@ -81,9 +72,3 @@ def sample_convex(anchors: torch.Tensor | np.ndarray, n: int, generator: torch.G
     a = _as_tensor(anchors)
     weights = sample_convex_coefficients(a.shape[0], n, generator, concentration).to(a.device)
     return weights @ a
-
-
-def from_coefficients(anchors: torch.Tensor | np.ndarray, alpha: torch.Tensor) -> torch.Tensor:
-    """Barycentric -> standard coordinates: (..., N) coefficients -> (..., w_dim) = alpha @ anchors."""
-    a = _as_tensor(anchors).to(alpha.device)
-    return alpha @ a

@@ -184,21 +184,6 @@ def select_diverse(model: torch.nn.Module, images: Sequence[torch.Tensor] | torc
     return SelectionResult(order, mins, n, warnings_)
 
 
-def naive_selection(model: torch.nn.Module, images: torch.Tensor, count: int) -> tuple[list[int], np.ndarray]:
-    """Reference implementation: ``lpips.LPIPS.forward`` on every pair (N(N-1)/2 calls).
-
-    Only for tests and the benchmark's pass count; O(N^2) network passes.
-    """
-    n = images.shape[0]
-    dist = np.zeros((n, n), dtype=np.float64)
-    with torch.no_grad():
-        for i in range(n):
-            for j in range(i + 1, n):
-                d = float(model(images[i:i + 1], images[j:j + 1]).item())
-                dist[i, j] = dist[j, i] = d
-    return greedy_max_min(dist, count), dist
-
-
 # ----------------------------------------------------------------------------- coverage
 # MediaPipe FaceMesh indices used for rough pose/expression measures.
 _NOSE_TIP, _CHIN, _FOREHEAD = 1, 152, 10

@@ -16,7 +16,7 @@ import hashlib
 import io
 import logging
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +31,13 @@ from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_pr
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pt"
+# What the tuning writes into its folder (``work_dir``: the studio's model/).
+CHECKPOINTS_DIR = "checkpoints"
+LOG_FILE = "log.csv"
+PREVIEWS_DIR = "previews"
+GENERATOR_FILE = "generator.safetensors"
+ANCHORS_FILE = "anchors.npy"
+CONFIG_FILE = "config.json"
 CHECKPOINT_FORMAT = 1
 
 
@@ -235,7 +242,7 @@ def tune_generator(G: torch.nn.Module, anchors: torch.Tensor, targets: torch.Ten
     anchors = anchors.to(device=device, dtype=torch.float32)
     sampler = torch.Generator().manual_seed(config.seed)
 
-    ckpt_path = work_dir / "checkpoints" / CHECKPOINT_NAME if work_dir is not None else None
+    ckpt_path = work_dir / CHECKPOINTS_DIR / CHECKPOINT_NAME if work_dir is not None else None
     data_id = data_fingerprint(G, anchors, targets) if ckpt_path is not None else ""
     step = 0
     log_rows: list[dict[str, float]] = []
@@ -264,7 +271,7 @@ def tune_generator(G: torch.nn.Module, anchors: torch.Tensor, targets: torch.Ten
         if ckpt_path is None:
             return
         save_checkpoint(ckpt_path, G, optimizer, step, sampler, config, log_rows, order, data_id)
-        write_log_csv(work_dir / "log.csv", log_rows)
+        write_log_csv(work_dir / LOG_FILE, log_rows)
 
     try:
         while step < config.steps:
@@ -285,7 +292,7 @@ def tune_generator(G: torch.nn.Module, anchors: torch.Tensor, targets: torch.Ten
                              "pixel": float(pix.item())})
             if work_dir is not None and step % config.checkpoint_every == 0:
                 with torch.no_grad():
-                    write_preview(work_dir / "previews" / f"step_{step:05d}.png",
+                    write_preview(work_dir / PREVIEWS_DIR / f"step_{step:05d}.png",
                                   synthesize(G, anchors[preview_ids]),
                                   to_unit_range(targets[preview_ids].to(device)))
                 checkpoint_now()
@@ -310,15 +317,11 @@ def write_personalized_model(G: torch.nn.Module, anchors: np.ndarray, model_dir:
     from personalize.stylegan2 import save_generator
 
     model_dir.mkdir(parents=True, exist_ok=True)
-    target = model_dir / "generator.safetensors"
+    target = model_dir / GENERATOR_FILE
     save_generator(G, target)
     buf = io.BytesIO()
     np.save(buf, np.asarray(anchors, dtype=np.float32))
-    atomic_write_bytes(model_dir / "anchors.npy", buf.getvalue())
-    atomic_write_json(model_dir / "config.json", config)
+    atomic_write_bytes(model_dir / ANCHORS_FILE, buf.getvalue())
+    atomic_write_json(model_dir / CONFIG_FILE, config)
     return target
-
-
-def config_dict(config: TuningConfig) -> dict[str, Any]:
-    return asdict(config)
 

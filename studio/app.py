@@ -27,7 +27,8 @@ def self_test() -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
 
-    from studio.gui import jobs_bridge
+    from dataclasses import fields
+
     from studio.gui.main_window import StudioWindow
     from studio.gui.settings import StudioSettings
 
@@ -37,12 +38,8 @@ def self_test() -> int:
         window = StudioWindow(StudioSettings.at(os.path.join(tmp, "settings.ini")))
         window.new_project(os.path.join(tmp, "self-test.studio"))
         print(f"window: ok ({len(window.pages)} pages); device: {window.device_label.text()}")
-        for action in sorted(jobs_bridge.JOBS):
-            try:
-                jobs_bridge.job(action)
-            except Exception as exc:  # noqa: BLE001
-                cause = f" (cause: {exc.__cause__!r})" if exc.__cause__ is not None else ""
-                failures.append(f"job {action}: {exc}{cause}")
+        jobs = [f.name for f in fields(window.ctx.jobs) if callable(getattr(window.ctx.jobs, f.name))]
+        print(f"jobs: ok ({len(jobs)} imported)")
         try:
             import numpy as np
 

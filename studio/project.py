@@ -1,5 +1,9 @@
 """Project folders: one per person, holding every stage's artifacts (see docs/ARCHITECTURE.md).
 
+This module is the one owner of the folder's layout: every path inside a project, and every
+reader of a project file the studio shows or consumes, is a ``Project`` method. Jobs, the CLI and
+the GUI ask it; lower layers receive the plain paths.
+
 The manifest ``project.json`` records a schema version, settings, source paths and, per stage, a
 fingerprint of what the stage produced plus the fingerprints of the upstream stages it consumed.
 Why fingerprints: when an upstream stage is re-run (a new self-scan, a re-tuned generator) every
@@ -8,16 +12,20 @@ All writes are atomic.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from personalize.errors import ProjectError
+import numpy as np
+
+from personalize.errors import Action, ProjectError, UserError
 from personalize.fileio import atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from optimize.track import TrackProgress
 
 SCHEMA_VERSION = 1
 MANIFEST = "project.json"
@@ -37,14 +45,21 @@ SUBFOLDERS = ("scan", "dataset", "model", "takes", "styles", "directions")
 
 NOT_DONE, RUNNING, DONE, STALE = "not done", "running", "done", "stale"
 
-
-def file_fingerprint(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (hex); used to notice that a source video changed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+# File names inside the folders (the writers receive the paths composed from these). A writer that
+# is given a whole folder names the files in it (scan/ and a take's crops: personalize.faces.prepare;
+# model/: personalize.tuning; styles/<name>/: editing.nada); the readers below import those names.
+SOURCE_STEM = "source"                   # scan/source.<ext>: the self-scan video's copy
+DRIVING_STEM = "driving"                 # takes/<name>/driving.<ext>: the driving video's copy
+CAPTURE_DIR = "capture"                  # webcam recordings
+EXPORTS_DIR = "exports"                  # the GUI's default place for exported videos
+SELECTION_FILE = "selection.json"        # dataset/
+INVERSION_FILE = "inversion.json"        # dataset/
+DATASET_ANCHORS = "anchors.npy"          # dataset/: the inversion's anchors
+TRACK_FILE = "latents.npz"               # takes/<name>/: the latent track
+TRACK_INFO = "track.json"                # takes/<name>/: settings, timings, flagged frames
+DRIVING_KEYPOINTS = "driving_keypoints.npz"  # takes/<name>/: MediaPipe on the aligned crops
+PREVIEW_FILE = "preview.mp4"             # takes/<name>/: the GUI's quick render
+ANCHOR_KEYPOINTS = ".anchor_keypoints.npz"  # takes/: the anchors' keypoints, shared by every take
 
 
 @dataclass
@@ -60,7 +75,7 @@ class Project:
         root = Path(path).expanduser().resolve()
         if (root / MANIFEST).exists():
             raise ProjectError(f"A project already exists at {root}.",
-                               "Open it instead (studio-cli info PATH), or choose another folder.")
+                               "Open it instead, or choose another folder.")
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root} is a file, not a folder.", "Choose a folder path for the project.")
         if root.exists() and any(root.iterdir()):
@@ -86,7 +101,7 @@ class Project:
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
             raise ProjectError(f"No studio project at {root} (no {MANIFEST}).",
-                               "Create one with: studio-cli new PATH")
+                               "Create a project there first, or open another folder.", Action("new"))
         try:
             manifest = read_json(manifest_path)
         except (OSError, ValueError) as exc:
@@ -140,11 +155,267 @@ class Project:
     def directions_dir(self) -> Path:
         return self.root / "directions"
 
+    @property
+    def capture_dir(self) -> Path:
+        return self.root / CAPTURE_DIR
+
+    @property
+    def exports_dir(self) -> Path:
+        """Where the GUI suggests saving exports (the CLI writes wherever --out says)."""
+        return self.root / EXPORTS_DIR
+
     def take_dir(self, take: str) -> Path:
         return self.takes_dir / safe_name(take, "take")
 
     def style_dir(self, style: str) -> Path:
         return self.styles_dir / safe_name(style, "style")
+
+    # ----------------------------------------------------------------- scan and dataset
+    def scan_source(self) -> Path | None:
+        """The project's copy of the self-scan video (``scan/source.<ext>``), if any."""
+        return _video_copy(self.scan_dir, SOURCE_STEM)
+
+    def scan_source_path(self, suffix: str) -> Path:
+        """Where a self-scan copy with this suffix (e.g. '.mp4') goes."""
+        return self.scan_dir / f"{SOURCE_STEM}{suffix}"
+
+    @property
+    def scan_record(self) -> dict[str, Any]:
+        """What the capture job recorded about the self-scan: ``original`` (the chosen file),
+        ``sha256`` (of the chosen file), ``trim`` ([start, end] seconds or None), ``copy``
+        (relative path of the copy the later stages read); {} before any capture."""
+        record = self.manifest.get("sources", {}).get("scan")
+        return dict(record) if isinstance(record, dict) else {}
+
+    @property
+    def scan_crops_dir(self) -> Path:
+        from personalize.faces.prepare import CROPS_DIR
+
+        return self.scan_dir / CROPS_DIR
+
+    def scan_crop_paths(self) -> list[Path]:
+        """The prepared scan's aligned crops (``scan/crops/{t:06d}.png``), in frame order."""
+        crops = self.scan_crops_dir
+        return sorted(crops.glob("*.png")) if crops.is_dir() else []
+
+    def read_scan_quality(self) -> dict[str, Any] | None:
+        """``scan/quality.json`` as the prepare stage wrote it (``personalize.faces.quality``:
+        ``summary`` and per-frame records with ``t`` and ``flags``), or None if absent/unreadable."""
+        from personalize.faces.prepare import QUALITY_FILE
+
+        data = _read_json_or_none(self.scan_dir / QUALITY_FILE)
+        return data if isinstance(data, dict) else None
+
+    @property
+    def scan_landmarks_path(self) -> Path:
+        from personalize.faces.prepare import LANDMARKS_FILE
+
+        return self.scan_dir / LANDMARKS_FILE
+
+    def read_scan_landmarks(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(crop_landmarks (T,478,3) float32 in crop pixels, valid (T,) bool) of the prepared
+        scan, or None when it is not prepared (or its file is unreadable)."""
+        path = self.scan_landmarks_path
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return data["crop_landmarks"].astype(np.float32), data["valid"].astype(bool)
+        except (OSError, KeyError, ValueError):
+            return None
+
+    @property
+    def selection_path(self) -> Path:
+        return self.dataset_dir / SELECTION_FILE
+
+    def read_selection(self) -> dict[str, Any] | None:
+        """``dataset/selection.json`` (``frame_ids``, ``requested``, ``coverage``...), or None
+        before the select stage; ProjectError when it is damaged."""
+        path = self.selection_path
+        if not path.is_file():
+            return None
+        try:
+            data = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise ProjectError(f"{path} is unreadable ({exc}).", "Select the frames again.",
+                               Action("select")) from exc
+        if not isinstance(data, dict) or not isinstance(data.get("frame_ids"), list):
+            raise ProjectError(f"{path} is not a frame selection.", "Select the frames again.",
+                               Action("select"))
+        return data
+
+    @property
+    def dataset_anchors_path(self) -> Path:
+        """The inversion's anchors (``dataset/anchors.npy``), row i <-> selection frame_ids[i]."""
+        return self.dataset_dir / DATASET_ANCHORS
+
+    @property
+    def inversion_path(self) -> Path:
+        return self.dataset_dir / INVERSION_FILE
+
+    # ----------------------------------------------------------------- the personalized generator
+    @property
+    def generator_path(self) -> Path:
+        from personalize.tuning import GENERATOR_FILE
+
+        return self.model_dir / GENERATOR_FILE
+
+    @property
+    def anchors_path(self) -> Path:
+        """The anchors saved with the personalized generator (``model/anchors.npy``)."""
+        from personalize.tuning import ANCHORS_FILE
+
+        return self.model_dir / ANCHORS_FILE
+
+    @property
+    def tuning_log_path(self) -> Path:
+        """The tuning's loss log (``model/log.csv``: a header, then one row per step)."""
+        from personalize.tuning import LOG_FILE
+
+        return self.model_dir / LOG_FILE
+
+    def newest_preview(self) -> Path | None:
+        """The newest preview grid the tuning wrote (generated | real), if any."""
+        from personalize.tuning import PREVIEWS_DIR
+
+        folder = self.model_dir / PREVIEWS_DIR
+        images = sorted(folder.glob("*.png"), key=lambda p: (p.stat().st_mtime, p.name)) if folder.is_dir() else []
+        return images[-1] if images else None
+
+    def has_tuning_checkpoint(self) -> bool:
+        """True when a stopped tuning can resume (its checkpoint folder is not empty)."""
+        from personalize.tuning import CHECKPOINTS_DIR
+
+        return any((self.model_dir / CHECKPOINTS_DIR).glob("*"))
+
+    def require_generator(self) -> Path:
+        """The personalized generator's file; ProjectError saying how to make it when missing."""
+        path = self.generator_path
+        if not path.is_file():
+            raise ProjectError(f"The personalized generator {path} is missing.",
+                               "Personalize the generator (again).", Action("personalize"))
+        return path
+
+    def generator_id(self) -> str:
+        """Identifies the personalized generator's weights (the stage's fingerprint and the
+        file's size and time): part of the fingerprints of what is made from it."""
+        stat = self.require_generator().stat()
+        return f"{self.fingerprint('personalize')}:{stat.st_size}:{stat.st_mtime_ns}"
+
+    def generator_shape(self) -> tuple[int | None, int | None]:
+        """(w_dim, num_ws) of the personalized generator from its JSON sidecar, without loading
+        it; (None, None) when unknown."""
+        from personalize.stylegan2.checkpoint_io import sidecar_path
+
+        meta = _read_json_or_none(sidecar_path(self.generator_path))
+        if not isinstance(meta, dict):
+            return None, None
+        kwargs = meta.get("init_kwargs", {})
+        w_dim = kwargs.get("w_dim") if isinstance(kwargs, dict) else None
+        num_ws = meta.get("num_ws")
+        if num_ws is None and isinstance(kwargs, dict) and kwargs.get("img_resolution"):
+            num_ws = int(2 * np.log2(int(kwargs["img_resolution"])) - 2)
+        return (int(w_dim) if w_dim else None), (int(num_ws) if num_ws else None)
+
+    def has_anchors(self) -> bool:
+        """True once personalization wrote anchors (valid or not: ``load_anchors`` checks)."""
+        return self.anchors_path.is_file() or self.dataset_anchors_path.is_file()
+
+    def load_anchors(self) -> np.ndarray:
+        """The person's anchors (N, w_dim) float32, finite: ``model/anchors.npy`` (saved with the
+        generator), else ``dataset/anchors.npy``. ProjectError saying what to do otherwise."""
+        for path in (self.anchors_path, self.dataset_anchors_path):
+            if not path.is_file():
+                continue
+            try:
+                anchors = np.load(path, allow_pickle=False).astype(np.float32)
+            except (OSError, ValueError) as exc:
+                raise ProjectError(f"{path} is unreadable ({exc}).", "Personalize the generator again.",
+                                   Action("personalize")) from exc
+            if anchors.ndim != 2 or anchors.shape[0] < 1 or not np.isfinite(anchors).all():
+                raise ProjectError(f"{path} does not hold valid anchors (N, w_dim) of finite values.",
+                                   "Personalize the generator again.", Action("personalize"))
+            return anchors
+        raise ProjectError("This project has no anchors (the person's latent codes).",
+                           "Personalize the generator first.", Action("personalize"))
+
+    # ----------------------------------------------------------------- takes
+    def takes(self) -> list[str]:
+        """Every take, finished or not: a folder under ``takes/`` holding a driving video copy
+        or a latent track."""
+        if not self.takes_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.takes_dir.iterdir()
+                      if p.is_dir() and not p.name.startswith(".")
+                      and (_video_copy(p, DRIVING_STEM) is not None or (p / TRACK_FILE).is_file()))
+
+    def driving_copy(self, take: str) -> Path | None:
+        """The take's copy of its driving video (``takes/<name>/driving.<ext>``), if any."""
+        return _video_copy(self.take_dir(take), DRIVING_STEM)
+
+    def driving_copy_path(self, take: str, suffix: str) -> Path:
+        """Where a driving video copy with this suffix (e.g. '.mov') goes."""
+        return self.take_dir(take) / f"{DRIVING_STEM}{suffix}"
+
+    def track_path(self, take: str) -> Path:
+        return self.take_dir(take) / TRACK_FILE
+
+    def track_info_path(self, take: str) -> Path:
+        return self.take_dir(take) / TRACK_INFO
+
+    def driving_keypoints_path(self, take: str) -> Path:
+        return self.take_dir(take) / DRIVING_KEYPOINTS
+
+    def preview_path(self, take: str) -> Path:
+        return self.take_dir(take) / PREVIEW_FILE
+
+    @property
+    def anchor_keypoints_cache(self) -> Path:
+        """The anchors' rendered keypoints, shared by every take of this generator."""
+        return self.takes_dir / ANCHOR_KEYPOINTS
+
+    def take_progress(self, take: str) -> "TrackProgress | None":
+        """How far the take's latent track got; None without a readable track."""
+        from optimize.track import read_track_progress
+
+        try:
+            return read_track_progress(self.track_path(take))
+        except ProjectError:
+            return None
+
+    def take_is_complete(self, take: str) -> bool:
+        """True when the take's latent track is finished (every frame and the smoothing)."""
+        progress = self.take_progress(take)
+        return progress is not None and progress.complete
+
+    def read_take_info(self, take: str) -> dict[str, Any]:
+        """``track.json`` of a finished run of the take, {} before one."""
+        data = _read_json_or_none(self.track_info_path(take))
+        return data if isinstance(data, dict) else {}
+
+    def learn_cache_path(self, attribute: str) -> Path:
+        """Partial sample scores of an interrupted 'learn direction' (resume)."""
+        return self.directions_dir / f".learn_{safe_name(attribute, 'attribute')}.npz"
+
+    # ----------------------------------------------------------------- styles and directions
+    def styles(self) -> list[str]:
+        """Finished styles (their ``style.json`` is written last)."""
+        from editing.nada import STYLE_META
+
+        if not self.styles_dir.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.styles_dir.glob(f"*/{STYLE_META}"))
+
+    def style_generator_path(self, style: str) -> Path:
+        """The stylized generator of ``style``; UserError listing the styles when it is missing."""
+        from editing.nada import STYLE_GENERATOR
+
+        path = self.style_dir(style) / STYLE_GENERATOR
+        if not path.is_file():
+            available = ", ".join(self.styles()) or "none"
+            raise UserError(f"No style named '{style}' in {self.styles_dir}.",
+                            f"Available: {available}. Create it first.", Action("stylize", style))
+        return path
 
     # ----------------------------------------------------------------- stage bookkeeping
     def _stage(self, stage: str) -> dict[str, Any]:
@@ -196,18 +467,13 @@ class Project:
         return {stage: self.status(stage) for stage in STAGES}
 
     def require(self, stage: str, for_what: str) -> None:
-        """Raise a ProjectError naming the missing stage and the command that makes it."""
+        """Raise a ProjectError naming the missing stage (its ``action`` is that stage)."""
         state = self.status(stage)
         if state == DONE:
             return
-        command = {"capture": "studio-cli prepare PROJECT --video FILE",
-                   "prepare": "studio-cli prepare PROJECT --video FILE",
-                   "select": "studio-cli select PROJECT",
-                   "personalize": "studio-cli personalize PROJECT --base ffhq",
-                   "reenact": "studio-cli reenact PROJECT --driving FILE --name TAKE"}.get(stage, stage)
         detail = "is stale (an earlier stage changed)" if state == STALE else f"is {state}"
         raise ProjectError(f"{for_what} needs the '{stage}' stage, which {detail}.",
-                           f"Run first: {command.replace('PROJECT', str(self.root))}")
+                           f"Run the {stage} stage first.", Action(stage))
 
 
 def safe_name(name: str, what: str) -> str:
@@ -217,6 +483,22 @@ def safe_name(name: str, what: str) -> str:
         raise ProjectError(f"'{name}' is not a valid {what} name.",
                            "Use letters, digits, spaces, '-' or '_' (no slashes).")
     return cleaned
+
+
+def _video_copy(folder: Path, stem: str) -> Path | None:
+    """The video copy ``<stem>.<ext>`` kept in a project folder, if any."""
+    for path in sorted(folder.glob(f"{stem}.*")):
+        if path.is_file() and not path.name.startswith("."):
+            return path
+    return None
+
+
+def _read_json_or_none(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (display readers)."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
 
 
 def _pid_alive(pid: int) -> bool:

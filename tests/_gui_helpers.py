@@ -1,16 +1,23 @@
-"""Helpers for the GUI tests: an isolated window, quick fake jobs that write real project files.
+"""Helpers for the GUI tests: quick fake jobs that write real project files, and the check that
+every page calls its job with keywords the real job has.
 
 The fake jobs stand in for the heavy ``studio.jobs`` functions (which have their own tests) so the
 GUI's own behaviour — progress, cancel, errors, status — is tested in seconds. They follow the same
-contract as the real ones: ``progress(done, total, message)``, ``cancel.check()``, and
-``project.mark_running/mark_done/mark_stopped``. Their images are real frames from ../shared/media.
+contract as the real ones: ``progress(done, total, message)``, ``cancel.check()``,
+``project.mark_running/mark_done/mark_stopped``, and the files they write have the real writers'
+formats. Their images are real frames from ../shared/media. ``use_fakes`` installs them on a
+window so that each call is first bound to the real job's signature: a page passing a keyword the
+real job does not take (or lacks one it needs) fails the test.
 """
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import json
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -52,7 +59,36 @@ def write_crops(scan_dir: Path, frames: list[np.ndarray]) -> list[Path]:
     return paths
 
 
-def fake_prepare(project, video=None, size=64, progress=None, cancel=None, delay=0.01, count=12):
+def signature_checked(real: Callable[..., Any], fake: Callable[..., Any]) -> Callable[..., Any]:
+    """``fake``, after checking that the call binds to ``real``'s signature (TypeError if not)."""
+    signature = inspect.signature(real)
+
+    @functools.wraps(fake)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        signature.bind(*args, **kwargs)
+        return fake(*args, **kwargs)
+
+    return call
+
+
+def use_fakes(window, **fakes: Callable[..., Any]) -> None:
+    """Replace jobs of ``window`` (``ctx.jobs.<name>``) by fakes checked against the real jobs."""
+    from studio.gui.job_functions import real_job
+
+    for name, fake in fakes.items():
+        setattr(window.ctx.jobs, name, signature_checked(real_job(name), fake))
+
+
+def quality_report(n: int, flagged: dict[int, list[str]]) -> dict[str, Any]:
+    """A ``quality.json`` as the prepare stage writes it (``personalize.faces.quality``)."""
+    from personalize.faces.quality import FrameQuality, QualityThresholds
+    from personalize.faces.quality import quality_report as report
+
+    frames = [FrameQuality(1, 200.0, 0.0, 0.0, 100.0, flagged.get(t, [])) for t in range(n)]
+    return report(frames, QualityThresholds())
+
+
+def fake_prepare(project, video=None, size=64, smooth=2.0, progress=None, cancel=None, delay=0.01, count=12):
     """Writes real crops + a quality report, reporting progress per frame; cancellable."""
     project.mark_running("prepare")
     try:
@@ -62,9 +98,7 @@ def fake_prepare(project, video=None, size=64, progress=None, cancel=None, delay
             progress(i + 1, len(frames), f"frame {i + 1}")
             time.sleep(delay)
         write_crops(project.scan_dir, frames)
-        flags = [{"index": i, "flags": ["blurry"] if i == 3 else []} for i in range(len(frames))]
-        (project.scan_dir / "quality.json").write_text(json.dumps({"frames": flags,
-                                                                    "summary": {"blurry": 1}}))
+        (project.scan_dir / "quality.json").write_text(json.dumps(quality_report(len(frames), {3: ["blurry"]})))
     except BaseException:
         project.mark_stopped("prepare")
         raise
@@ -72,7 +106,7 @@ def fake_prepare(project, video=None, size=64, progress=None, cancel=None, delay
     return {"frames": len(frames)}
 
 
-def slow_job(project, *_args, stage="prepare", progress=None, cancel=None, steps=400, delay=0.02):
+def slow_job(project, *_args, stage="prepare", progress=None, cancel=None, steps=400, delay=0.02, **_):
     """Runs until cancelled (or ``steps`` done); leaves the stage stopped when cancelled."""
     project.mark_running(stage)
     try:
@@ -86,11 +120,12 @@ def slow_job(project, *_args, stage="prepare", progress=None, cancel=None, steps
     project.mark_done(stage)
 
 
-def fake_select(project, count=4, progress=None, cancel=None):
+def fake_select(project, count=4, progress=None, cancel=None, **_):
     n = len(list((project.scan_dir / "crops").glob("*.png")))
     chosen = list(range(0, n, max(1, n // count)))[:count]
     progress(1, 1, "selected")
-    (project.dataset_dir / "selection.json").write_text(json.dumps({"frame_ids": chosen, "count": len(chosen)}))
+    (project.dataset_dir / "selection.json").write_text(json.dumps({"frame_ids": chosen, "count": len(chosen),
+                                                                   "requested": count}))
     project.mark_done("select", count=len(chosen))
 
 
@@ -122,18 +157,25 @@ def fake_personalize(project, base="ffhq", steps=None, batch=4, progress=None, c
 
 
 def make_take(project, name: str = "smile", result: bool = True, complete: bool = True) -> Path:
-    """A finished take folder: the real driving clip, a latent track, optionally a render."""
+    """A take folder: the real driving clip, a latent track (finished or half done), optionally
+    the GUI's preview render."""
     import shutil
+
+    from optimize.track import LatentTrack
     folder = project.take_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DRIVING, folder / "driving.mp4")
-    np.savez(folder / "latents.npz", ws=np.zeros((3, 4, 8), np.float32), complete=np.array(complete))
+    track = LatentTrack.empty("fake", n_frames=3, n_anchors=2, num_ws=4, w_dim=8, max_steps=1)
+    track.frames_done, track.complete = (3, True) if complete else (1, False)
+    if complete:
+        track.ws_smooth = track.ws.copy()
+    track.save(project.track_path(name))
     if result:
-        shutil.copyfile(DRIVING, folder / "preview.mp4")
+        shutil.copyfile(DRIVING, project.preview_path(name))
     return folder
 
 
-def fake_reenact(project, driving, name, progress=None, cancel=None, **_):
+def fake_reenact(project, driving, name, settings=None, progress=None, cancel=None, **_):
     project.mark_running("reenact")
     for i in range(3):
         cancel.check()
@@ -142,18 +184,25 @@ def fake_reenact(project, driving, name, progress=None, cancel=None, **_):
     project.mark_done("reenact", take=name)
 
 
-def fake_render(project, take, out, progress=None, cancel=None, **options):
+def fake_render(project, take, out, progress=None, cancel=None, mark_export=True, **options):
+    """Copies the driving clip to ``out``, records the options beside it and, like the real job,
+    marks the Export stage done unless asked not to."""
     import shutil
+
+    from editing.render import RenderResult
     progress(1, 1, "rendered")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(project.take_dir(take) / "driving.mp4", out)
+    shutil.copyfile(project.driving_copy(take), out)
+    options["mark_export"] = mark_export
     (out.parent / (out.name + ".options.json")).write_text(json.dumps(
         {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool, dict, type(None)))}))
-    return out
+    if mark_export:
+        project.mark_done("export", take=take, out=str(out), kind=out.suffix.lstrip("."))
+    return RenderResult(out, 3, out.suffix.lstrip("."), 25.0)
 
 
-def fake_import_direction(project, file, name, progress=None, cancel=None):
+def fake_import_direction(project, file, name, progress=None, cancel=None, **_):
     vec = np.random.default_rng(0).standard_normal(8).astype(np.float32)
     np.save(project.directions_dir / f"{name}.npy", vec)
     (project.directions_dir / f"{name}.json").write_text(json.dumps({"reliability": 0.83, "source": str(file)}))

@@ -1,12 +1,13 @@
-"""The per-generator cache of the anchors' rendered keypoints must not outlive a keypoint definition."""
+"""The per-generator cache of the anchors' rendered keypoints, and the latent track's fingerprint,
+must not outlive a keypoint definition."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from optimize.latent_space import PersonalizedSpace
 from personalize.progress import NEVER_CANCELLED
 from personalize.stylegan2 import tiny_generator
-from studio.project import Project
 
 
 class _CountingLandmarks:
@@ -22,27 +23,30 @@ class _CountingLandmarks:
 
 
 def test_anchor_keypoint_cache_is_recomputed_when_the_keypoint_definition_changes(tmp_path, monkeypatch) -> None:
-    import studio.jobs.reenact as jobs
+    import optimize.anchor_keypoints as module
 
-    project = Project.create(tmp_path / "p.studio")
     generator = tiny_generator(seed=0)
     anchors = np.random.default_rng(0).normal(size=(3, generator.w_dim)).astype(np.float32)
+    space = PersonalizedSpace(anchors, generator.num_ws)
     landmarks = _CountingLandmarks()
-    first = jobs.cached_anchor_keypoints(project, generator, anchors, landmarks, "g1", NEVER_CANCELLED)
+    cache = tmp_path / "anchor_keypoints.npz"
+    first = module.cached_anchor_keypoints(generator, space, landmarks, cache, "g1", NEVER_CANCELLED)
     assert first.shape == (3, 66, 3) and landmarks.images == 3
-    again = jobs.cached_anchor_keypoints(project, generator, anchors, landmarks, "g1", NEVER_CANCELLED)
+    again = module.cached_anchor_keypoints(generator, space, landmarks, cache, "g1", NEVER_CANCELLED)
     assert landmarks.images == 3 and np.array_equal(again, first)  # reused
-    monkeypatch.setattr(jobs, "KEYPOINT_DEFINITION", "another-definition")
-    jobs.cached_anchor_keypoints(project, generator, anchors, landmarks, "g1", NEVER_CANCELLED)
+    monkeypatch.setattr(module, "KEYPOINT_DEFINITION", "another-definition")
+    module.cached_anchor_keypoints(generator, space, landmarks, cache, "g1", NEVER_CANCELLED)
     assert landmarks.images == 6  # a cache made for other keypoints is not reused
 
 
 def test_track_fingerprint_includes_the_keypoint_definition(monkeypatch) -> None:
-    import optimize.reenact as reenact
-    from optimize.reenact import DrivingFrames, ReenactSettings, track_fingerprint
+    import optimize.reenact_settings as settings_module
+    from optimize.driving import DrivingFrames
+    from optimize.reenact_settings import ReenactSettings
+    from optimize.track import track_fingerprint
 
     frames = DrivingFrames.from_arrays([np.zeros((8, 8, 3), np.uint8)], landmarks=np.zeros((1, 478, 3)))
     anchors = np.zeros((2, 4), np.float32)
-    before = track_fingerprint(frames, anchors, "g", ReenactSettings())
-    monkeypatch.setattr(reenact, "KEYPOINT_DEFINITION", "another-definition")
-    assert track_fingerprint(frames, anchors, "g", ReenactSettings()) != before
+    before = track_fingerprint(frames, anchors, "g", ReenactSettings().fingerprint_dict())
+    monkeypatch.setattr(settings_module, "KEYPOINT_DEFINITION", "another-definition")
+    assert track_fingerprint(frames, anchors, "g", ReenactSettings().fingerprint_dict()) != before

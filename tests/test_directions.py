@@ -10,7 +10,7 @@ import torch
 from editing.directions import (Direction, anchor_basis, apply_direction, apply_edits,
                                 edit_fraction_inside_hull, layer_mask, list_directions, load_direction,
                                 make_ws_edit, parse_edit, project_direction, read_direction_file,
-                                reliability, save_direction, style_generator_path, validate_direction)
+                                reliability, save_direction, validate_direction)
 from personalize.errors import UserError
 from tests.conftest import MEDIA
 
@@ -170,15 +170,13 @@ def test_a_coefficient_already_below_the_floor_may_not_fall_further() -> None:
 
 
 def test_save_list_load_and_no_overwrite(tmp_path) -> None:
-    (tmp_path / "directions").mkdir()
-    (tmp_path / "project.json").write_text("{}")
     d = Direction("smile", validate_direction(torch.randn(512)), {"source": "imported"})
     save_direction(tmp_path, d)
     with pytest.raises(UserError, match="already exists"):
         save_direction(tmp_path, Direction("smile", torch.ones(1, 512)))
     loaded = load_direction(tmp_path, "smile")
     assert torch.equal(loaded.vector, d.vector) and loaded.meta["source"] == "imported"
-    meta = json.loads((tmp_path / "directions" / "smile.json").read_text())
+    meta = json.loads((tmp_path / "smile.json").read_text())
     assert meta["shape"] == [1, 512]
     save_direction(tmp_path, Direction("smile", torch.ones(1, 512)), force=True)
     assert torch.equal(load_direction(tmp_path, "smile").vector, torch.ones(1, 512))
@@ -189,15 +187,9 @@ def test_save_list_load_and_no_overwrite(tmp_path) -> None:
         save_direction(tmp_path, Direction("../evil", torch.ones(1, 512)))
 
 
-def test_parse_edit_and_style_lookup(tmp_path) -> None:
+def test_parse_edit() -> None:
     assert parse_edit("smile=1.5") == ("smile", 1.5)
     assert parse_edit("age=-1") == ("age", -1.0)
     for bad in ("smile", "smile=abc", "=1", "x=nan"):
         with pytest.raises(UserError):
             parse_edit(bad)
-    (tmp_path / "styles" / "sketch").mkdir(parents=True)
-    (tmp_path / "project.json").write_text("{}")
-    with pytest.raises(UserError, match="No style named"):
-        style_generator_path(tmp_path, "sketch")
-    (tmp_path / "styles" / "sketch" / "generator.safetensors").write_bytes(b"x")
-    assert style_generator_path(tmp_path, "sketch").name == "generator.safetensors"

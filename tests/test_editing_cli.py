@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from editing.clip_model import random_clip
-from editing.directions import load_direction, make_ws_edit, style_generator_path
+from editing.directions import load_direction, make_ws_edit
 from personalize.stylegan2 import load_generator, save_generator, tiny_generator
 from studio.cli import main
 from studio.project import Project
-from tests._editing_helpers import MouthWarpGenerator, make_mouth_setup
+from tests._editing_helpers import make_mouth_setup, mouth_warp_generator
 from tests.conftest import MEDIA
 
 
@@ -48,16 +48,16 @@ def test_import_published_directions_and_list(ffhq_shaped_project, capsys) -> No
                  "--no-project"]) == 0
     out = capsys.readouterr().out
     assert "imported direction 'smile' (1, 512)" in out and "(projected)" in out
-    smile = load_direction(ffhq_shaped_project, "smile")
+    smile = load_direction(ffhq_shaped_project.directions_dir, "smile")
     assert smile.meta["projected"] and 0.0 < smile.meta["reliability"] < 0.5  # 19 random anchors span little of W
     assert reliability(smile.vector, anchors) == pytest.approx(1.0, abs=1e-5)  # stored inside the span
-    pose = load_direction(ffhq_shaped_project, "pose")
+    pose = load_direction(ffhq_shaped_project.directions_dir, "pose")
     assert pose.vector.shape == (18, 512) and not pose.meta["projected"] and 0.0 < pose.meta["reliability"] < 0.5
     original = read_direction_file(MEDIA / "directions" / "pose.pt", w_dim=512, num_ws=18)
     assert torch.equal(pose.vector, original)
     assert main(["directions", "import", root, str(MEDIA / "directions" / "age.pt"), "--name", "age",
                  "--project-to-anchors"]) == 0  # the old flag still works (it is the default now)
-    assert load_direction(ffhq_shaped_project, "age").meta["projected"]
+    assert load_direction(ffhq_shaped_project.directions_dir, "age").meta["projected"]
     assert main(["directions", "list", root]) == 0
     listing = capsys.readouterr().out
     assert "smile" in listing and "pose" in listing and "styles: none" in listing
@@ -67,10 +67,10 @@ def test_import_needs_anchors_to_project_or_no_project(tmp_path, capsys) -> None
     project = Project.create(tmp_path / "new.studio")
     np.save(tmp_path / "d.npy", np.ones(512, np.float32))
     assert main(["directions", "import", str(project.root), str(tmp_path / "d.npy"), "--name", "d"]) == 2
-    assert "--no-project" in capsys.readouterr().err
+    assert "without projection" in capsys.readouterr().err
     assert main(["directions", "import", str(project.root), str(tmp_path / "d.npy"), "--name", "d",
                  "--no-project"]) == 0
-    assert not load_direction(project, "d").meta["projected"]
+    assert not load_direction(project.directions_dir, "d").meta["projected"]
 
 
 def test_import_bad_input_gives_clear_errors_and_keeps_files(tiny_project, tmp_path, capsys) -> None:
@@ -91,7 +91,7 @@ def test_import_bad_input_gives_clear_errors_and_keeps_files(tiny_project, tmp_p
     assert (tiny_project.directions_dir / "good.npy").read_bytes() == before
     assert main(["directions", "import", root, str(tmp_path / "other.npy"), "--name", "good", "--force",
                  "--no-project"]) == 0
-    assert torch.equal(load_direction(tiny_project, "good").vector, -torch.ones(1, 64))
+    assert torch.equal(load_direction(tiny_project.directions_dir, "good").vector, -torch.ones(1, 64))
 
 
 def test_stylize_missing_clip_and_empty_prompt(tiny_project, studio_cache, capsys) -> None:
@@ -112,7 +112,7 @@ def test_stylize_then_render_a_stylized_edited_take(tiny_project, monkeypatch, t
     args = ["stylize", root, "--prompt", "a sketch", "--name", "sketch", "--iters", "3", "--layers", "2",
             "--device", "cpu"]
     assert main(args) == 0
-    path = style_generator_path(tiny_project, "sketch")
+    path = tiny_project.style_generator_path("sketch")
     meta = json.loads((path.parent / "style.json").read_text())
     assert meta["prompt"] == "a sketch" and meta["clip_random_weights"] is True and len(meta["trained_layers"]) >= 2
     stamp = path.stat().st_mtime_ns
@@ -126,9 +126,9 @@ def test_stylize_then_render_a_stylized_edited_take(tiny_project, monkeypatch, t
     styled = load_generator(path)
     personal = load_generator(tiny_project.model_dir / "generator.safetensors")
     track = torch.from_numpy(np.load(tiny_project.model_dir / "anchors.npy")[:3]).unsqueeze(1).repeat(1, styled.num_ws, 1)
-    edit = make_ws_edit([(load_direction(tiny_project, "d"), 0.5)])
+    edit = make_ws_edit([(load_direction(tiny_project.directions_dir, "d"), 0.5)])
     result = render_take(styled, track, tmp_path / "frames", fps=25.0, edit_ws=edit)
-    from studio.jobs.reenact import edits_to_ws_edit
+    from studio.jobs.editing import edits_to_ws_edit
 
     job_edit = edits_to_ws_edit(tiny_project, {"d": 0.5}, 64, styled.num_ws)  # what 'render --edit' uses
     assert job_edit.anchors is not None  # renders keep edited codes inside the person's space
@@ -144,12 +144,12 @@ def test_learn_direction_cli(tiny_project, monkeypatch, capsys) -> None:
 
     anchors, axis = make_mouth_setup()
     monkeypatch.setattr(jobs, "load_personalized",
-                        lambda project, device="cpu": (MouthWarpGenerator(anchors, axis), anchors.numpy()))
+                        lambda project, device="cpu": (mouth_warp_generator(anchors, axis), anchors.numpy()))
     root = str(tiny_project.root)
     assert main(["directions", "learn", root, "--attribute", "mouth_open", "--samples", "120",
                  "--batch", "20", "--device", "cpu"]) == 0
     assert "held-out accuracy" in capsys.readouterr().out
-    d = load_direction(tiny_project, "mouth_open")
+    d = load_direction(tiny_project.directions_dir, "mouth_open")
     assert d.meta["source"] == "learned" and d.meta["accuracy"] >= 0.8
     assert float(d.vector[0] @ axis) > 0.7
     assert not (tiny_project.directions_dir / ".learn_mouth_open.npz").exists()
@@ -168,7 +168,7 @@ def test_learn_errors(tiny_project, studio_cache, capsys) -> None:
 
 def test_preview_frame_applies_edits_and_style(tiny_project, tmp_path) -> None:
     from editing.nada import NadaConfig, save_style, train_nada
-    from optimize.reenact import LatentTrack
+    from optimize.track import LatentTrack
     from studio.jobs.editing import preview_frame
 
     G = load_generator(tiny_project.model_dir / "generator.safetensors")

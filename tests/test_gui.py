@@ -23,11 +23,10 @@ from PySide6.QtGui import QAction, QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from personalize.errors import MediaError  # noqa: E402
-from studio.gui import jobs_bridge  # noqa: E402
 from studio.gui.main_window import StudioWindow  # noqa: E402
 from studio.gui.settings import StudioSettings  # noqa: E402
 from studio.gui.widgets.loss_plot import read_loss_log  # noqa: E402
-from studio.gui.worker import EtaEstimator, call_with_supported, format_eta  # noqa: E402
+from studio.gui.worker import EtaEstimator, format_eta  # noqa: E402
 from studio.project import STAGES  # noqa: E402
 from tests import _gui_helpers as helpers  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
@@ -42,7 +41,6 @@ def settings(tmp_path: Path) -> StudioSettings:
 
 @pytest.fixture()
 def window(qtbot, settings, studio_cache):
-    jobs_bridge.OVERRIDES.clear()
     win = StudioWindow(settings)
     opened: list[QUrl] = []
     win.ctx.open_url = opened.append
@@ -52,7 +50,6 @@ def window(qtbot, settings, studio_cache):
     yield win
     win.ctx.runner.cancel()
     win.ctx.runner.wait(10000)
-    jobs_bridge.OVERRIDES.clear()
     if win.ctx.last_error is not None:
         win.ctx.last_error.close()
 
@@ -61,6 +58,16 @@ def window(qtbot, settings, studio_cache):
 def project_window(window, tmp_path):
     window.new_project(tmp_path / "anna.studio")
     return window
+
+
+def with_finished_take(win, name: str):
+    """The window's project with every stage up to Re-enact done and a finished take ``name``."""
+    project = win.ctx.project
+    for stage in ("capture", "prepare", "select", "personalize", "reenact"):
+        project.mark_done(stage)
+    helpers.make_take(project, name)
+    win.ctx.force_refresh()
+    return project
 
 
 def wait_job(qtbot, win, timeout=20000):
@@ -98,17 +105,22 @@ def test_eta_estimator_uses_the_rate_of_the_current_phase():
     assert format_eta(75) == "about 1 min 15 s left"
 
 
-def test_call_with_supported_drops_options_a_job_does_not_take():
-    def job(project, count=3, progress=None):
-        return project, count, progress
+def test_a_job_called_with_a_keyword_it_lacks_fails_loudly(project_window, qtbot):
+    """The runner passes a page's keywords as they are: a renamed job parameter is a bug dialog
+    (and ``use_fakes`` makes every page test check its calls against the real jobs)."""
+    win = project_window
+    win.ctx.project.mark_done("capture")
+    win.ctx.force_refresh()
 
-    assert call_with_supported(job, "p", count=5, device="cpu", progress=1, extra=None) == ("p", 5, 1)
-    assert call_with_supported(job, "p", count=None) == ("p", 3, None)   # None -> job default
-
-    def flexible(**kwargs):
-        return kwargs
-
-    assert call_with_supported(flexible, device="cpu") == {"device": "cpu"}
+    def renamed(project, video=None, size=1024, smoothing=2.0, progress=None, cancel=None):
+        raise AssertionError("not reached: the page passes smooth=")
+    win.ctx.jobs.prepare = renamed
+    win.pages["prepare"].start()
+    wait_job(qtbot, win)
+    box = close_error(win)
+    assert "TypeError" in box.text() and "smooth" in box.text()
+    with pytest.raises(TypeError, match="smooth"):
+        helpers.signature_checked(renamed, helpers.fake_prepare)(win.ctx.project, size=64, smooth=1.0)
 
 
 def test_loss_log_parser_skips_partial_lines(tmp_path):
@@ -159,7 +171,8 @@ def test_opening_a_non_project_shows_an_actionable_dialog(window, tmp_path):
     (tmp_path / "empty").mkdir()
     assert window.open_project(tmp_path / "empty") is None
     box = close_error(window)
-    assert "No studio project" in box.text() and "studio-cli new" in box.informativeText()
+    assert "No studio project" in box.text() and "File ▸ New project" in box.informativeText()
+    assert "studio-cli" not in box.informativeText()   # the window phrases the step its own way
     assert window.stack.currentWidget() is window.start_screen
 
 
@@ -192,7 +205,7 @@ def test_prepare_job_updates_progress_grid_and_project(project_window, qtbot):
     win = project_window
     win.ctx.project.mark_done("capture")
     win.ctx.force_refresh()
-    jobs_bridge.OVERRIDES["prepare"] = helpers.fake_prepare
+    helpers.use_fakes(win, prepare=helpers.fake_prepare)
     seen: list[tuple[int, int]] = []
     win.ctx.runner.progressed.connect(lambda d, t, m, e: seen.append((d, t)))
     page = win.pages["prepare"]
@@ -213,7 +226,7 @@ def test_cancel_stops_the_job_and_keeps_the_project_consistent(project_window, q
     win = project_window
     win.ctx.project.mark_done("capture")
     win.ctx.force_refresh()
-    jobs_bridge.OVERRIDES["prepare"] = helpers.slow_job
+    helpers.use_fakes(win, prepare=helpers.slow_job)
     win.pages["prepare"].start()
     qtbot.waitUntil(lambda: win.job_panel.bar.maximum() == 400, timeout=5000)
     assert win.ctx.statuses["prepare"] == "running"
@@ -231,10 +244,10 @@ def test_errors_become_dialogs_with_details(project_window, qtbot):
     win.ctx.project.mark_done("capture")
     win.ctx.force_refresh()
 
-    def bad_video(project, video, progress=None, cancel=None):
+    def bad_video(project, progress=None, cancel=None, **_):
         raise MediaError("No face was found in any frame of the video.",
                          "Record again facing the camera in good light.")
-    jobs_bridge.OVERRIDES["prepare"] = bad_video
+    helpers.use_fakes(win, prepare=bad_video)
     win.pages["prepare"].start()
     wait_job(qtbot, win)
     box = close_error(win)
@@ -242,9 +255,9 @@ def test_errors_become_dialogs_with_details(project_window, qtbot):
     assert "good light" in box.informativeText()
     assert "bad_video" in box.detailedText()             # traceback one click away
 
-    def bug(project, video, progress=None, cancel=None):
+    def bug(project, progress=None, cancel=None, **_):
         raise ZeroDivisionError("division by zero")
-    jobs_bridge.OVERRIDES["prepare"] = bug
+    helpers.use_fakes(win, prepare=bug)
     win.pages["prepare"].start()
     wait_job(qtbot, win)
     box = close_error(win)
@@ -273,7 +286,7 @@ def test_models_dialog_import_rejects_a_wrong_file_and_fetch_reports_progress(wi
     def fake_fetch(name, progress=None, cancel=None):
         for i in range(1, 6):
             progress(i * 100, 500, "downloading")
-    jobs_bridge.OVERRIDES["fetch_weights"] = fake_fetch
+    helpers.use_fakes(window, fetch_weights=fake_fetch)
     with qtbot.waitSignal(dialog.weights_changed, timeout=10000):
         dialog.fetch_selected()
     assert "done" in dialog.state_label.text() and not dialog.progress.isVisible()
@@ -309,12 +322,38 @@ def test_capture_page_uses_a_dropped_real_video_and_trims_it(project_window, qtb
     page.trim_out.setValue(3.0)
     qtbot.mouseClick(page.use_button, Qt.MouseButton.LeftButton)
     wait_job(qtbot, win, 60000)
-    assert win.ctx.statuses["capture"] == "done"
-    video = Path(win.ctx.project.manifest["sources"]["scan_video"])
+    assert win.ctx.last_error is None and win.ctx.statuses["capture"] == "done"
+    project = win.ctx.project
+    record = project.scan_record
+    assert record["original"] == str(helpers.SELFSCAN.resolve()) and record["trim"] == [2.0, 3.0]
     from personalize.video import probe_video
-    info = probe_video(video)
-    assert video.parent == win.ctx.project.root / "capture" and info.n_frames == 30
+    video = project.scan_source()
+    assert video == project.root / record["copy"] and probe_video(video).n_frames == 30
     assert win.pages["prepare"].run_button.isEnabled()
+
+
+def test_choosing_the_same_video_again_keeps_later_stages(project_window, qtbot):
+    """The capture job compares the file's fingerprint and part: the same choice changes nothing
+    (before, every 'Use this video' marked Capture done again and made everything after it stale)."""
+    win = project_window
+    project, page = win.ctx.project, win.pages["capture"]
+    page.load_video(str(helpers.DRIVING))
+    page.use_video()
+    wait_job(qtbot, win, 60000)
+    for stage in ("prepare", "select"):
+        project.mark_done(stage)
+    win.ctx.force_refresh()
+    fingerprint = project.fingerprint("capture")
+    page.project_loaded()                        # what reopening the project shows
+    assert page.video_path == str(helpers.DRIVING.resolve())
+    page.use_video()
+    wait_job(qtbot, win, 60000)
+    assert win.ctx.project.fingerprint("capture") == fingerprint
+    assert win.ctx.statuses["prepare"] == "done" and win.ctx.statuses["select"] == "done"
+    page.trim_in.setValue(1.0)                   # another part of it is another self-scan
+    page.use_video()
+    wait_job(qtbot, win, 60000)
+    assert win.ctx.statuses["prepare"] == "stale" and win.ctx.project.scan_record["trim"][0] == 1.0
 
 
 def test_webcam_panel_previews_measures_and_records_a_live_source(project_window, qtbot):
@@ -372,7 +411,7 @@ def test_select_page_highlights_selection_and_shows_coverage(project_window, qtb
     project.mark_done("capture")
     helpers.fake_prepare(project, progress=lambda *a: None, cancel=__import__("personalize.progress").progress.NEVER_CANCELLED)
     win.ctx.force_refresh()
-    jobs_bridge.OVERRIDES["select"] = helpers.fake_select
+    helpers.use_fakes(win, select=helpers.fake_select)
     page = win.pages["select"]
     page.count_spin.setValue(4)
     page.start()
@@ -388,7 +427,7 @@ def test_personalize_page_plots_the_log_and_shows_the_preview(project_window, qt
     for stage in ("capture", "prepare", "select"):
         project.mark_done(stage)
     win.ctx.force_refresh()
-    jobs_bridge.OVERRIDES["personalize"] = helpers.fake_personalize
+    helpers.use_fakes(win, personalize=helpers.fake_personalize)
     page = win.pages["personalize"]
     assert page.start_button.isEnabled() and page.base_box.currentData() == "ffhq"
     page.start()
@@ -405,8 +444,7 @@ def test_reenact_page_runs_a_take_and_plays_it_side_by_side(project_window, qtbo
     for stage in ("capture", "prepare", "select", "personalize"):
         project.mark_done(stage)
     win.ctx.force_refresh()
-    jobs_bridge.OVERRIDES["reenact"] = helpers.fake_reenact
-    jobs_bridge.OVERRIDES["render"] = helpers.fake_render
+    helpers.use_fakes(win, reenact=helpers.fake_reenact, render=helpers.fake_render)
     page = win.pages["reenact"]
     assert not page.run_button.isEnabled()              # no driving video yet
     page.set_driving(str(helpers.DRIVING))
@@ -428,13 +466,8 @@ def test_reenact_page_runs_a_take_and_plays_it_side_by_side(project_window, qtbo
 
 def test_edit_sliders_feed_export_which_opens_the_folder(project_window, qtbot, tmp_path):
     win = project_window
-    project = win.ctx.project
-    for stage in ("capture", "prepare", "select", "personalize", "reenact"):
-        project.mark_done(stage)
-    helpers.make_take(project, "speech")
-    win.ctx.force_refresh()
-    jobs_bridge.OVERRIDES["import_direction"] = helpers.fake_import_direction
-    jobs_bridge.OVERRIDES["render"] = helpers.fake_render
+    project = with_finished_take(win, "speech")
+    helpers.use_fakes(win, import_direction=helpers.fake_import_direction, render=helpers.fake_render)
     edit = win.pages["edit"]
     win.go_to_stage("edit")
     assert edit.run_import(str(tmp_path / "smile.pt"), "smile")
@@ -453,10 +486,52 @@ def test_edit_sliders_feed_export_which_opens_the_folder(project_window, qtbot, 
     wait_job(qtbot, win)
     out = project.root / "exports" / "speech_export.gif"
     options = json.loads((out.parent / (out.name + ".options.json")).read_text())
-    assert out.is_file() and options["edits"] == {"smile": 1.5} and options["format"] == "gif"
+    assert out.is_file() and options["edits"] == {"smile": 1.5} and options["mark_export"] is True
     assert options["paste_back"] is True and options["side_by_side"] is False and options["height"] == 720
     assert win.opened_urls and win.opened_urls[-1].toLocalFile() == str(out.parent)
     assert win.ctx.statuses["export"] == "done"
+    # marked once, by the render job: the page did not write its own (stale) copy over it
+    from studio.project import Project
+    assert Project.open(project.root).stage_info("export") == {"take": "speech", "out": str(out), "kind": "gif"}
+
+
+def test_edit_page_learns_stylizes_and_previews_with_the_real_jobs_keywords(project_window, qtbot):
+    import numpy as np
+
+    win = project_window
+    project = with_finished_take(win, "speech")
+    calls = []
+
+    def fake_learn(project, attribute, progress=None, cancel=None, **options):
+        calls.append(("learn", attribute, options))
+
+    def fake_stylize(project, prompt, name, progress=None, cancel=None, **options):
+        calls.append(("stylize", prompt, name, options))
+        project.style_dir(name).mkdir(parents=True)
+        (project.style_dir(name) / "generator.safetensors").write_bytes(b"")
+        (project.style_dir(name) / "style.json").write_text("{}")
+
+    def fake_preview(project, take, frame=0, progress=None, cancel=None, **options):
+        calls.append(("preview", take, frame, options))
+        return np.full((16, 16, 3), 200, np.uint8)
+
+    helpers.use_fakes(win, learn_direction=fake_learn, stylize=fake_stylize, preview_frame=fake_preview)
+    edit = win.pages["edit"]
+    win.go_to_stage("edit")
+    edit.attr_box.setCurrentText("age")
+    edit.learn_direction()
+    wait_job(qtbot, win)
+    edit.prompt_edit.setText("a pencil sketch")
+    edit.iters_spin.setValue(40)
+    edit.create_style()
+    wait_job(qtbot, win)
+    assert win.ctx.last_error is None
+    assert calls[0] == ("learn", "age", {"device": "cpu"})
+    assert calls[1] == ("stylize", "a pencil sketch", "a_pencil_sketch", {"iterations": 40, "device": "cpu"})
+    assert [edit.styles.item(i).text() for i in range(edit.styles.count())][1:] == ["a_pencil_sketch"]
+    edit.update_preview()
+    qtbot.waitUntil(lambda: edit.preview.source is not None, timeout=10000)
+    assert calls[-1][:3] == ("preview", "speech", 0)
 
 
 def test_every_stage_page_survives_small_and_large_windows(project_window, qtbot):

@@ -1,6 +1,6 @@
 """The GUI driving the real jobs (not fakes): import and trim a real self-scan, prepare it with
-MediaPipe through the Prepare page, cancel a real preparation, and (when every job exists) the
-whole flow to an exported MP4 with tiny models."""
+MediaPipe through the Prepare page, cancel a real preparation, and the whole flow to an exported
+MP4 with tiny models."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,6 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from studio.gui import jobs_bridge  # noqa: E402
 from studio.gui.main_window import StudioWindow  # noqa: E402
 from studio.gui.settings import StudioSettings  # noqa: E402
 from tests import _gui_helpers as helpers  # noqa: E402
@@ -23,9 +22,6 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture()
 def window(qtbot, tmp_path, studio_cache):
-    if not jobs_bridge.available("prepare"):
-        pytest.skip("studio.jobs.prepare is not available")
-    jobs_bridge.OVERRIDES.clear()
     win = StudioWindow(StudioSettings.at(tmp_path / "settings.ini"))
     win.ctx.open_url = lambda url: None
     qtbot.addWidget(win)
@@ -88,9 +84,6 @@ def test_cancelling_a_real_preparation_leaves_the_project_resumable(window, qtbo
 def test_full_flow_from_selfscan_to_exported_mp4_with_tiny_models(window, qtbot, tmp_path, monkeypatch):
     """Import -> prepare -> select -> personalize -> re-enact -> export, all through the pages,
     with the real jobs, a tiny random StyleGAN2 and (explicit test hook) a random LPIPS backbone."""
-    for action in ("select", "personalize", "reenact", "render"):
-        if not jobs_bridge.available(action):
-            pytest.skip(f"the '{action}' job is not available yet")
     import functools
 
     import studio.jobs.personalize as personalize_job
@@ -101,11 +94,11 @@ def test_full_flow_from_selfscan_to_exported_mp4_with_tiny_models(window, qtbot,
     metric = build_lpips(None, random_backbone=True, seed=0)
     monkeypatch.setattr(personalize_job, "build_project_lpips", lambda device="cpu": metric)
     # The real personalize job, with test-sized inversion (the GUI leaves it at its default).
-    jobs_bridge.OVERRIDES["personalize"] = functools.partial(
-        jobs_bridge.job("personalize"), inversion_steps=6, checkpoint_every=2)
+    win = window
+    win.ctx.jobs.personalize = functools.partial(win.ctx.jobs.personalize, inversion_steps=6,
+                                                 checkpoint_every=2)
     base = tmp_path / "tiny_base.safetensors"
     save_generator(tiny_generator(seed=0), base)
-    win = window
 
     def run(button_owner, button, timeout=600000):
         assert button.isEnabled(), f"{button.text()} is disabled"

@@ -10,7 +10,7 @@ from editing.clip_model import random_clip
 from editing.directions import project_direction
 from editing.learn_direction import fit_logistic, learn_direction
 from personalize.errors import UserError
-from tests._editing_helpers import MouthWarpGenerator, load_aligned_face, make_mouth_setup
+from tests._editing_helpers import load_aligned_face, make_mouth_setup, mouth_warp_generator
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_logistic_fit_finds_a_separating_normal() -> None:
 def test_learned_direction_recovers_the_true_axis() -> None:
     torch.manual_seed(0)
     anchors, axis = make_mouth_setup()
-    G = MouthWarpGenerator(anchors, axis)
+    G = mouth_warp_generator(anchors, axis)
     result = learn_direction(G, anchors, "mouth_open", n_samples=240, seed=1, batch_size=16)
     d = result.direction
     assert result.n_scored >= 200  # MediaPipe found the face in (nearly) every render
@@ -83,7 +83,7 @@ def test_learned_direction_recovers_the_true_axis() -> None:
 
 def test_age_needs_real_clip_and_attribute_must_exist() -> None:
     anchors, axis = make_mouth_setup()
-    G = MouthWarpGenerator(anchors, axis)
+    G = mouth_warp_generator(anchors, axis)
     with pytest.raises(UserError, match="CLIP"):
         learn_direction(G, anchors, "age", n_samples=40)
     with pytest.raises(UserError, match="CLIP"):
@@ -97,7 +97,7 @@ def test_age_with_a_clip_scorer_runs_end_to_end() -> None:
     from editing.learn_direction import clip_age_scorer
 
     anchors, axis = make_mouth_setup()
-    G = MouthWarpGenerator(anchors, axis)
+    G = mouth_warp_generator(anchors, axis)
     result = learn_direction(G, anchors, "age", scorer=clip_age_scorer(random_clip("tiny")), n_samples=40,
                              batch_size=20)
     assert result.n_scored == 40 and result.direction.vector.shape == (1, 16)

@@ -8,7 +8,7 @@ import torch
 from optimize.latent_space import PersonalizedSpace, PPlusCode
 from optimize.losses import (IdentityReference, LossWeights, MeshLandmarks, ReenactLoss, crop_distance,
                              crop_l2, crop_mse, keypoint_loss, keypoints_from_landmarks)
-from tests._reenact_helpers import WarpFaceGenerator, keypoint_gradient_cosine, load_aligned, warp_anchors
+from tests._reenact_helpers import keypoint_gradient_cosine, load_aligned, warp_anchors, warp_face_generator
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_facemesh_keypoints_agree_with_mediapipe_on_a_real_face(face_mesh, face)
 
 
 def test_terms_grow_with_the_difference(face_mesh, face) -> None:
-    generator = WarpFaceGenerator(size=256)
+    generator = warp_face_generator(256)
     mesh = MeshLandmarks(face_mesh, 256)
     loss = ReenactLoss(mesh, LossWeights())
     ws_neutral = torch.zeros(1, generator.num_ws, generator.w_dim)
@@ -125,7 +125,7 @@ def test_gradients_reach_alpha_and_delta_through_generator_and_facemesh(face_mes
             anchors = generator.mapping(torch.randn(5, generator.z_dim), None)[:, 0]
         size = generator.img_resolution
     else:
-        generator = WarpFaceGenerator(size=128)
+        generator = warp_face_generator(128)
         anchors = torch.from_numpy(warp_anchors(generator))
         size = 128
     space = PersonalizedSpace(anchors, generator.num_ws)
@@ -161,9 +161,9 @@ def test_keypoint_gradient_matches_finite_differences_near_the_answer(face_mesh)
     """
     from personalize.faces import detect_landmarks
     from editing.render import tensor_to_uint8
-    from optimize.reenact import image_to_tensor
+    from optimize.driving import image_to_tensor
 
-    generator = WarpFaceGenerator(size=256)
+    generator = warp_face_generator(256)
     space = PersonalizedSpace(warp_anchors(generator), generator.num_ws)
     true = torch.tensor([[0.6, 0.1, 0.0, 0.3, 0.0, 0.0]])
     with torch.no_grad():

@@ -9,7 +9,7 @@ import torch
 from editing.clip_model import load_clip, random_clip, read_clip_state_dict
 from editing.nada import (NadaConfig, check_style_target, conv_layer_names, directional_loss, read_style_meta,
                           save_style, select_layers, text_direction, train_nada)
-from personalize.errors import CheckpointError, MissingWeightsError, UserError
+from personalize.errors import Action, CheckpointError, MissingWeightsError, UserError
 from personalize.stylegan2 import load_generator, tiny_generator
 
 
@@ -197,8 +197,9 @@ def test_clip_loads_from_a_torchscript_archive_without_running_it(clip_tiny, tmp
 
 
 def test_clip_missing_or_unsafe_weights(tmp_path) -> None:
-    with pytest.raises(MissingWeightsError, match="models fetch clip-vit-b32"):
+    with pytest.raises(MissingWeightsError, match="clip-vit-b32") as err:
         load_clip(tmp_path / "ViT-B-32.pt")
+    assert err.value.action == Action("models", "clip-vit-b32")
     torch.save({"evil": print}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError):
         load_clip(tmp_path / "evil.pt")

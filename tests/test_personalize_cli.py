@@ -108,3 +108,15 @@ def test_missing_lpips_weights_point_to_fetch(tmp_path, frames, studio_cache, ca
     project = _project(tmp_path, frames)
     assert main(["select", str(project.root), "--count", "10"]) == 2
     assert "models fetch lpips-alex" in capsys.readouterr().err
+
+
+def test_personalize_without_a_frame_count_keeps_the_selection(tmp_path, frames, random_lpips, studio_cache):
+    """The GUI's "all selected" passes frames=None: train on the finished selection as it is
+    (it used to be dropped, and the default 250 re-selected)."""
+    project = _project(tmp_path, frames, invalid=())
+    chosen = job.select_frames(project, 8, device="cpu")["frame_ids"]
+    selected_at = project.fingerprint("select")
+    config = job.personalize_project(project, str(_tiny_base(tmp_path)), frames=None, steps=2, batch=2,
+                                     inversion_steps=2, checkpoint_every=2)
+    assert config["frame_ids"] == chosen and config["frames"] == 8
+    assert project.fingerprint("select") == selected_at

@@ -78,9 +78,9 @@ def test_prepare_scan_without_video_asks_for_one(tmp_path) -> None:
 
 def test_prepare_driving_into_a_take(clips, tmp_path) -> None:
     _, other = clips
-    take = tmp_path / "takes" / "wink"
-    result = prepare_driving(other, take, size=96, smooth=2.0)
-    assert (take / "driving.mov").is_file()
+    project = Project.create(tmp_path / "p")
+    result = prepare_driving(project, "wink", other, size=96, smooth=2.0)
+    assert project.driving_copy("wink") == project.take_dir("wink") / "driving.mov"
     assert result.transforms.shape == (12, 3, 3) and result.valid.all()
     assert result.read_crop(11).shape == (96, 96, 3)
     assert np.isfinite(result.crop_landmarks).all()

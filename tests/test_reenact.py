@@ -8,13 +8,17 @@ import torch
 from editing.render import tensor_to_uint8
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
-from optimize.reenact import (TRACK_FILE, DrivingFrames, FrameOptimizer, ReenactSettings,
-                              identity_reference, image_to_tensor, load_track, reenact)
+from optimize.anchor_keypoints import anchor_keypoints, nearest_anchor
+from optimize.driving import DrivingFrames, image_to_tensor
+from optimize.reenact import FrameOptimizer, identity_reference, reenact
+from optimize.reenact_settings import ReenactSettings
+from optimize.track import load_track
 from personalize.errors import Cancelled, ProjectError
 from personalize.progress import CancelToken
-from tests._reenact_helpers import WarpFaceGenerator, mean_keypoint_error, warp_anchors
+from tests._reenact_helpers import mean_keypoint_error, warp_anchors, warp_face_generator
 
 SIZE = 128
+TRACK = "latents.npz"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,7 @@ def face_mesh():
 
 @pytest.fixture(scope="module")
 def warp_setup():
-    generator = WarpFaceGenerator(size=SIZE)
+    generator = warp_face_generator(SIZE)
     anchors = warp_anchors(generator)
     return generator, anchors, PersonalizedSpace(anchors, generator.num_ws)
 
@@ -81,7 +85,7 @@ def test_warm_started_take_follows_a_moving_known_answer(face_mesh, warp_setup, 
     driving = DrivingFrames.from_arrays([_render(generator, space, [c])[0] for c in path])
     assert driving.valid.all()
     mesh = MeshLandmarks(face_mesh, SIZE)
-    result = reenact(generator, anchors, driving, tmp_path / TRACK_FILE, mesh,
+    result = reenact(generator, anchors, driving, tmp_path / TRACK, mesh,
                      settings=ReenactSettings(smooth_sigma=0.0))
     track = result.track
     target_kp = keypoints_from_landmarks(torch.from_numpy(driving.landmarks), SIZE)
@@ -115,9 +119,9 @@ def test_optimization_follows_the_driving_gaze(face_mesh) -> None:
     MediaPipe at 128 px (0.07 px for a 1 px move), so 'down' is only asked to get well on its way.
     """
     from personalize.faces import detect_landmarks
-    from tests._reenact_helpers import GAZE_DIRECTIONS, gaze_anchors
+    from tests._reenact_helpers import GAZE_DIRECTIONS, gaze_anchors, warp_face_generator
 
-    generator = WarpFaceGenerator(size=SIZE, gaze=True)
+    generator = warp_face_generator(SIZE, gaze=True)
     space = PersonalizedSpace(gaze_anchors(generator), generator.num_ws)
     mesh = MeshLandmarks(face_mesh, SIZE)
     settings = ReenactSettings(patience=10 ** 6)
@@ -159,7 +163,7 @@ def test_track_is_saved_resumes_and_holds_faceless_frames(face_mesh, warp_setup,
     driving = _clip(generator, space, 4, faceless=(0, 2))
     assert driving.valid.tolist() == [False, True, False, True]
     settings = ReenactSettings(steps=3, first_steps=4, save_every=1, lr=0.1)
-    track_path = tmp_path / TRACK_FILE
+    track_path = tmp_path / TRACK
 
     # an uninterrupted run, saving after every frame ...
     saved = []
@@ -188,7 +192,7 @@ def test_track_is_saved_resumes_and_holds_faceless_frames(face_mesh, warp_setup,
     with pytest.raises(Cancelled):
         reenact(generator, anchors, driving, track_path, MeshLandmarks(face_mesh, SIZE), settings=settings,
                 progress=stop_after_three, cancel=token)
-    partial = load_track(tmp_path)
+    partial = load_track(track_path)
     assert partial.frames_done == 3 and not partial.complete
     resumed = reenact(generator, anchors, driving, track_path, MeshLandmarks(face_mesh, SIZE),
                       settings=settings)
@@ -204,7 +208,7 @@ def test_corrupt_or_mismatched_track_is_detected(face_mesh, warp_setup, tmp_path
     generator, anchors, space = warp_setup
     driving = _clip(generator, space, 2)
     settings = ReenactSettings(steps=2, first_steps=2, smooth_sigma=0.0)
-    path = tmp_path / TRACK_FILE
+    path = tmp_path / TRACK
     path.write_bytes(b"not a zip file")
     with pytest.raises(ProjectError, match="corrupt"):
         reenact(generator, anchors, driving, path, MeshLandmarks(face_mesh, SIZE), settings=settings)
@@ -227,7 +231,7 @@ def test_warm_start_noise_units_are_a_checked_setting(warp_setup) -> None:
     """The paper's reading of the warm-start sigma (Appendix C.3, per raw coefficient) is a setting
     next to the default (relative to the uniform coefficient; bench figures in ARCHITECTURE), and
     part of the track fingerprint."""
-    from optimize.reenact import track_fingerprint
+    from optimize.track import track_fingerprint
     from personalize.errors import UserError
 
     assert (ReenactSettings().noise_sigma, ReenactSettings().noise_units) == (0.05, "uniform")
@@ -236,12 +240,11 @@ def test_warm_start_noise_units_are_a_checked_setting(warp_setup) -> None:
         ReenactSettings(noise_units="w").validate()
     _, anchors, _ = warp_setup
     frames = DrivingFrames.from_arrays([np.zeros((8, 8, 3), np.uint8)], landmarks=np.zeros((1, 478, 3)))
-    assert (track_fingerprint(frames, anchors, "g", ReenactSettings())
-            != track_fingerprint(frames, anchors, "g", ReenactSettings(noise_units="alpha")))
+    assert (track_fingerprint(frames, anchors, "g", ReenactSettings().fingerprint_dict())
+            != track_fingerprint(frames, anchors, "g", ReenactSettings(noise_units="alpha").fingerprint_dict()))
 
 
 def test_first_frame_starts_from_the_anchor_with_the_nearest_keypoints(face_mesh, warp_setup) -> None:
-    from optimize.reenact import anchor_keypoints, nearest_anchor
     from personalize.faces import detect_landmarks
 
     generator, _, space = warp_setup
@@ -254,3 +257,38 @@ def test_first_frame_starts_from_the_anchor_with_the_nearest_keypoints(face_mesh
         frame = _render(generator, space, coeff.tolist())[0]
         detected = torch.from_numpy(detect_landmarks(frame))[None]
         assert nearest_anchor(kp, keypoints_from_landmarks(detected, SIZE)[0].numpy()) == index
+
+
+def test_settings_are_one_frozen_object_and_user_options_make_a_new_one() -> None:
+    import dataclasses
+
+    default = ReenactSettings()
+    chosen = default.adjusted(steps=12, lr=0.1, smooth=False, first_frame="center")
+    assert (chosen.steps, chosen.lr, chosen.first_lr, chosen.smooth_sigma, chosen.first_frame) == \
+        (12, 0.1, pytest.approx(0.4), 0.0, "center")                  # the cold start keeps 4x
+    assert default == ReenactSettings()                                # the original is untouched
+    assert default.adjusted() == default                               # None keeps every value
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        default.steps = 3
+
+
+def test_optimize_keeps_the_anchor_keypoints_in_the_callers_cache(face_mesh, warp_setup, tmp_path,
+                                                                  monkeypatch) -> None:
+    """The first frame's start needs every anchor rendered once; with ``anchor_cache`` later takes
+    of the same generator read them back (and another generator id recomputes them)."""
+    import optimize.anchor_keypoints as module
+
+    generator, anchors, space = warp_setup
+    driving = _clip(generator, space, 1)
+    settings = ReenactSettings(steps=1, first_steps=1, smooth_sigma=0.0)
+    renders = []
+    real = module.anchor_keypoints
+    monkeypatch.setattr(module, "anchor_keypoints", lambda *a, **k: renders.append(1) or real(*a, **k))
+    cache = tmp_path / "anchor_keypoints.npz"
+    mesh = MeshLandmarks(face_mesh, SIZE)
+    for take, generator_id in (("a", "G1"), ("b", "G1"), ("c", "G2")):
+        reenact(generator, anchors, driving, tmp_path / f"{take}.npz", mesh, settings=settings,
+                generator_id=generator_id, anchor_cache=cache)
+    assert len(renders) == 2 and cache.is_file()
+    with np.load(cache) as data:
+        assert data["keypoints"].shape == (space.n_anchors, 66, 3)

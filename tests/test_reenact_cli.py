@@ -87,7 +87,7 @@ def test_reenact_and_render_through_the_cli(tmp_path, clip, capsys) -> None:
 
     from editing.directions import Direction, save_direction
 
-    save_direction(project, Direction("smile", torch.ones(1, 64) * 3.0))
+    save_direction(project.directions_dir, Direction("smile", torch.ones(1, 64) * 3.0))
     edited_dir = tmp_path / "edited"
     assert main(["render", str(project.root), "--take", "speech", "--edit", "smile=1.5",
                  "--out", str(edited_dir)]) == 0

@@ -8,13 +8,13 @@ import torch
 from editing.render import (compose_frames, generate_crops, output_kind, render_take, side_by_side,
                             tensor_to_uint8)
 from personalize.errors import UserError
-from tests._reenact_helpers import WarpFaceGenerator, cut_clip, stream_info
+from tests._reenact_helpers import cut_clip, stream_info, warp_face_generator
 from tests.conftest import MEDIA
 
 
 @pytest.fixture(scope="module")
-def generator() -> WarpFaceGenerator:
-    return WarpFaceGenerator(size=64)
+def generator():
+    return warp_face_generator(64)
 
 
 @pytest.fixture(scope="module")

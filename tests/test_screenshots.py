@@ -36,20 +36,15 @@ def build_demo_project(root: Path):
 
     import numpy as np
 
-    from personalize.faces import prepare_video
-    from personalize.video import iter_frames, probe_video, write_video
-    from studio.gui.pages.capture import record_capture, trim_video
+    from personalize.video import write_video
+    from studio.jobs.capture import capture_scan
+    from studio.jobs.prepare import prepare_scan
     from studio.project import Project
     from tests import _gui_helpers as helpers
 
     project = Project.create(root, name="Anna")
-    info = probe_video(helpers.SELFSCAN)
-    clip = root / "capture" / "selfscan_4s.mp4"
-    clip.parent.mkdir(parents=True, exist_ok=True)
-    trim_video(str(helpers.SELFSCAN), str(clip), 150, 270, info.fps)
-    record_capture(project, str(helpers.SELFSCAN), 5.0, 9.0, 4.0)
-    prepare_video(clip, project.scan_dir, size=128, smooth_sigma=2.0)
-    project.mark_done("prepare", frames=120)
+    capture_scan(project, helpers.SELFSCAN, start=5.0, end=9.0)
+    prepare_scan(project, size=128, smooth=2.0)
     crops = sorted((project.scan_dir / "crops").glob("*.png"))
     chosen = [int(p.stem) for p in crops[::5]][:24]
     (project.dataset_dir / "selection.json").write_text(json.dumps({"frame_ids": chosen, "count": len(chosen)}))
@@ -72,8 +67,8 @@ def build_demo_project(root: Path):
     style = project.style_dir("pencil_sketch")
     style.mkdir(parents=True)
     (style / "generator.safetensors").write_bytes(b"")
+    (style / "style.json").write_text(json.dumps({"prompt": "a pencil sketch"}))
     project.mark_done("edit", directions=3)
-    del iter_frames
     return project
 
 
@@ -86,7 +81,7 @@ def render_screenshots(out_dir: Path) -> list[Path]:
     from PySide6.QtWidgets import QApplication
 
     from personalize.errors import MissingWeightsError
-    from studio.gui import jobs_bridge
+    from personalize.video import read_image
     from studio.gui.main_window import StudioWindow
     from studio.gui.settings import StudioSettings
     from tests import _gui_helpers as helpers
@@ -133,8 +128,8 @@ def render_screenshots(out_dir: Path) -> list[Path]:
     shoot("04_select")
     win.go_to_stage("personalize")
     shoot("05_personalize")
-    jobs_bridge.OVERRIDES["personalize"] = lambda project, progress=None, cancel=None, **_: \
-        helpers.slow_job(project, stage="personalize", progress=progress, cancel=cancel, steps=2000, delay=0.01)
+    helpers.use_fakes(win, personalize=lambda project, progress=None, cancel=None, **_: helpers.slow_job(
+        project, stage="personalize", progress=progress, cancel=cancel, steps=2000, delay=0.01))
     win.pages["personalize"].start()
     settle(1500)
     shoot("06_personalize_running")
@@ -150,7 +145,7 @@ def render_screenshots(out_dir: Path) -> list[Path]:
     shoot("07_reenact")
     # Stand-in preview (the demo take has no real latent track): a real aligned crop.
     crops = sorted((project_root / "scan" / "crops").glob("*.png"))
-    jobs_bridge.OVERRIDES["preview_frame"] = lambda project, take, frame=0, **_: str(crops[40 + frame])
+    helpers.use_fakes(win, preview_frame=lambda project, take, frame=0, **_: read_image(crops[40 + frame]))
     win.go_to_stage("edit")
     win.pages["edit"].sliders["smile"].slider.setValue(120)
     win.pages["edit"].prompt_edit.setText("a pencil sketch")

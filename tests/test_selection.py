@@ -5,11 +5,23 @@ import numpy as np
 import pytest
 import torch
 
-from personalize.errors import MissingWeightsError, UserError
+from personalize.errors import Action, MissingWeightsError, UserError
 from personalize.perceptual import build_lpips
 from personalize.selection import (coverage_report, face_measures, greedy_max_min, lpips_features,
-                                   naive_selection, pairwise_lpips, select_diverse)
+                                   pairwise_lpips, select_diverse)
 from tests._personalize_helpers import read_face_frames, to_tensor
+
+
+def naive_selection(model: torch.nn.Module, images: torch.Tensor, count: int) -> tuple[list[int], np.ndarray]:
+    """The oracle: ``lpips.LPIPS.forward`` on every pair (N(N-1)/2 calls), then the same greedy pick."""
+    n = images.shape[0]
+    dist = np.zeros((n, n), dtype=np.float64)
+    with torch.no_grad():
+        for i in range(n):
+            for j in range(i + 1, n):
+                d = float(model(images[i:i + 1], images[j:j + 1]).item())
+                dist[i, j] = dist[j, i] = d
+    return greedy_max_min(dist, count), dist
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +85,9 @@ def test_too_few_frames(frames, metric):
 def test_build_lpips_loads_backbone_file_and_never_falls_back(tmp_path):
     import torchvision
 
-    with pytest.raises(MissingWeightsError, match="models fetch lpips-alex"):
+    with pytest.raises(MissingWeightsError, match="lpips-alex") as err:
         build_lpips(None)
+    assert err.value.action == Action("models", "lpips-alex")
     with pytest.raises(MissingWeightsError):
         build_lpips(tmp_path / "absent.pth")
     bad = tmp_path / "bad.pth"

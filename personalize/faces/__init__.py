@@ -8,7 +8,8 @@ Public API (see each module for details):
 - ``smooth_series``, ``smooth_quads``
 - ``prepare_video(video, out_dir, size, smooth_sigma, progress, cancel)`` -> ``PrepareResult``,
   ``load_prepared(out_dir)``
-- ``FaceMesh`` (differentiable MediaPipe face mesh in torch; lives in ``facemesh.py``)
+- ``facemesh.FaceMesh``: the differentiable MediaPipe face mesh in torch (import it from its
+  module; it brings torch, which the rest of this package does not need)
 """
 from __future__ import annotations
 
@@ -20,15 +21,8 @@ from personalize.faces.prepare import PrepareResult, load_prepared, prepare_vide
 from personalize.faces.quality import QualityThresholds, head_pose
 from personalize.faces.smoothing import smooth_quads, smooth_series
 
-# --- FaceMesh (owned by the face-mesh engineer: personalize/faces/facemesh.py) ---------------
-try:
-    from personalize.faces.facemesh import FaceMesh
-except ImportError:  # facemesh.py not there yet (or its dependencies missing)
-    pass
-# ------------------------------------------------------------------------------------------------
-
 __all__ = ["Quad", "align_face", "alignment_anchors", "face_mask", "paste_back",
            "quad_from_landmarks", "quad_transform", "transform_points", "warp_crop",
            "LandmarkTracker", "detect_landmarks", "track_landmarks", "PrepareResult",
            "load_prepared", "prepare_video", "QualityThresholds", "head_pose", "smooth_quads",
-           "smooth_series", "FaceMesh"]
+           "smooth_series"]

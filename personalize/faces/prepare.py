@@ -38,7 +38,7 @@ from personalize.faces.landmarks import DEFAULT_MAX_FACES, N_LANDMARKS, Landmark
 from personalize.faces.quality import (BAD_FLAGS, QualityThresholds, assess, quality_report,
                                        sharpness)
 from personalize.faces.smoothing import smooth_quads
-from personalize.fileio import atomic_save_npz, atomic_write_json, read_json
+from personalize.fileio import atomic_save_npz, atomic_write_json, read_json, sha256_file
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from personalize.video import iter_frames, probe_video, read_image
 
@@ -97,14 +97,6 @@ class PrepareResult:
 
 
 # ------------------------------------------------------------------------------------- helpers
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -281,7 +273,7 @@ def prepare_video(video: str | os.PathLike[str], out_dir: str | os.PathLike[str]
                          f"Use a video of at least {min_frames} frames (a self-scan should be "
                          "20-30 s long).")
     progress(0, 2 * info.n_frames, "reading video")
-    source_sha = sha256_of(video)
+    source_sha = sha256_file(video)
     tracking_key = _key({"v": PREPARE_VERSION, "sha": source_sha, "max_faces": max_faces})
     settings = {"size": size, "smooth_sigma": float(smooth_sigma), "padding": padding,
                 "max_faces": max_faces}
@@ -382,7 +374,7 @@ def load_prepared(out_dir: str | os.PathLike[str]) -> PrepareResult:
     """Open a folder filled by ``prepare_video``; MediaError if it is missing or incomplete."""
     out_dir = Path(out_dir)
     marker = out_dir / MARKER
-    hint = "Prepare the video first (studio-cli prepare PROJECT --video FILE)."
+    hint = "Prepare the video first."
     if not marker.is_file():
         raise MediaError(f"{out_dir} holds no finished video preparation.", hint)
     try:
@@ -407,4 +399,4 @@ def load_prepared(out_dir: str | os.PathLike[str]) -> PrepareResult:
         source_sha256=str(meta.get("source_sha256", "")), settings=dict(meta.get("settings", {})))
 
 
-__all__ = ["PrepareResult", "prepare_video", "load_prepared", "crop_transforms", "sha256_of"]
+__all__ = ["PrepareResult", "prepare_video", "load_prepared", "crop_transforms"]

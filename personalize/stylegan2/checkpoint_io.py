@@ -10,14 +10,13 @@ architecture, shape mismatch, NaN weights) becomes a ``CheckpointError`` that sa
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from personalize.errors import CheckpointError
+from personalize.errors import Action, CheckpointError
 from personalize.fileio import atomic_write_bytes, atomic_write_json
 from personalize.stylegan2.configs import generator_from_kwargs
 from personalize.stylegan2.networks import Generator
@@ -26,8 +25,9 @@ FORMAT_NAME = "selfscan-studio/stylegan2-generator"
 FORMAT_VERSION = 1
 _META_KEY = "studio_generator"
 
-_OFFICIAL_HINT = ("Use the official StyleGAN2-ADA FFHQ checkpoint (studio-cli models fetch ffhq) "
-                  "or a generator saved by the studio (model/generator.safetensors).")
+_OFFICIAL_HINT = ("Use the official StyleGAN2-ADA FFHQ checkpoint (the 'ffhq' weights) or a "
+                  "generator saved by the studio (model/generator.safetensors).")
+_ACTION = Action("models", "ffhq")
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -65,8 +65,8 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise CheckpointError(f"Checkpoint not found: {path}", "Check the path, or fetch the weights with "
-                              "`studio-cli models fetch ffhq`.")
+        raise CheckpointError(f"Checkpoint not found: {path}", "Check the path, or get the official "
+                              "'ffhq' weights.", _ACTION)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file.",
                               "Point to the .pkl or .safetensors file inside it.")
@@ -83,7 +83,7 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
         init_kwargs, tensors = read_official_pickle(path)
     else:
         raise CheckpointError(f"{path.name} is not a generator checkpoint (unrecognized file contents).",
-                              _OFFICIAL_HINT)
+                              _OFFICIAL_HINT, _ACTION)
     G = generator_from_kwargs(init_kwargs, source=path.name)
     load_tensors_into(G, tensors, source=path.name)
     return G.eval().to(device)
@@ -98,14 +98,14 @@ def load_tensors_into(G: Generator, tensors: Mapping[str, torch.Tensor], source:
         raise CheckpointError(
             f"{source} does not match the generator it describes: {len(missing)} tensors missing "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}).",
-            "The file is damaged or from a different architecture. " + _OFFICIAL_HINT)
+            "The file is damaged or from a different architecture. " + _OFFICIAL_HINT, _ACTION)
     bad_shapes = [f"{k}: file {tuple(tensors[k].shape)} vs expected {tuple(v.shape)}"
                   for k, v in expected.items() if tuple(tensors[k].shape) != tuple(v.shape)]
     if bad_shapes:
         raise CheckpointError(f"{source} has tensors of the wrong shape ({len(bad_shapes)}), e.g. "
                               + "; ".join(bad_shapes[:3]),
                               "The file does not match its stored settings; it is damaged or edited. "
-                              + _OFFICIAL_HINT)
+                              + _OFFICIAL_HINT, _ACTION)
     not_finite = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if not_finite:
         raise CheckpointError(f"{source} contains NaN or infinite weights (e.g. {not_finite[:3]}).",
@@ -146,7 +146,7 @@ def _read_studio(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         raise CheckpointError(f"{path.name} is damaged or truncated: {exc}", "Copy or save it again.") from exc
     header = _read_header(path, data)
     if header.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path.name} is a safetensors file but not a studio generator.", _OFFICIAL_HINT)
+        raise CheckpointError(f"{path.name} is a safetensors file but not a studio generator.", _OFFICIAL_HINT, _ACTION)
     version = header.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"{path.name} was written by a newer studio (format {version}).",
@@ -171,8 +171,6 @@ def _read_header(path: Path, data: bytes) -> dict[str, Any]:
         meta = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
         return json.loads(meta.get(_META_KEY, "{}"))
     except ValueError as exc:
-        raise CheckpointError(f"{path.name} has no readable generator settings.", _OFFICIAL_HINT) from exc
+        raise CheckpointError(f"{path.name} has no readable generator settings.", _OFFICIAL_HINT, _ACTION) from exc
 
 
-def count_parameters(G: torch.nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in G.parameters())

@@ -28,10 +28,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from personalize.errors import CheckpointError
+from personalize.errors import Action, CheckpointError
 
-_HINT = ("Use the official StyleGAN2-ADA FFHQ checkpoint (`studio-cli models fetch ffhq`) or a "
-         "generator saved by the studio.")
+_HINT = ("Use the official StyleGAN2-ADA FFHQ checkpoint (the 'ffhq' weights) or a generator "
+         "saved by the studio.")
+_ACTION = Action("models", "ffhq")
 
 # Synthesis arguments that StyleGAN3-repo StyleGAN2 pickles may store at the top level.
 _SYNTHESIS_KEYS = {"channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
@@ -154,26 +155,44 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only ``_SAFE_GLOBALS``; refuses persistent ids (plain official pickles have none)."""
+    """Resolves only ``_SAFE_GLOBALS`` plus the caller's ``extra_globals``.
+
+    Other official formats reuse this machinery: ``extra_globals`` maps ``(module, name)`` to inert
+    stand-ins written by the caller (never to the named callable itself), ``persistent_load`` reads
+    the storages of torch zip checkpoints; without it persistent ids are refused (plain official
+    pickles have none). ``what`` names the file kind in the refusal message.
+    """
+
+    def __init__(self, file: Any, *, extra_globals: dict[tuple[str, str], Any] | None = None,
+                 persistent_load: Callable[[Any], Any] | None = None, encoding: str = "ASCII",
+                 what: str = "a StyleGAN2 checkpoint") -> None:
+        super().__init__(file, encoding=encoding)
+        self._extra = extra_globals or {}
+        self._persistent = persistent_load
+        self._what = what
 
     def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _SAFE_GLOBALS[(module, name)]
-        except KeyError:
-            pass
+        for table in (self._extra, _SAFE_GLOBALS):
+            if (module, name) in table:
+                return table[(module, name)]
         if module.startswith("dnnlib.tflib") or module.startswith("tensorflow"):
             raise UnsafePickleError("TENSORFLOW")
-        raise UnsafePickleError(f"the file asks to run or build '{module}.{name}', which a StyleGAN2 "
-                                "checkpoint never needs")
+        raise UnsafePickleError(f"the file asks to run or build '{module}.{name}', which {self._what} "
+                                "never needs")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError("a persistent reference (this is not a plain official pickle)")
+        if self._persistent is None:
+            raise UnsafePickleError("a persistent reference (this is not a plain official pickle)")
+        return self._persistent(pid)
 
 
-def unpickle_safely(data: bytes | io.BufferedIOBase) -> Any:
-    """Unpickle with the whitelist; raises ``UnsafePickleError`` or pickle/EOF errors."""
+def unpickle_safely(data: bytes | io.BufferedIOBase, **options: Any) -> Any:
+    """Unpickle with the whitelist; raises ``UnsafePickleError`` or pickle/EOF errors.
+
+    ``options`` go to ``_RestrictedUnpickler`` (extra inert globals, persistent_load, encoding, what).
+    """
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    return _RestrictedUnpickler(stream).load()
+    return _RestrictedUnpickler(stream, **options).load()
 
 
 def read_official_pickle(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -190,29 +209,29 @@ def read_official_pickle(path: str | Path) -> tuple[dict[str, Any], dict[str, to
         if str(exc) == "TENSORFLOW":
             raise CheckpointError(f"{name} is a TensorFlow StyleGAN2 pickle; the studio reads the PyTorch "
                                   "StyleGAN2-ADA format.",
-                                  "Convert it with NVIDIA's stylegan2-ada-pytorch legacy.py, or " + _HINT) from None
+                                  "Convert it with NVIDIA's stylegan2-ada-pytorch legacy.py, or " + _HINT, _ACTION) from None
         raise CheckpointError(f"Refusing to load {name}: {exc}. It may be damaged or unsafe; nothing from it "
-                              "was run.", _HINT) from None
+                              "was run.", _HINT, _ACTION) from None
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
             AttributeError, MemoryError, RecursionError, OverflowError) as exc:
         raise CheckpointError(f"{name} is truncated or damaged ({type(exc).__name__}: {exc}).",
-                              "Download or copy it again (`studio-cli models fetch ffhq` resumes and "
-                              "verifies downloads).") from None
+                              "Download or copy it again (the weights manager resumes and verifies "
+                              "downloads).", _ACTION) from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{name} holds a {type(data).__name__}, not a StyleGAN2-ADA checkpoint dict.", _HINT)
+        raise CheckpointError(f"{name} holds a {type(data).__name__}, not a StyleGAN2-ADA checkpoint dict.", _HINT, _ACTION)
     key = "G_ema" if "G_ema" in data else "G" if "G" in data else None
     if key is None:
         raise CheckpointError(f"{name} contains no generator (found only {sorted(map(str, data))[:6]}).",
-                              "A discriminator-only or other pickle cannot be used. " + _HINT)
+                              "A discriminator-only or other pickle cannot be used. " + _HINT, _ACTION)
     net = data[key]
     if not isinstance(net, PersistentObject):
-        raise CheckpointError(f"{name}: '{key}' is not a StyleGAN2-ADA network object.", _HINT)
+        raise CheckpointError(f"{name}: '{key}' is not a StyleGAN2-ADA network object.", _HINT, _ACTION)
     try:
         _check_architecture(net, name)
         init_kwargs = _init_kwargs(net)
         tensors = collect_tensors(net)
     except UnsafePickleError as exc:
-        raise CheckpointError(f"{name}: the generator is malformed ({exc}).", _HINT) from None
+        raise CheckpointError(f"{name}: the generator is malformed ({exc}).", _HINT, _ACTION) from None
     return init_kwargs, tensors
 
 
@@ -227,12 +246,12 @@ def _check_architecture(net: PersistentObject, name: str) -> None:
                  or any(str(c).startswith("L") or str(c) == "input" for c in synth_children))
     if looks_sg3:
         raise CheckpointError(f"{name} is a StyleGAN3 generator; the studio needs a StyleGAN2(-ADA) one.",
-                              _HINT)
+                              _HINT, _ACTION)
     if net.class_name != "Generator":
         raise CheckpointError(f"{name}: the generator entry is a '{net.class_name}', not a StyleGAN2 'Generator'.",
-                              _HINT)
+                              _HINT, _ACTION)
     if synth_children and not all(str(c).startswith("b") and str(c)[1:].isdigit() for c in synth_children):
-        raise CheckpointError(f"{name}: unrecognized synthesis layers {synth_children[:4]}; not StyleGAN2.", _HINT)
+        raise CheckpointError(f"{name}: unrecognized synthesis layers {synth_children[:4]}; not StyleGAN2.", _HINT, _ACTION)
 
 
 def _plain(value: Any) -> Any:

@@ -114,7 +114,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
                      noise: torch.Tensor | None = None, up: int = 1, padding: int = 0,
                      resample_filter: torch.Tensor | None = None, demodulate: bool = True,
                      fused: bool | None = None, gain: float = 1.0,
-                     bias: torch.Tensor | None = None) -> torch.Tensor:
+                     bias: torch.Tensor | None = None,
+                     weight_factor: torch.Tensor | None = None) -> torch.Tensor:
     """StyleGAN2 modulated convolution (weight demodulation), same result as the official one.
 
     x: (N, I, H, W); weight: (O, I, k, k); styles: (N, I); noise broadcastable to (N, O, H', W');
@@ -129,6 +130,11 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
       dense conv for the whole batch). The demodulation coefficients come from a matmul
       (styles² @ Σ_k w²) instead of N weight copies. When gradients flow to the styles or the
       weight this plan avoids the per-sample weight-gradient convolution (~1/3 of the backward).
+
+    ``weight_factor``: optional per-sample multiplier of the weight *before* modulation and
+    demodulation, (N, O, I) (broadcast over the k x k taps, no k x k copies) or (N, O, I, k, k).
+    HyperReenact's hypernetwork passes ``1 + delta`` here. The weights then differ per sample, so
+    the fused plan is used.
     """
     n, in_ch, h, wid = x.shape
     out_ch, _, kh, kw = weight.shape
@@ -136,13 +142,18 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         # Official pre-normalization that keeps fp16 from overflowing (cancels under demod).
         weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    if fused is None:
+    if weight_factor is not None:
+        fused = True
+    elif fused is None:
         fused = choose_fused(n, in_ch, out_ch, kh * kw, h * wid,
                              torch.is_grad_enabled() and (styles.requires_grad or weight.requires_grad))
     bias_g = None if bias is None else (bias.to(x.dtype) * gain).reshape(1, -1, 1, 1)
     noise_g = None if noise is None else noise.to(x.dtype) * gain
     if fused:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)  # (N, O, I, k, k)
+        w = weight.unsqueeze(0)
+        if weight_factor is not None:
+            w = w * (weight_factor if weight_factor.ndim == 5 else weight_factor[..., None, None])
+        w = w * styles.reshape(n, 1, in_ch, 1, 1)  # (N, O, I, k, k)
         if demodulate:
             scale = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() * gain
             w = w * scale.reshape(n, out_ch, 1, 1, 1)
@@ -198,14 +209,19 @@ def choose_fused(n: int, in_ch: int, out_ch: int, taps: int, pixels: int, needs_
     return out_ch * in_ch * taps < in_ch * pixels
 
 
-def modulated_1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+def modulated_1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                  weight_factor: torch.Tensor | None = None) -> torch.Tensor:
     """Non-demodulated 1x1 modulated conv (ToRGB) as a batched matmul, in x's memory format.
 
-    x: (N, I, H, W); weight: (O, I, 1, 1); styles: (N, I) -> (N, O, H, W).
+    x: (N, I, H, W); weight: (O, I, 1, 1); styles: (N, I); optional per-sample weight multiplier
+    ``weight_factor`` (N, O, I) (as in ``modulated_conv2d``) -> (N, O, H, W).
     """
     n, in_ch, h, wid = x.shape
     out_ch = weight.shape[0]
-    w = (weight.reshape(1, out_ch, in_ch) * styles.reshape(n, 1, in_ch)).to(x.dtype)  # (N, O, I)
+    w = weight.reshape(1, out_ch, in_ch)
+    if weight_factor is not None:
+        w = w * weight_factor.reshape(n, out_ch, in_ch)
+    w = (w * styles.reshape(n, 1, in_ch)).to(x.dtype)  # (N, O, I)
     if x.is_contiguous():
         return torch.bmm(w, x.reshape(n, in_ch, h * wid)).reshape(n, out_ch, h, wid)
     # channels_last: pixels are rows of an (N, H*W, I) matrix; no layout copy needed.

@@ -35,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a command group not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -55,6 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        if err.action is not None:
+            from studio.cli.common import next_step
+
+            project = getattr(args, "project", None) or getattr(args, "path", None)
+            step = next_step(err.action, project, getattr(args, "name", None) or getattr(args, "take", None))
+            if step:
+                print(step, file=sys.stderr)
         return 2
     except (Cancelled, KeyboardInterrupt):
         print("\nstopped; progress so far is saved — run the same command again to resume.",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import signal
 import sys
 import time
@@ -12,7 +13,26 @@ import torch
 from tqdm import tqdm
 
 from personalize.device import describe_device, pick_device
+from personalize.errors import Action
 from personalize.progress import CancelToken
+
+# How the terminal phrases an error's next step (``personalize.errors.Action``); the GUI phrases
+# the same steps in studio.gui.error_dialog.
+NEXT_STEPS = {
+    "new": "create it: studio-cli new {project}",
+    "capture": "run: studio-cli prepare {project} --video FILE",
+    "prepare": "run: studio-cli prepare {project} --video FILE",
+    "select": "run: studio-cli select {project}",
+    "personalize": "run: studio-cli personalize {project} --base ffhq",
+    "reenact": "run: studio-cli reenact {project} --driving FILE --name {subject}",
+    "resume-take": "run: studio-cli reenact {project} --name {subject}",
+    "restart-take": "run: studio-cli reenact {project} --driving FILE --name {subject} --restart",
+    "stylize": "run: studio-cli stylize {project} --prompt TEXT --name {subject}",
+    "learn-direction": "run: studio-cli directions learn {project} --attribute smile",
+    "import-direction": "run: studio-cli directions import {project} FILE --name {subject}",
+    "models": "run: studio-cli models fetch {subject}   (or: studio-cli models import {subject} FILE)",
+    "force": "to replace it, run the same command with --force",
+}
 
 
 class ProgressBar:
@@ -47,6 +67,20 @@ class ProgressBar:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def next_step(action: Action, project: str | None = None, subject: str | None = None) -> str | None:
+    """The command line that does ``action``, with paths quoted so it can be pasted as it is.
+
+    ``project``: the project folder the failed command was given; ``subject``: a take/style name
+    to use when the action names none. Placeholders stay in capitals (FILE, TEXT).
+    """
+    template = NEXT_STEPS.get(action.step)
+    if template is None:
+        return None
+    name = action.subject or subject
+    return template.format(project=shlex.quote(str(project)) if project else "PROJECT",
+                           subject=shlex.quote(name) if name else "NAME")
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:

@@ -8,13 +8,14 @@ the same command again resumes.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
+from editing.attributes import ATTRIBUTES
 from personalize.progress import CancelToken
 from studio.cli.common import ProgressBar, add_device_arg, ctrl_c_cancels, resolve_device
 from studio.project import Project
 
-ATTRIBUTE_CHOICES = ("smile", "mouth_open", "eyes_open", "yaw", "pitch", "age")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             description="Sample codes in P, render them, score an attribute (landmarks; "
                                         "CLIP for age) and fit a linear boundary (InterFaceGAN).")
     learn.add_argument("project", help="the project folder")
-    learn.add_argument("--attribute", required=True, choices=ATTRIBUTE_CHOICES)
+    learn.add_argument("--attribute", required=True, choices=ATTRIBUTES)
     learn.add_argument("--samples", type=int, default=2000, help="rendered samples (default 2000)")
     learn.add_argument("--name", default=None, help="direction name (default: the attribute)")
     learn.add_argument("--seed", type=int, default=0)
@@ -141,5 +142,6 @@ def _stylize(args: argparse.Namespace) -> int:
                        lr=args.lr, batch_size=args.batch, layers_k=args.layers, seed=args.seed, force=args.force,
                        device=device, progress=bar, cancel=token)
     print(f"style '{args.name}' saved to {path.parent}; render with: "
-          f"studio-cli render {project.root} --take TAKE --style {args.name} --out FILE.mp4")
+          f"studio-cli render {shlex.quote(str(project.root))} --take TAKE "
+          f"--style {shlex.quote(args.name)} --out FILE.mp4")
     return 0

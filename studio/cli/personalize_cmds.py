@@ -57,7 +57,7 @@ def _select(args: argparse.Namespace) -> int:
         info = select_frames(project, args.count, work_size=args.work_size, device=device,
                              progress=bar, cancel=token, notify=_notify)
     print(f"selected {info['count']} of {info['usable_frames']} frames in {info['seconds']} s "
-          f"-> {project.dataset_dir / 'selection.json'}")
+          f"-> {project.selection_path}")
     for name, c in info.get("coverage", {}).items():
         print(f"  {name:<11} spread (std) chosen {c['chosen_std']:.3f} vs all {c['all_std']:.3f}")
     return 0
@@ -76,5 +76,5 @@ def _personalize(args: argparse.Namespace) -> int:
                                      checkpoint_every=args.checkpoint_every,
                                      progress=bar, cancel=token, notify=_notify)
     print(f"personalized generator ({config['resolution']} px, {config['frames']} frames, "
-          f"final loss {config['final_loss']:.4f}) -> {project.model_dir / 'generator.safetensors'}")
+          f"final loss {config['final_loss']:.4f}) -> {project.generator_path}")
     return 0

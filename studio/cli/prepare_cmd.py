@@ -44,7 +44,7 @@ def _prepare(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary["counts"].items() if v)
     print(f"{summary['n_frames']} frames, {summary['n_valid']} with a face, "
           f"{summary['n_usable']} usable" + (f" ({counts})" if counts else ""))
-    print(f"crops ({result.size}x{result.size}): {result.out_dir / 'crops'}")
+    print(f"crops ({result.size}x{result.size}): {project.scan_crops_dir}")
     if result.reused:
         print("(already prepared with these settings: nothing recomputed)", file=sys.stderr)
     return 0

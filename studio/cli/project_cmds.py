@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 
 from studio.project import STAGES, Project
 
@@ -24,16 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _new(args: argparse.Namespace) -> int:
     project = Project.create(args.path, name=args.name)
     print(f"created project '{project.name}' at {project.root}")
-    print(f"next: studio-cli prepare \"{project.root}\" --video YOUR_SELFSCAN.mp4")
+    print(f"next: studio-cli prepare {shlex.quote(str(project.root))} --video YOUR_SELFSCAN.mp4")
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
+    from editing.directions import direction_names
+
     project = Project.open(args.path)
     statuses = project.statuses()
-    takes = sorted(p.name for p in project.takes_dir.iterdir() if p.is_dir())
-    styles = sorted(p.name for p in project.styles_dir.iterdir() if p.is_dir())
-    directions = sorted(p.stem for p in project.directions_dir.glob("*.json"))
+    takes, styles = project.takes(), project.styles()
+    directions = direction_names(project.directions_dir)
     if args.json:
         print(json.dumps({"name": project.name, "root": str(project.root), "stages": statuses,
                           "takes": takes, "styles": styles, "directions": directions}, indent=2))

@@ -7,6 +7,7 @@ again resumes at the first unfinished frame.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from personalize.progress import CancelToken
@@ -67,20 +68,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _reenact(args: argparse.Namespace) -> int:
-    from optimize.reenact import ReenactSettings
+    from optimize.reenact_settings import ReenactSettings
     from studio.jobs.reenact import reenact_take
 
     project = Project.open(args.project)
     device = resolve_device(args)
-    settings = ReenactSettings()
-    if args.first_frame:
-        settings.first_frame = args.first_frame
+    settings = ReenactSettings().adjusted(steps=args.steps, lr=args.lr, smooth=not args.no_smooth,
+                                          first_frame=args.first_frame)
     token = CancelToken()
     done = timed("re-enacted")
     with ProgressBar(f"reenact {args.name}") as bar, ctrl_c_cancels(token):
-        record = reenact_take(project, args.driving, args.name, steps=args.steps, lr=args.lr,
-                              smooth=not args.no_smooth, device=device, progress=bar, cancel=token,
-                              restart=args.restart, settings=settings,
+        record = reenact_take(project, args.driving, args.name, settings, device=device,
+                              progress=bar, cancel=token, restart=args.restart,
                               notify=lambda m: print(m, file=sys.stderr))
     done()
     print(f"take '{record['take']}': {record['n_frames']} frames at {record['fps']:g} fps, "
@@ -88,7 +87,8 @@ def _reenact(args: argparse.Namespace) -> int:
           f"({record['seconds_per_frame']:.2f} s/frame)")
     if record["flagged_frames"]:
         print(f"{len(record['flagged_frames'])} frame(s) without a face held the previous code")
-    print(f"render it with: studio-cli render {project.root} --take {record['take']} --paste-back --out FILE.mp4")
+    print(f"render it with: studio-cli render {shlex.quote(str(project.root))} "
+          f"--take {shlex.quote(record['take'])} --paste-back --out FILE.mp4")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""What every page shares: the open project, settings, the job runner, and a few app actions.
+"""What every page shares: the open project, settings, the job functions and their runner, and a
+few app actions.
 
 Why a context object instead of pages reaching into the main window: pages can be built and tested
 on their own (a test creates a context, a project and one page), and the main window stays the
@@ -15,8 +16,8 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from personalize.errors import UserError
-from studio.gui import jobs_bridge
 from studio.gui.error_dialog import show_error
+from studio.gui.job_functions import Jobs
 from studio.gui.settings import StudioSettings
 from studio.gui.worker import JobOutcome, JobRunner
 from studio.project import STAGES, Project
@@ -32,9 +33,11 @@ class StudioContext(QObject):
     message = Signal(str)
     edits_changed = Signal(dict)
 
-    def __init__(self, settings: StudioSettings, parent: QObject | None = None) -> None:
+    def __init__(self, settings: StudioSettings, jobs: Jobs | None = None,
+                 parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.settings = settings
+        self.jobs = jobs or Jobs()
         self.runner = JobRunner(self)
         self.project: Project | None = None
         self.statuses: dict[str, str] = {s: "not done" for s in STAGES}
@@ -94,28 +97,32 @@ class StudioContext(QObject):
 
     def resolved_device(self) -> str:
         """The device that will really run ('cpu', 'cuda', ...); UserError if unavailable."""
+        return self.resolved_device_of(self.device)
+
+    @staticmethod
+    def resolved_device_of(choice: str) -> str:
         from personalize.device import pick_device
-        return str(pick_device(self.device))
+        return str(pick_device(choice))
 
     # ------------------------------------------------------------------ jobs
-    def run_job(self, title: str, action: str | Callable[..., Any], *args: Any,
+    def run_job(self, title: str, fn: Callable[..., Any], *args: Any,
                 on_success: Callable[[JobOutcome], None] | None = None, **kwargs: Any) -> bool:
-        """Start ``action`` (a jobs_bridge name or a function) in the background.
+        """Start ``fn(*args, progress=..., cancel=..., **kwargs)`` (one of ``self.jobs``) in the
+        background.
 
-        Errors finding the job become a dialog; a job already running makes this a no-op that
-        says so. The outcome's dialog, status refresh and ``on_success`` happen on the UI thread.
+        A device that cannot be used becomes a dialog; a job already running makes this a no-op
+        that says so. The outcome's dialog, status refresh and ``on_success`` happen on the UI
+        thread.
         """
         if self.runner.busy:
             self.message.emit(f"Wait for '{self.runner.title}' to finish or cancel it first.")
             return False
-        try:
-            fn = jobs_bridge.job(action) if isinstance(action, str) else action
-            if "device" in kwargs:  # 'auto' / 'cuda' from the settings -> the device that exists
-                from personalize.device import pick_device
-                kwargs["device"] = str(pick_device(kwargs["device"]))
-        except Exception as exc:  # noqa: BLE001
-            self.error(title, exc)
-            return False
+        if "device" in kwargs:  # 'auto' / 'cuda' from the settings -> the device that exists
+            try:
+                kwargs["device"] = self.resolved_device_of(kwargs["device"])
+            except UserError as exc:
+                self.error(title, exc)
+                return False
         self._on_success = on_success
         # The job gets its own Project object: it mutates and saves its manifest on its thread
         # while the UI thread keeps re-reading the file into ``self.project``.

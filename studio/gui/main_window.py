@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 from personalize.errors import UserError
 from studio import __version__
 from studio.gui.context import StudioContext
+from studio.gui.job_functions import Jobs
 from studio.gui.models_dialog import REQUIRED, ModelsDialog, weights_status
 from studio.gui.pages.base import STAGE_TITLES, STATUS_COLORS, StagePage
 from studio.gui.pages.capture import CapturePage
@@ -97,11 +98,12 @@ class JobPanel(QWidget):
 
 
 class StudioWindow(QMainWindow):
-    def __init__(self, settings: StudioSettings | None = None) -> None:
+    def __init__(self, settings: StudioSettings | None = None, jobs: Jobs | None = None) -> None:
+        """``jobs``: the job functions the pages run (default: the real ones)."""
         super().__init__()
         self.settings = settings or StudioSettings()
         self.settings.apply_environment()
-        self.ctx = StudioContext(self.settings, self)
+        self.ctx = StudioContext(self.settings, jobs, self)
         self.ctx.dialog_parent = self
         self.setWindowTitle("Self-Scan Avatar Studio")
         self.setAcceptDrops(True)
@@ -330,9 +332,6 @@ class StudioWindow(QMainWindow):
 
     def update_weights_label(self) -> None:
         rows = weights_status()
-        if not rows:
-            self.weights_button.setText("Weights: manager unavailable")
-            return
         parts = [f"{name} {'✔' if present else '✘'}" for name, _d, present, _p in rows]
         missing = [name for name, _d, present, _p in rows if not present and name in REQUIRED]
         self.weights_button.setText("Weights: " + " · ".join(parts))
@@ -340,7 +339,7 @@ class StudioWindow(QMainWindow):
 
     def show_models(self) -> ModelsDialog:
         if self.models_dialog is None:
-            self.models_dialog = ModelsDialog(self)
+            self.models_dialog = ModelsDialog(self.ctx.jobs, self)
             self.models_dialog.weights_changed.connect(self.update_weights_label)
             self.models_dialog.weights_changed.connect(self.pages["personalize"].fill_bases)
         self.models_dialog.refresh()

@@ -7,55 +7,27 @@ closed (the download is then cancelled; it resumes next time from the ``.part`` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QHeaderView,
                                QLabel, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
-from studio.gui import jobs_bridge
 from studio.gui.error_dialog import show_error
+from studio.gui.job_functions import Jobs
 from studio.gui.worker import JobRunner, format_eta
+from studio.weights import get_entry, list_weights
 
 REQUIRED = ("ffhq", "lpips-alex")  # needed for personalization; CLIP only for styles/age
 
 
-def _field(entry: Any, *names: str, default: Any = "") -> Any:
-    for name in names:
-        value = entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
-        if value not in (None, ""):
-            return value
-    return default
-
-
 def weights_status() -> list[tuple[str, str, bool, str]]:
-    """(name, description, present, path) for every registry entry; [] without a manager."""
-    try:
-        rows = jobs_bridge.job("list_weights")()
-        return [(str(r.name), str(getattr(r, "description", r.name)), bool(r.present), str(r.path))
-                for r in rows]
-    except Exception:  # noqa: BLE001 - fall back to the registry and paths
-        pass
-    out = []
-    registry = jobs_bridge.weights_registry()
-    try:
-        weights_path = jobs_bridge.job("weights_path")
-    except Exception:  # noqa: BLE001
-        weights_path = None
-    for name, entry in registry.items():
-        path = weights_path(name) if weights_path else None
-        present = bool(path) and Path(path).is_file()
-        desc = str(_field(entry, "description", "title", "filename", default=name))
-        out.append((name, desc, present, str(path or "")))
-    return out
+    """(name, description, present, path) for every registry entry."""
+    return [(row.name, row.description, row.present, str(row.path)) for row in list_weights()]
 
 
-def human_size(entry: Any) -> str:
-    size = _field(entry, "size", "size_bytes", default=None)
-    try:
-        size = int(size)
-    except (TypeError, ValueError):
+def human_size(size: int | None) -> str:
+    if size is None:
         return "?"
     return f"{size / 1e6:.0f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
@@ -63,8 +35,9 @@ def human_size(entry: Any) -> str:
 class ModelsDialog(QDialog):
     weights_changed = Signal()
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, jobs: Jobs, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.jobs = jobs
         self.setWindowTitle("Models")
         self.resize(760, 360)
         self.runner = JobRunner(self)
@@ -119,19 +92,16 @@ class ModelsDialog(QDialog):
         self.refresh()
 
     def refresh(self) -> None:
-        registry = jobs_bridge.weights_registry()
         rows = weights_status()
         self.table.setRowCount(len(rows))
         for r, (name, desc, present, _path) in enumerate(rows):
-            items = [name, desc, human_size(registry.get(name)),
+            items = [name, desc, human_size(get_entry(name).size),
                      "✔ present" if present else ("✘ missing (required)" if name in REQUIRED else "✘ missing")]
             for c, text in enumerate(items):
                 item = QTableWidgetItem(text)
                 if c == 3:
                     item.setForeground(Qt.GlobalColor.darkGreen if present else Qt.GlobalColor.darkRed)
                 self.table.setItem(r, c, item)
-        if not rows:
-            self.state_label.setText("The weights manager is not available in this build.")
         if rows and not self.table.selectedItems():
             self.table.selectRow(0)
         self._update_buttons()
@@ -156,15 +126,10 @@ class ModelsDialog(QDialog):
         name = self.selected_name()
         if name is None:
             return
-        try:
-            fn = jobs_bridge.job("fetch_weights")
-        except Exception as exc:  # noqa: BLE001
-            self.last_error = show_error(self, "Download", exc)
-            return
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.state_label.setText(f"Downloading {name}…")
-        self.runner.start(f"Download {name}", fn, name)
+        self.runner.start(f"Download {name}", self.jobs.fetch_weights, name)
         self._update_buttons()
 
     def import_selected(self, file: str | None = None) -> None:
@@ -175,15 +140,10 @@ class ModelsDialog(QDialog):
             file, _ = QFileDialog.getOpenFileName(self, f"Import the file for {name}")
         if not file:
             return
-        try:
-            fn = jobs_bridge.job("import_weights")
-        except Exception as exc:  # noqa: BLE001
-            self.last_error = show_error(self, "Import", exc)
-            return
         self.state_label.setText(f"Checking and importing {Path(file).name}…")
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
-        self.runner.start(f"Import {name}", fn, name, file)
+        self.runner.start(f"Import {name}", self.jobs.import_weights, name, file)
         self._update_buttons()
 
     def _progress(self, done: int, total: int, message: str, eta: float) -> None:

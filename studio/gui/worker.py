@@ -8,7 +8,6 @@ job that reports thousands of tiny steps cannot flood the event loop.
 """
 from __future__ import annotations
 
-import inspect
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -60,24 +59,6 @@ def format_eta(seconds: float | None) -> str:
     return f"about {seconds // 3600} h {(seconds % 3600) // 60:02d} min left"
 
 
-def call_with_supported(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with only the keyword arguments it accepts.
-
-    Why: the GUI passes every option it has (progress, cancel, device, ...) and the job functions
-    evolve independently; an option a job does not take yet is dropped instead of crashing. A
-    ``None`` value is also dropped, so the job's own default applies ("auto" settings).
-    """
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(*args, **kwargs)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return fn(*args, **kwargs)
-    accepted = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **accepted)
-
-
 @dataclass
 class JobOutcome:
     """What a finished job left: its result, or the exception and formatted traceback."""
@@ -115,8 +96,8 @@ class _JobThread(QThread):
         start = time.monotonic()
         outcome = JobOutcome(self.title)
         try:
-            outcome.result = call_with_supported(self.fn, *self.args, progress=self._progress,
-                                                 cancel=self.token, **self.kwargs)
+            outcome.result = self.fn(*self.args, progress=self._progress, cancel=self.token,
+                                     **self.kwargs)
         except Cancelled:
             outcome.cancelled = True
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the user as a dialog
@@ -130,7 +111,7 @@ class JobRunner(QObject):
     """Runs at most one job at a time and reports it with Qt signals (all on the UI thread).
 
     ``start(title, fn, *args, **kwargs)`` calls ``fn(*args, progress=..., cancel=..., **kwargs)``
-    in a thread, dropping options ``fn`` does not accept. Signals: ``started(title)``,
+    in a thread: every job takes a progress callback and a cancel token. Signals: ``started(title)``,
     ``progressed(done, total, message, eta_seconds or -1)``, ``succeeded(outcome)``,
     ``failed(outcome)``, ``cancelled(outcome)``, and ``finished(outcome)`` after any of the three.
     """

@@ -10,66 +10,30 @@ Shared by the CLI and the GUI. The work is in ``editing.directions`` / ``editing
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
 
-from editing.directions import (Direction, list_directions, project_direction, read_direction_file,
+from editing.directions import (Direction, direction_exists, list_directions, load_direction,
+                                make_ws_edit, parse_edit, project_direction, read_direction_file,
                                 reliability, save_direction)
-from personalize.errors import ProjectError, UserError
+from editing.render import WsEdit
+from optimize.track import load_track
+from personalize.errors import Action, ProjectError, UserError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from studio.project import Project, safe_name
 
 
 # ----------------------------------------------------------------------------- project files
-def generator_path(project: Project) -> Path:
-    return project.model_dir / "generator.safetensors"
-
-
-def generator_shape(project: Project) -> tuple[int | None, int | None]:
-    """(w_dim, num_ws) of the personalized generator from its JSON sidecar, without loading it."""
-    sidecar = project.model_dir / "generator.json"
-    if not sidecar.is_file():
-        return None, None
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None, None
-    kwargs = meta.get("init_kwargs", {}) if isinstance(meta, dict) else {}
-    w_dim = kwargs.get("w_dim")
-    num_ws = meta.get("num_ws")
-    if num_ws is None and kwargs.get("img_resolution"):
-        num_ws = int(2 * np.log2(int(kwargs["img_resolution"])) - 2)
-    return (int(w_dim) if w_dim else None), (int(num_ws) if num_ws else None)
-
-
-def load_anchors(project: Project) -> np.ndarray:
-    """The person's anchors (N, w_dim) float32: model/anchors.npy (saved with the generator), else dataset/."""
-    for path in (project.model_dir / "anchors.npy", project.dataset_dir / "anchors.npy"):
-        if path.is_file():
-            anchors = np.load(path, allow_pickle=False).astype(np.float32)
-            if anchors.ndim != 2 or anchors.shape[0] < 1:
-                raise ProjectError(f"{path} does not hold anchors (N, w_dim).",
-                                   f"Re-run: studio-cli personalize {project.root} --base ffhq")
-            return anchors
-    raise ProjectError("This project has no anchors (the person's latent codes).",
-                       f"Run first: studio-cli personalize {project.root} --base ffhq")
-
-
 def load_personalized(project: Project, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, np.ndarray]:
     """(personalized generator in eval mode, anchors); a module-level function so tests can substitute."""
     from personalize.stylegan2 import load_generator
 
     project.require("personalize", "Editing")
-    path = generator_path(project)
-    if not path.is_file():
-        raise ProjectError(f"The personalized generator {path} is missing.",
-                           f"Re-run: studio-cli personalize {project.root} --base ffhq")
-    G = load_generator(path, device=device).eval()
-    return G, load_anchors(project)
+    G = load_generator(project.require_generator(), device=device).eval()
+    return G, project.load_anchors()
 
 
 def build_clip(device: torch.device | str = "cpu"):
@@ -82,7 +46,8 @@ def build_clip(device: torch.device | str = "cpu"):
 
 # ----------------------------------------------------------------------------- directions
 def import_direction(project: Project, file: str | Path, name: str, *, project_to_anchors: bool = True,
-                     force: bool = False) -> Direction:
+                     force: bool = False, progress: ProgressFn = no_progress,
+                     cancel: CancelToken = NEVER_CANCELLED) -> Direction:
     """Import a published W/W+ direction into ``directions/<name>``.
 
     Checked against the personalized generator's w_dim/num_ws when it exists. Its reliability
@@ -91,17 +56,19 @@ def import_direction(project: Project, file: str | Path, name: str, *, project_t
     ``project_to_anchors=False`` (``--no-project``) keeps the FFHQ-wide original.
     """
     name = safe_name(name, "direction")
-    w_dim, num_ws = generator_shape(project)
+    cancel.check()
+    w_dim, num_ws = project.generator_shape()
     vector = read_direction_file(file, w_dim=w_dim, num_ws=num_ws)
     meta: dict[str, Any] = {"source": "imported", "file": str(Path(file).resolve()), "attribute": name,
                             "projected": False, "reliability": None}
-    try:
-        anchors = load_anchors(project)
-    except ProjectError as exc:
-        anchors = None
-        if project_to_anchors:
+    anchors = None
+    if project.has_anchors() or project_to_anchors:
+        try:
+            anchors = project.load_anchors()
+        except ProjectError as exc:
             raise ProjectError(f"{exc.message} Importing projects the direction onto them.",
-                               f"{exc.hint or ''} Or import it unprojected with --no-project.".strip()) from exc
+                               "Personalize first, or import the direction without projection.",
+                               exc.action) from exc
     if anchors is not None:
         if anchors.shape[1] != vector.shape[-1]:
             raise UserError(f"The direction has dimension {vector.shape[-1]}, this person's anchors {anchors.shape[1]}.",
@@ -112,7 +79,8 @@ def import_direction(project: Project, file: str | Path, name: str, *, project_t
         else:
             meta["reliability"] = reliability(vector, anchors) if anchors.shape[0] >= 2 else None
     direction = Direction(name=name, vector=vector, meta=meta)
-    save_direction(project, direction, force=force)
+    save_direction(project.directions_dir, direction, force=force)
+    progress(1, 1, f"imported '{name}'")
     if project.status("personalize") == "done":
         project.mark_done("edit", last=f"direction {name}")
     return direction
@@ -129,17 +97,18 @@ def learn_direction(project: Project, attribute: str, *, name: str | None = None
     if attribute not in ATTRIBUTES:
         raise UserError(f"Unknown attribute '{attribute}'.", f"Choose one of: {', '.join(ATTRIBUTES)}.")
     name = safe_name(name or attribute, "direction")
-    if not force and ((project.directions_dir / f"{name}.npy").exists() or (project.directions_dir / f"{name}.json").exists()):
-        raise UserError(f"A direction named '{name}' already exists.", "Choose another --name, or pass --force to replace it.")
+    if not force and direction_exists(project.directions_dir, name):
+        raise UserError(f"A direction named '{name}' already exists.",
+                        "Choose another name, or replace it.", Action("force"))
     clip_model = build_clip(device) if attribute == "age" else None  # fail before rendering anything
     G, anchors = load_personalized(project, device)
-    cache = project.directions_dir / f".learn_{attribute}.npz"
+    cache = project.learn_cache_path(attribute)
     project.mark_running("edit")
     try:
         result = learn(G, anchors, attribute, clip_model=clip_model, n_samples=samples, seed=seed,
                        batch_size=batch_size, device=device, name=name, cache_path=cache,
                        progress=progress, cancel=cancel)
-        save_direction(project, result.direction, force=force)
+        save_direction(project.directions_dir, result.direction, force=force)
     except BaseException:
         project.mark_stopped("edit")
         raise
@@ -152,7 +121,7 @@ def learn_direction(project: Project, attribute: str, *, name: str | None = None
 def directions_table(project: Project) -> list[dict[str, Any]]:
     """One row per saved direction (for `directions list` and the GUI's sliders)."""
     rows = []
-    for d in list_directions(project):
+    for d in list_directions(project.directions_dir):
         rows.append({"name": d.name, "source": d.meta.get("source", "?"), "attribute": d.meta.get("attribute"),
                      "shape": list(d.vector.shape), "reliability": d.meta.get("reliability"),
                      "accuracy": d.meta.get("accuracy"), "projected": d.meta.get("projected", False)})
@@ -163,15 +132,9 @@ def directions_table(project: Project) -> list[dict[str, Any]]:
 def stylize(project: Project, prompt: str, name: str, *, source_prompt: str = "photo", iterations: int = 300,
             lr: float = 0.002, batch_size: int = 2, layers_k: int | None = None, seed: int = 0,
             force: bool = False, device: torch.device | str = "cpu", progress: ProgressFn = no_progress,
-            cancel: CancelToken = NEVER_CANCELLED, iters: int | None = None) -> Path:
-    """Fine-tune a NADA-stylized copy of the personalized generator into ``styles/<name>/`` (resumable).
-
-    ``iters`` is an alias of ``iterations`` (the GUI's and CLI's name for it).
-    """
+            cancel: CancelToken = NEVER_CANCELLED) -> Path:
+    """Fine-tune a NADA-stylized copy of the personalized generator into ``styles/<name>/`` (resumable)."""
     from editing.nada import NadaConfig, check_style_target, save_style, train_nada
-
-    if iters is not None:
-        iterations = int(iters)
 
     config = NadaConfig(target_prompt=prompt, source_prompt=source_prompt, iterations=iterations, lr=lr,
                         batch_size=batch_size, layers_k=layers_k, seed=seed)
@@ -194,18 +157,39 @@ def stylize(project: Project, prompt: str, name: str, *, source_prompt: str = "p
 
 
 def styles_table(project: Project) -> list[dict[str, Any]]:
-    from editing.nada import STYLE_META
+    """One row per finished style (for `directions list`)."""
+    from editing.nada import read_style_meta
 
     rows = []
-    if project.styles_dir.is_dir():
-        for meta_path in sorted(project.styles_dir.glob(f"*/{STYLE_META}")):
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            rows.append({"name": meta_path.parent.name, "prompt": meta.get("prompt"),
-                         "iterations": meta.get("iterations"), "final_loss": meta.get("final_loss")})
+    for name in project.styles():
+        try:
+            meta = read_style_meta(project.style_dir(name))
+        except UserError:
+            continue
+        rows.append({"name": name, "prompt": meta.get("prompt"),
+                     "iterations": meta.get("iterations"), "final_loss": meta.get("final_loss")})
     return rows
+
+
+# ----------------------------------------------------------------------------- edits
+EditSpec = Mapping[str, float] | Iterable[str] | Iterable[tuple[str, float]] | None
+
+
+def edits_to_ws_edit(project: Project, edits: EditSpec, w_dim: int, num_ws: int) -> WsEdit | None:
+    """``edits`` ({'smile': 1.5}, ['smile=1.5'] or [('smile', 1.5)]) -> a ws-edit function, or None."""
+    if not edits:
+        return None
+    pairs: list[tuple[str, float]] = []
+    items = edits.items() if isinstance(edits, Mapping) else edits
+    for item in items:
+        if isinstance(item, str):
+            pairs.append(parse_edit(item))
+        else:
+            name, strength = item
+            pairs.append((str(name), float(strength)))
+    chosen = [(load_direction(project.directions_dir, n, w_dim=w_dim, num_ws=num_ws), s)
+              for n, s in pairs if s != 0.0]
+    return make_ws_edit(chosen, anchors=project.load_anchors()) if chosen else None  # inside P_beta
 
 
 # ----------------------------------------------------------------------------- preview
@@ -224,22 +208,19 @@ def _cached_generator(path: Path, device: torch.device | str) -> torch.nn.Module
 
 
 def preview_frame(project: Project, take: str, frame: int = 0, edits: dict[str, float] | None = None,
-                  style: str | None = None, device: torch.device | str = "cpu") -> np.ndarray:
+                  style: str | None = None, device: torch.device | str = "cpu",
+                  progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> np.ndarray:
     """One frame of a take with ``edits`` (direction name -> strength) and optional ``style``:
     (R, R, 3) uint8 RGB aligned crop (the GUI's live preview)."""
-    from editing.directions import load_direction, make_ws_edit, style_generator_path
-    from optimize.reenact import load_track
-
-    track = load_track(project.take_dir(take)).best_ws()
+    track = load_track(project.track_path(take)).best_ws()
     if not 0 <= int(frame) < track.shape[0]:
         raise UserError(f"Frame {frame} is outside the take (0..{track.shape[0] - 1}).", "Choose another frame.")
-    path = style_generator_path(project, style) if style else generator_path(project)
+    path = project.style_generator_path(style) if style else project.require_generator()
+    cancel.check()
     G = _cached_generator(path, device)
     ws = torch.from_numpy(np.ascontiguousarray(track[int(frame)][None])).float()
-    w_dim, num_ws = int(ws.shape[-1]), int(ws.shape[1])
-    chosen = [(load_direction(project, n, w_dim=w_dim, num_ws=num_ws), float(s))
-              for n, s in (edits or {}).items() if float(s) != 0.0]
-    ws = make_ws_edit(chosen, anchors=load_anchors(project) if chosen else None)(ws).to(device)
+    edit = edits_to_ws_edit(project, edits, int(ws.shape[-1]), int(ws.shape[1]))
+    ws = (edit(ws) if edit is not None else ws).to(device)
     with torch.no_grad():
         image = G.synthesis(ws, noise_mode="const")
     return ((image[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -26,16 +26,13 @@ import cv2
 import numpy as np
 import torch
 
-from personalize.errors import MediaError, ProjectError, UserError
-from personalize.fileio import atomic_write_bytes, atomic_write_json, read_json
+from personalize.errors import Action, MediaError, ProjectError, UserError
+from personalize.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
-from studio.project import Project, file_fingerprint
+from personalize.video import read_image
+from studio.project import DONE, Project
 
 log = logging.getLogger(__name__)
-
-SELECTION_FILE = "selection.json"
-ANCHORS_FILE = "anchors.npy"
-INVERSION_FILE = "inversion.json"
 
 Notify = Callable[[str], None]
 
@@ -65,35 +62,29 @@ class ScanFrames:
 
 
 def load_scan(project: Project) -> ScanFrames:
-    """Usable frames of the prepared scan: valid in ``landmarks.npz`` and with a crop on disk."""
-    scan = project.scan_dir
-    crops = scan / "crops"
-    if not crops.is_dir():
-        raise ProjectError(f"The project has no aligned crops ({crops}).",
-                           f"Run first: studio-cli prepare {project.root} --video FILE")
-    lm_file = scan / "landmarks.npz"
-    landmarks = None
-    if lm_file.is_file():
-        with np.load(lm_file, allow_pickle=False) as data:
-            valid = data["valid"].astype(bool)
-            if "crop_landmarks" in data.files:
-                landmarks = data["crop_landmarks"]
-        ids = [t for t in np.flatnonzero(valid).tolist() if (crops / f"{t:06d}.png").is_file()]
-    else:
-        ids = sorted(int(p.stem) for p in crops.glob("*.png") if p.stem.isdigit())
-    lms = landmarks[ids] if landmarks is not None else None
-    return ScanFrames(ids, [crops / f"{t:06d}.png" for t in ids], lms)
+    """Usable frames of the prepared scan: valid in its landmarks and with a crop on disk."""
+    paths = {int(p.stem): p for p in project.scan_crop_paths() if p.stem.isdigit()}
+    if not paths:
+        raise ProjectError(f"The project has no aligned crops in {project.scan_dir}.",
+                           "Prepare the self-scan first.", Action("prepare"))
+    scan = project.read_scan_landmarks()
+    if scan is None:
+        return ScanFrames(sorted(paths), [paths[t] for t in sorted(paths)], None)
+    landmarks, valid = scan
+    ids = [t for t in np.flatnonzero(valid).tolist() if t in paths]
+    return ScanFrames(ids, [paths[t] for t in ids], landmarks[ids])
 
 
 def read_crop(path: Path, size: int | None = None) -> np.ndarray:
     """HWC uint8 RGB crop, optionally resized (area filter) to size x size."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise MediaError(f"Cannot read the aligned crop {path}.",
-                         "Re-run the prepare stage: studio-cli prepare PROJECT --video FILE")
-    if size is not None and bgr.shape[:2] != (size, size):
-        bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        image = read_image(path)
+    except MediaError as exc:
+        raise MediaError(f"Cannot read the aligned crop {path}.", "Prepare the self-scan again.",
+                         Action("prepare")) from exc
+    if size is not None and image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return image
 
 
 def read_crops_uint8(paths: list[Path], size: int | None = None) -> torch.Tensor:
@@ -147,22 +138,12 @@ def select_frames(project: Project, count: int = 250, *, work_size: int | None =
         }
         if scan.landmarks is not None:
             info["coverage"] = sel.coverage_report(scan.landmarks, result.indices)
-        atomic_write_json(project.dataset_dir / SELECTION_FILE, info)
+        atomic_write_json(project.selection_path, info)
     except BaseException:
         project.mark_stopped("select")
         raise
     project.mark_done("select", count=len(chosen_ids), usable_frames=n)
     return info
-
-
-def read_selection(project: Project) -> dict[str, Any] | None:
-    path = project.dataset_dir / SELECTION_FILE
-    if not path.is_file():
-        return None
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        raise ProjectError(f"{path} is unreadable ({exc}).", "Run: studio-cli select PROJECT") from exc
 
 
 # ----------------------------------------------------------------------------- personalize
@@ -175,8 +156,8 @@ def resolve_base(base: str) -> Path:
     path = Path(base).expanduser()
     if not path.is_file():
         raise UserError(f"The base generator {path} does not exist.",
-                        "Use --base ffhq (run: studio-cli models fetch ffhq) or the path of a "
-                        ".pkl / .safetensors StyleGAN2 checkpoint.")
+                        "Use the official FFHQ generator ('ffhq') or the path of a .pkl / "
+                        ".safetensors StyleGAN2 checkpoint.", Action("models", "ffhq"))
     return path
 
 
@@ -186,13 +167,17 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def personalize_project(project: Project, base: str, frames: int = 250, steps: int | None = None,
+def personalize_project(project: Project, base: str, frames: int | None = None, steps: int | None = None,
                         batch: int = 4, device: torch.device | str = "cpu", *,
                         inversion_steps: int = 500, checkpoint_every: int = 100,
                         lpips_model: torch.nn.Module | None = None, encoder=None,
                         progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED,
                         notify: Notify = _default_notify) -> dict[str, Any]:
-    """Select (if needed), invert (if needed) and tune; resumes each part. Returns the model config."""
+    """Select (if needed), invert (if needed) and tune; resumes each part. Returns the model config.
+
+    ``frames``: how many frames to train on; None keeps a finished selection as it is (else the
+    paper's 250); another number than the selection's re-selects.
+    """
     from personalize.inversion import InversionConfig, invert_frames
     from personalize.stylegan2 import load_generator
     from personalize.tuning import TuningConfig, default_steps, prepare_targets, tune_generator, write_personalized_model
@@ -208,14 +193,22 @@ def personalize_project(project: Project, base: str, frames: int = 250, steps: i
                "mtime": int(base_path.stat().st_mtime)}
 
     # 1. selection (reuse when done with the same count)
-    selection = read_selection(project)
-    if (selection is None or project.status("select") != "done"
-            or selection.get("requested") != frames):
-        notify(f"selecting {frames} diverse frames")
-        selection = select_frames(project, frames, device=device, lpips_model=model,
+    selection = project.read_selection()
+    if (selection is None or project.status("select") != DONE
+            or (frames is not None and selection.get("requested") != frames)):
+        from personalize.selection import DEFAULT_COUNT
+
+        count = frames or DEFAULT_COUNT
+        notify(f"selecting {count} diverse frames")
+        selection = select_frames(project, count, device=device, lpips_model=model,
                                   progress=progress, cancel=cancel, notify=notify)
     frame_ids: list[int] = list(selection["frame_ids"])
-    paths = [project.scan_dir / "crops" / f"{t:06d}.png" for t in frame_ids]
+    crops = {int(p.stem): p for p in project.scan_crop_paths() if p.stem.isdigit()}
+    missing = [t for t in frame_ids if t not in crops]
+    if missing:
+        raise ProjectError(f"{len(missing)} selected frame(s) have no aligned crop (e.g. frame {missing[0]}).",
+                           "Select the frames again.", Action("select"))
+    paths = [crops[t] for t in frame_ids]
     project.mark_running("personalize")
     try:
         crops = read_crops_uint8(paths)
@@ -226,8 +219,8 @@ def personalize_project(project: Project, base: str, frames: int = 250, steps: i
         del crops
 
         # 2. anchors (reuse when made for the same frames and base)
-        anchors_path = project.dataset_dir / ANCHORS_FILE
-        inv_path = project.dataset_dir / INVERSION_FILE
+        anchors_path = project.dataset_anchors_path
+        inv_path = project.inversion_path
         inv_info = read_json(inv_path) if inv_path.is_file() else None
         if (inv_info is not None and anchors_path.is_file() and inv_info.get("frame_ids") == frame_ids
                 and inv_info.get("base") == base_id):
@@ -271,5 +264,6 @@ def personalize_project(project: Project, base: str, frames: int = 250, steps: i
 
 
 def _scan_fingerprint(project: Project) -> str | None:
-    lm = project.scan_dir / "landmarks.npz"
-    return file_fingerprint(lm) if lm.is_file() else None
+    """sha256 of the prepared scan's landmarks file: which preparation the model was made from."""
+    lm = project.scan_landmarks_path
+    return sha256_file(lm) if lm.is_file() else None

@@ -5,7 +5,7 @@ Shared by the CLI and the GUI. ``reenact_take`` prepares the driving video into
 MediaPipe keypoints on the aligned crops, and runs ``optimize.reenact`` (resumable: run it again
 after an interruption). ``render_take_job`` renders a finished take with the personalized or a
 stylized generator, optionally through semantic edits, and exports MP4 (with the driving audio),
-GIF or PNG frames.
+GIF or PNG frames. Every path comes from ``studio.project``.
 
 Take folder: ``driving.<ext>`` (copy), ``crops/``, ``landmarks.npz``, ``quality.json`` (prepare),
 ``driving_keypoints.npz`` (MediaPipe on the crops), ``latents.npz`` (track), ``track.json``
@@ -13,28 +13,25 @@ Take folder: ``driving.<ext>`` (copy), ``crops/``, ``landmarks.npz``, ``quality.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from editing.render import RenderResult, WsEdit, check_output_height, output_kind, render_take
-from optimize.keypoints import KEYPOINT_DEFINITION
-from optimize.reenact import (TRACK_FILE, DrivingFrames, ReenactResult, ReenactSettings,
-                              anchor_keypoints, load_track, reenact)
-from personalize.errors import ProjectError, UserError
-from personalize.fileio import atomic_save_npz, atomic_write_json, read_json
+from editing.render import RenderResult, check_output_height, output_kind, render_take
+from optimize.driving import DrivingFrames
+from optimize.reenact import ReenactResult, reenact
+from optimize.reenact_settings import ReenactSettings
+from optimize.track import load_track
+from personalize.errors import Action, ProjectError, UserError
+from personalize.fileio import atomic_write_json, same_file_content
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
+from studio.jobs.editing import EditSpec, edits_to_ws_edit
 from studio.project import Project
-
-TRACK_INFO = "track.json"
-DRIVING_KEYPOINTS = "driving_keypoints.npz"
-ANCHOR_KEYPOINTS = ".anchor_keypoints.npz"
 
 Notify = Callable[[str], None]
 
@@ -43,49 +40,17 @@ def _quiet(message: str) -> None:
     """Default notify: say nothing."""
 
 
-# ----------------------------------------------------------------------------- project files
-def personalized_generator_path(project: Project) -> Path:
-    return project.model_dir / "generator.safetensors"
-
-
-def load_project_anchors(project: Project) -> np.ndarray:
-    """(N, w_dim) float32 anchors: model/anchors.npy (written with the generator), else dataset/."""
-    for path in (project.model_dir / "anchors.npy", project.dataset_dir / "anchors.npy"):
-        if path.is_file():
-            try:
-                anchors = np.load(path, allow_pickle=False).astype(np.float32)
-            except (OSError, ValueError) as exc:
-                raise ProjectError(f"{path} is unreadable ({exc}).",
-                                   f"Re-run: studio-cli personalize {project.root} --base ffhq") from exc
-            if anchors.ndim != 2 or anchors.shape[0] < 1 or not np.isfinite(anchors).all():
-                raise ProjectError(f"{path} does not hold valid anchors (N, w_dim).",
-                                   f"Re-run: studio-cli personalize {project.root} --base ffhq")
-            return anchors
-    raise ProjectError("This project has no anchors (the person's latent codes).",
-                       f"Run first: studio-cli personalize {project.root} --base ffhq")
-
-
 def load_personalized_generator(project: Project, device: torch.device | str) -> torch.nn.Module:
+    """The personalized generator in eval mode, frozen (ProjectError when missing)."""
     from personalize.stylegan2 import load_generator
 
-    path = personalized_generator_path(project)
-    if not path.is_file():
-        raise ProjectError(f"The personalized generator {path} is missing.",
-                           f"Re-run: studio-cli personalize {project.root} --base ffhq")
-    generator = load_generator(path, device=device).eval()
+    generator = load_generator(project.require_generator(), device=device).eval()
     for p in generator.parameters():
         p.requires_grad_(False)
     return generator
 
 
-def _generator_id(project: Project) -> str:
-    """Identifies the personalized generator for the track fingerprint (stage fingerprint + file)."""
-    path = personalized_generator_path(project)
-    stat = path.stat()
-    return f"{project.fingerprint('personalize')}:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def _enable_fast_math(device: torch.device) -> None:
+def enable_fast_math(device: torch.device) -> None:
     """TF32 convolutions/matmuls on CUDA: ~2x faster StyleGAN2 passes, keypoint error unchanged."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -93,104 +58,66 @@ def _enable_fast_math(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def cached_anchor_keypoints(project: Project, generator: torch.nn.Module, anchors: np.ndarray,
-                            landmarks: Any, generator_id: str, cancel: CancelToken) -> np.ndarray:
-    """Every anchor's rendered keypoints (N,66,3), computed once per personalized generator."""
-    from optimize.latent_space import PersonalizedSpace
-
-    path = project.takes_dir / ANCHOR_KEYPOINTS
-    key = hashlib.sha256(generator_id.encode() + np.ascontiguousarray(anchors).tobytes()
-                         + KEYPOINT_DEFINITION.encode()).hexdigest()  # a new keypoint definition recomputes
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if str(data["key"]) == key:
-                    return data["keypoints"]
-        except (OSError, KeyError, ValueError):
-            pass  # recompute a damaged cache
-    device = next(generator.parameters()).device
-    space = PersonalizedSpace(anchors, generator.num_ws, device=device)
-    keypoints = anchor_keypoints(generator, space, landmarks, cancel=cancel)
-    atomic_save_npz(path, keypoints=keypoints, key=np.array(key))
-    return keypoints
-
-
 # ----------------------------------------------------------------------------- reenact
-def reenact_take(project: Project, driving: str | Path | None, name: str, steps: int | None = None,
-                 lr: float | None = None, smooth: bool = True, device: torch.device | str = "cpu",
+def reenact_take(project: Project, driving: str | Path | None, name: str,
+                 settings: ReenactSettings = ReenactSettings(), device: torch.device | str = "cpu",
                  progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED, *,
-                 restart: bool = False, settings: ReenactSettings | None = None,
-                 notify: Notify = _quiet) -> dict[str, Any]:
+                 restart: bool = False, notify: Notify = _quiet) -> dict[str, Any]:
     """Re-enact the project's person from ``driving`` into ``takes/<name>/``; returns track.json's dict.
 
     ``driving`` None re-uses the take's copy (``takes/<name>/driving.*``), e.g. to resume.
-    ``steps``/``lr`` override ``settings``; ``smooth`` False skips the temporal latent filter.
+    ``settings`` (read, never changed) shape the track; build them with
+    ``ReenactSettings().adjusted(...)`` from the user's options.
     """
-    from personalize.faces.facemesh import FaceMesh
-    from optimize.losses import MeshLandmarks
     from personalize.video import probe_video
-    from studio.jobs.prepare import DRIVING_STEM, find_source, prepare_driving
+    from studio.jobs.prepare import prepare_driving
 
     project.require("personalize", "Re-enactment")
-    device = torch.device(device)
-    settings = settings or ReenactSettings()
-    if steps is not None:
-        settings.steps = int(steps)
-    if lr is not None:
-        settings.first_lr = float(lr) * settings.first_lr / settings.lr  # keep the cold-start ratio
-        settings.lr = float(lr)
-    if not smooth:
-        settings.smooth_sigma = 0.0
     settings.validate()
+    device = torch.device(device)
     take_dir = project.take_dir(name)
-    take_dir.mkdir(parents=True, exist_ok=True)
     if driving is None:
-        driving = find_source(take_dir, DRIVING_STEM)
+        driving = project.driving_copy(name)
         if driving is None:
             raise UserError(f"The take '{name}' has no driving video yet.",
-                            "Give one with --driving FILE.")
+                            "Give the driving video to re-enact.", Action("reenact", name))
     driving = Path(driving).expanduser()
     if not driving.is_file():
         raise UserError(f"Driving video not found: {driving}", "Check the path.")
 
-    existing = find_source(take_dir, DRIVING_STEM)
-    if (not restart and existing is not None and (take_dir / TRACK_FILE).is_file()
-            and existing.resolve() != driving.resolve() and not _same_bytes(existing, driving)):
+    existing = project.driving_copy(name)
+    if (not restart and existing is not None and project.track_path(name).is_file()
+            and existing.resolve() != driving.resolve() and not same_file_content(existing, driving)):
         raise ProjectError(f"The take '{name}' was made from another driving video ({existing.name}).",
-                           "Choose another --name, or add --restart to replace this take.")
+                           "Give this take another name, or restart the take to replace it.",
+                           Action("restart-take", name))
 
     generator = load_personalized_generator(project, device)
-    anchors = load_project_anchors(project)
+    anchors = project.load_anchors()
     if anchors.shape[1] != generator.w_dim:
         raise ProjectError(f"The anchors have w_dim {anchors.shape[1]} but the generator {generator.w_dim}.",
-                           f"Re-run: studio-cli personalize {project.root} --base ffhq")
-    _enable_fast_math(device)
+                           "Personalize the generator again.", Action("personalize"))
+    enable_fast_math(device)
     resolution = int(generator.img_resolution)
     started = time.time()
+    take_dir.mkdir(parents=True, exist_ok=True)
 
     notify("preparing the driving video (landmarks, smoothed alignment, crops)")
-    prepared = prepare_driving(driving, take_dir, size=resolution, smooth=2.0, progress=progress, cancel=cancel)
-    copy = find_source(take_dir, DRIVING_STEM) or driving
+    prepared = prepare_driving(project, name, driving, size=resolution, smooth=2.0, progress=progress,
+                               cancel=cancel)
+    copy = project.driving_copy(name) or driving
     info = probe_video(copy)
     notify("finding the driving keypoints on the aligned crops")
-    frames = DrivingFrames.from_crop_files(prepared.crop_paths, cache=take_dir / DRIVING_KEYPOINTS,
+    frames = DrivingFrames.from_crop_files(prepared.crop_paths, cache=project.driving_keypoints_path(name),
                                            progress=progress, cancel=cancel)
     frames.valid = frames.valid & np.asarray(prepared.valid, bool)
-
-    face_mesh = FaceMesh.from_mediapipe(device=device)
-    landmarks = MeshLandmarks(face_mesh, input_size=min(settings.mesh_input, resolution))
-    generator_id = _generator_id(project)
-    anchor_kp = None
-    if settings.first_frame == "nearest-anchor":
-        notify(f"rendering the {len(anchors)} anchors once to find the best start")
-        anchor_kp = cached_anchor_keypoints(project, generator, anchors, landmarks, generator_id, cancel)
 
     project.mark_running("reenact")
     try:
         result: ReenactResult = reenact(
-            generator, anchors, frames, take_dir / TRACK_FILE, landmarks, settings=settings,
-            generator_id=generator_id, device=device, restart=restart, anchor_kp=anchor_kp,
-            progress=progress, cancel=cancel)
+            generator, anchors, frames, project.track_path(name), settings=settings,
+            generator_id=project.generator_id(), anchor_cache=project.anchor_keypoints_cache,
+            device=device, restart=restart, progress=progress, cancel=cancel)
     except BaseException:
         project.mark_stopped("reenact")
         raise
@@ -215,18 +142,12 @@ def reenact_take(project: Project, driving: str | Path | None, name: str, steps:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "wall_seconds": round(time.time() - started, 2),
     }
-    atomic_write_json(take_dir / TRACK_INFO, record)
+    atomic_write_json(project.track_info_path(name), record)
     project.mark_done("reenact", take=name, frames=track.n_frames, flagged=len(result.flagged_frames))
     if result.flagged_frames:
         notify(f"{len(result.flagged_frames)} frame(s) without a face held the previous code: "
                f"{_ranges(result.flagged_frames)}")
     return record
-
-
-def _same_bytes(a: Path, b: Path) -> bool:
-    from personalize.faces.prepare import sha256_of
-
-    return a.stat().st_size == b.stat().st_size and sha256_of(a) == sha256_of(b)
 
 
 def _nanmean(values: np.ndarray) -> float | None:
@@ -248,56 +169,7 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(parts)
 
 
-def read_take_info(project: Project, take: str) -> dict[str, Any]:
-    path = project.take_dir(take) / TRACK_INFO
-    return read_json(path) if path.is_file() else {}
-
-
-def list_takes(project: Project) -> list[str]:
-    """Takes that have a latent track (finished or not)."""
-    if not project.takes_dir.is_dir():
-        return []
-    return sorted(p.name for p in project.takes_dir.iterdir() if (p / TRACK_FILE).is_file())
-
-
 # ----------------------------------------------------------------------------- render / export
-EditSpec = Mapping[str, float] | Iterable[str] | Iterable[tuple[str, float]] | None
-
-
-def edits_to_ws_edit(project: Project, edits: EditSpec, w_dim: int, num_ws: int) -> WsEdit | None:
-    """``edits`` ({'smile': 1.5}, ['smile=1.5'] or [('smile', 1.5)]) -> a ws-edit function, or None."""
-    if not edits:
-        return None
-    try:
-        from editing.directions import load_direction, make_ws_edit, parse_edit
-    except ImportError as exc:
-        raise UserError("Semantic edits are not available in this build (editing.directions is missing).",
-                        "Render without --edit.") from exc
-    pairs: list[tuple[str, float]] = []
-    items = edits.items() if isinstance(edits, Mapping) else edits
-    for item in items:
-        if isinstance(item, str):
-            pairs.append(parse_edit(item))
-        else:
-            name, strength = item
-            pairs.append((str(name), float(strength)))
-    chosen = [(load_direction(project, n, w_dim=w_dim, num_ws=num_ws), s) for n, s in pairs if s != 0.0]
-    return make_ws_edit(chosen, anchors=load_project_anchors(project)) if chosen else None  # inside P_beta
-
-
-def style_path(project: Project, style: str) -> Path:
-    """The stylized generator file of ``style`` (editing's lookup when present, else the layout)."""
-    try:
-        from editing.directions import style_generator_path
-    except ImportError:
-        path = project.style_dir(style) / "generator.safetensors"
-        if not path.is_file():
-            raise UserError(f"No style named '{style}' in {project.styles_dir}.",
-                            "Create one with: studio-cli stylize PROJECT --prompt TEXT --name NAME") from None
-        return path
-    return style_generator_path(project, style)
-
-
 def render_take_job(project: Project, take: str, out: str | Path, paste_back: bool = False,
                     side_by_side: bool = False, edits: EditSpec = None, style: str | None = None,
                     device: torch.device | str = "cpu", *, raw: bool = False,
@@ -316,35 +188,31 @@ def render_take_job(project: Project, take: str, out: str | Path, paste_back: bo
     from personalize.faces import load_prepared
     from personalize.stylegan2 import load_generator
     from personalize.video import probe_video
-    from studio.jobs.prepare import DRIVING_STEM, find_source
 
     take_dir = project.take_dir(take)
-    if not take_dir.is_dir():
-        available = ", ".join(list_takes(project)) or "none"
+    if take not in project.takes():
+        available = ", ".join(project.takes()) or "none"
         raise ProjectError(f"No take named '{take}' in {project.takes_dir}.",
-                           f"Available: {available}. Make one with: studio-cli reenact {project.root} "
-                           f"--driving FILE --name {take}")
-    track = load_track(take_dir)
+                           f"Available: {available}. Re-enact a driving video as '{take}' first.",
+                           Action("reenact", take))
+    track = load_track(project.track_path(take))
     if track.frames_done < track.n_frames or not track.complete:
         raise ProjectError(f"The take '{take}' is not finished ({track.frames_done} of {track.n_frames} frames).",
-                           f"Resume it with: studio-cli reenact {project.root} --name {take}")
+                           "Resume the take first.", Action("resume-take", take))
     ws = track.ws if raw else track.best_ws()
     output_kind(out)  # validate the output name and size before any work
     check_output_height(height)
     device = torch.device(device)
-    _enable_fast_math(device)
-    generator_file = style_path(project, style) if style else personalized_generator_path(project)
-    if not generator_file.is_file():
-        raise ProjectError(f"The generator {generator_file} is missing.",
-                           f"Re-run: studio-cli personalize {project.root} --base ffhq")
+    enable_fast_math(device)
+    generator_file = project.style_generator_path(style) if style else project.require_generator()
     generator = load_generator(generator_file, device=device).eval()
     edit = edits_to_ws_edit(project, edits, int(ws.shape[2]), int(ws.shape[1]))
 
     prepared = load_prepared(take_dir)
-    driving_video = find_source(take_dir, DRIVING_STEM)
+    driving_video = project.driving_copy(take)
     if driving_video is None:
         raise ProjectError(f"The take folder {take_dir} lost its driving video copy.",
-                           f"Re-run: studio-cli reenact {project.root} --driving FILE --name {take}")
+                           "Re-enact the driving video again.", Action("restart-take", take))
     info = probe_video(driving_video)
     fps = info.fps if info.fps > 0 else prepared.fps
     result = render_take(generator, ws, out, fps=fps, edit_ws=edit, paste_back=paste_back,

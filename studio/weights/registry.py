@@ -9,31 +9,16 @@ machine this code was written on (no internet). The URLs are the official ones. 
 sha256 values were cross-checked against several independent public records that state the same
 values; each entry's ``provenance`` says which. Where a hash is unknown (``sha256=None``) the
 first verified download or import pins it in ``pins.json`` in the cache and later copies are
-checked against that pin.
+checked against that pin. The one-shot backends' files (HyperReenact, latent-directions,
+DiffusionAct, the FFHQ e4e encoder) live in ``oneshot_entries``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from personalize.errors import UserError
+from studio.weights.entry import WeightsFile
+from studio.weights.oneshot_entries import ONESHOT_ENTRIES
 
-
-@dataclass(frozen=True)
-class WeightsFile:
-    """One downloadable file. ``size`` in bytes; ``sha256`` full hex digest or None if unknown."""
-
-    name: str
-    description: str
-    purpose: str
-    url: str
-    filename: str
-    size: int | None
-    sha256: str | None
-    # torchvision names its files after the first 8 hex digits of the sha256 and only checks that
-    # prefix; we check it too (in addition to the full hash when that is known).
-    sha256_prefix: str | None = None
-    provenance: str = ""
-
+__all__ = ["REGISTRY", "WeightsFile", "get_entry"]
 
 REGISTRY: dict[str, WeightsFile] = {
     "ffhq": WeightsFile(
@@ -73,6 +58,7 @@ REGISTRY: dict[str, WeightsFile] = {
                    "sha256 that is the URL's path segment. Size stated identically by several "
                    "independent public projects. Not downloaded here.",
     ),
+    **{entry.name: entry for entry in ONESHOT_ENTRIES},
 }
 
 

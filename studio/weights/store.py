@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 import platformdirs
 
 from personalize.errors import MissingWeightsError, UserError
-from personalize.fileio import atomic_path, atomic_write_json, read_json
-from personalize.progress import ProgressFn, no_progress
+from personalize.fileio import atomic_path, atomic_write_json, read_json, sha256_file
+from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
+from studio.weights.archives import Member, find_member, is_archive, list_members, open_member
+from studio.weights.formats import check_format, html_refusal, looks_like_html, torch_zip_members
 from studio.weights.registry import WeightsFile, get_entry
 
 APP_NAME = "selfscan-avatar-studio"
@@ -69,10 +71,21 @@ def _candidates(entry: WeightsFile) -> list[tuple[Path, str]]:
     return found
 
 
+def expected_size(entry: WeightsFile) -> int | None:
+    """The registry's size, else the size pinned by the first verified copy, else None."""
+    if entry.size is not None:
+        return entry.size
+    pinned = read_pins().get(entry.name, {}).get("size")
+    return pinned if isinstance(pinned, int) else None
+
+
 def _looks_complete(entry: WeightsFile, path: Path) -> bool:
     """Cheap presence test (no hashing, so `models list` stays instant): exists with right size."""
     try:
-        return path.is_file() and (entry.size is None or path.stat().st_size == entry.size)
+        if not path.is_file():
+            return False
+        size = expected_size(entry)
+        return size is None or path.stat().st_size == size
     except OSError:
         return False
 
@@ -96,13 +109,26 @@ def is_present(name: str) -> bool:
     return find_copy(get_entry(name)) is not None
 
 
+def manual_download_hint(entry: WeightsFile) -> str:
+    """How a person gets the file by hand, ending where ``models import NAME FILE`` takes over."""
+    if entry.source == "manual":
+        return entry.manual_steps
+    what = f"the archive {entry.archive}" if entry.archive else entry.filename
+    where = " in a browser" if entry.source == "gdrive" else ""
+    also = (f"\n(FILE: the archive itself, or {entry.filename} extracted from it)"
+            if entry.archive else "")
+    return (f"Download {what}{where} from {entry.url}\n"
+            f"yourself and run:   studio-cli models import {entry.name} FILE{also}")
+
+
 def how_to_get(entry: WeightsFile, target: Path) -> str:
-    """The three ways to get a file, shared by every 'missing' message."""
+    """The ways to get a file, shared by every 'missing' message."""
     size = f" ({entry.size:,} bytes)" if entry.size else ""
-    return (f"Download it with:   studio-cli models fetch {entry.name}\n"
-            f"or download {entry.url}\n"
-            f"yourself and run:   studio-cli models import {entry.name} FILE\n"
-            f"or put the file exactly at: {target}{size}")
+    manual = manual_download_hint(entry)
+    if entry.downloadable:
+        manual = (f"Download it with:   studio-cli models fetch {entry.name}\n"
+                  f"or {manual[0].lower()}{manual[1:]}")
+    return f"{manual}\nor put the file exactly at: {target}{size}"
 
 
 def require_weights(name: str) -> Path:
@@ -120,19 +146,6 @@ def require_weights(name: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Verification and pins.
-
-def hash_file(path: Path, progress: ProgressFn = no_progress) -> str:
-    """sha256 hex digest of a file, read in 1 MiB chunks (never the whole file in memory)."""
-    digest = hashlib.sha256()
-    total = path.stat().st_size
-    done = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            progress(done, total, "verifying")
-    return digest.hexdigest()
-
 
 def _pins_path() -> Path:
     return cache_dir() / PINS_FILE
@@ -189,79 +202,112 @@ def check_file_identity(entry: WeightsFile, digest: str, size: int, what: str,
 
 
 def verify_file(name: str, path: Path, progress: ProgressFn = no_progress) -> str:
-    """Check an existing file against the registry; returns its sha256."""
+    """Check an existing file against the registry (hash or pin, and format); returns its sha256.
+
+    A file put in place by hand is pinned here the first time it passes, like a download.
+    """
     entry = get_entry(name)
-    digest = hash_file(path, progress)
-    check_file_identity(entry, digest, path.stat().st_size, f"{path}")
+    digest = sha256_file(path, progress)
+    size = path.stat().st_size
+    check_file_identity(entry, digest, size, f"{path}")
+    check_format(entry.file_format, path, f"{path}", manual_download_hint(entry))
+    record_pin_if_new(entry, digest, size, f"verified copy at {path}")
     return digest
 
 
 # ---------------------------------------------------------------------------------------------
-# Import.
+# Installing a file (from an import, an archive member or a finished download).
+
+def install_stream(entry: WeightsFile, stream: IO[bytes], size: int | None, what: str,
+                   progress: ProgressFn = no_progress, message: str = "copying",
+                   cancel: CancelToken = NEVER_CANCELLED) -> Path:
+    """Copy ``stream`` into the cache as ``entry``'s file, atomically, if it is the right file.
+
+    The bytes go to a temporary file next to the target, hashed on the way; the size, hash (or
+    pin) and format are checked before the rename, so a wrong or half-written file never appears
+    under the real name. The first verified copy of an unhashed entry pins its hash. ``what``
+    names the source in messages; ``size`` (if known) scales the progress.
+    """
+    target = cache_dir() / entry.filename
+    _check_free_space(target.parent, size)
+    digest = hashlib.sha256()
+    done = 0
+    hint = ("It may be truncated, corrupt or a different model.\n"
+            + manual_download_hint(entry))
+    with atomic_path(target, suffix=".import") as tmp:
+        with open(tmp, "wb") as dst:
+            while chunk := stream.read(_CHUNK):
+                cancel.check()
+                digest.update(chunk)
+                dst.write(chunk)
+                done += len(chunk)
+                progress(done, size or 0, message)
+        check_file_identity(entry, digest.hexdigest(), done, what, hint=hint)
+        check_format(entry.file_format, tmp, what, hint)
+    record_pin_if_new(entry, digest.hexdigest(), done, what)
+    return target
+
+
+def _check_free_space(folder: Path, size: int | None) -> None:
+    """Refuse early (not with a half-written file and an OSError) when the disk is too full."""
+    if size is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < size + (64 << 20):
+        raise UserError(f"not enough free disk space in {folder} for a {size / 2**20:,.0f} MiB "
+                        f"file ({free / 2**20:,.0f} MiB free); nothing was installed.",
+                        f"Free some space, or point ${CACHE_ENV} at a larger disk.")
+
 
 def import_weights(name: str, file: str | os.PathLike[str],
-                   progress: ProgressFn = no_progress) -> Path:
+                   progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> Path:
     """Copy a user-supplied file into the cache after checking it is the right one.
 
-    The copy goes to a temporary file next to the target and is renamed only after the hash
-    matched, so a wrong or half-copied file never appears under the real name.
+    For an entry that comes out of an archive, ``file`` may be the archive itself: the member is
+    found and extracted (and only it). A web page saved by mistake is refused with a hint.
+    Importing needs no licence acceptance (see ``studio.weights.licences``). A cancel stops
+    between chunks; nothing appears under the real name then.
     """
     entry = get_entry(name)
     source = Path(file).expanduser()
     if not source.is_file():
         raise UserError(f"cannot import '{name}': {source} is not a file.",
-                        f"Download it from {entry.url} first.")
+                        manual_download_hint(entry))
     size = source.stat().st_size
+    with open(source, "rb") as fh:
+        head = fh.read(64)
+    if looks_like_html(head):
+        raise html_refusal(str(source), manual_download_hint(entry))
+    member = _member_to_import(entry, source)
+    if member is not None:
+        with open_member(source, member) as stream:
+            return install_stream(entry, stream, member.size, f"{member.name} in {source}",
+                                  progress, "extracting", cancel)
     if entry.size is not None and size != entry.size:
         raise UserError(
             f"{source} is not the expected '{name}' file (size {size:,} bytes, expected "
             f"{entry.size:,}); nothing was installed.",
-            f"It may be truncated or a different model. Get it again from {entry.url}")
+            f"It may be truncated or a different model.\n{manual_download_hint(entry)}")
     target = cache_dir() / entry.filename
     if target.exists() and source.resolve() == target.resolve():
         verify_file(name, target, progress)
         return target
-    digest = hashlib.sha256()
-    done = 0
-    with atomic_path(target, suffix=".import") as tmp:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                dst.write(chunk)
-                done += len(chunk)
-                progress(done, size, "copying")
-        check_file_identity(entry, digest.hexdigest(), done, str(source))
-    record_pin_if_new(entry, digest.hexdigest(), done, f"import of {source}")
-    return target
+    with open(source, "rb") as stream:
+        return install_stream(entry, stream, size, str(source), progress, cancel=cancel)
 
 
-# ---------------------------------------------------------------------------------------------
-# Listing.
+def _member_to_import(entry: WeightsFile, source: Path) -> Member | None:
+    """The archive member to extract when ``source`` is an archive holding ``entry``'s file.
 
-@dataclass(frozen=True)
-class WeightsStatus:
-    """One row of ``models list``. ``size`` is the actual size if present, else the expected one."""
-
-    name: str
-    present: bool
-    path: Path
-    where: str
-    size: int | None
-    purpose: str
-    description: str
-    url: str
-
-
-def list_weights() -> list[WeightsStatus]:
-    from studio.weights.registry import REGISTRY
-
-    rows = []
-    for name in REGISTRY:
-        entry = get_entry(name)
-        found = find_copy(entry)
-        path, where = found if found else (cache_dir() / entry.filename, "")
-        size = path.stat().st_size if found else entry.size
-        rows.append(WeightsStatus(name, found is not None, path, where, size, entry.purpose,
-                                  entry.description, entry.url))
-    return rows
-
+    None means ``source`` is to be taken as the file itself: the entry is not an archive member,
+    or ``source`` is not an archive, or it is a PyTorch zip checkpoint (the member itself). An
+    archive without the member is refused rather than pinned as the file.
+    """
+    if not entry.members or not is_archive(source):
+        return None
+    members = list_members(source)
+    names = [m.name for m in members]
+    if torch_zip_members(names) or "pickle" in names:
+        return None
+    return find_member(members, entry.members, entry.member_pick, str(source))

@@ -1,5 +1,7 @@
 """Capture: bring the self-scan — a video file (dropped or picked, trimmed) or a webcam recording.
 
+"Use this video" runs the capture job (``studio.jobs.capture``), the one writer of the project's
+capture record, which re-uses everything when the same video and part are chosen again.
 The webcam part uses QtMultimedia. On a machine without a camera (or without a multimedia
 backend) it says so and the file route keeps working.
 """
@@ -14,67 +16,16 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
                                QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget)
 
-from personalize.errors import MediaError
+from personalize.video import probe_video
 from studio.gui.context import StudioContext
 from studio.gui.live_coverage import read_landmarks
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.widgets.coverage_meter import CoverageMeter
 from studio.gui.widgets.drop_zone import DropZone
+from studio.jobs.capture import MIN_SECONDS
 
 TARGET_SECONDS = 30
 COUNTDOWN_SECONDS = 3
-
-
-def probe(path: str | Path):
-    """Video facts (fps, n_frames, duration, ...) via the lower layer; falls back to OpenCV."""
-    try:
-        from personalize.video import probe_video
-    except ImportError:
-        probe_video = None
-    if probe_video is not None:
-        return probe_video(path)
-    import cv2
-    from types import SimpleNamespace
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise MediaError(f"Cannot read {path} as a video.", "Choose an MP4, MOV or WebM file.")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    info = SimpleNamespace(fps=fps, n_frames=n, width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                           height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), has_audio=False,
-                           duration=n / fps)
-    cap.release()
-    if n < 2:
-        raise MediaError(f"{path} has no frames.", "Choose another video.")
-    return info
-
-
-def trim_video(source: str, target: str, start_frame: int, stop_frame: int, fps: float,
-               progress=None, cancel=None) -> str:
-    """Copy frames [start, stop) of ``source`` to ``target`` (MP4) with the lower layer's video I/O."""
-    from personalize.video import iter_frames, write_video
-
-    total = max(1, stop_frame - start_frame)
-
-    def frames():
-        for i, frame in enumerate(iter_frames(source, start=start_frame, stop=stop_frame)):
-            if cancel is not None:
-                cancel.check()
-            if progress is not None:
-                progress(i + 1, total, "trimming")
-            yield frame
-
-    write_video(target, frames(), fps, audio_from=None)
-    return target
-
-
-def record_capture(project, video: str, start_s: float, end_s: float, duration: float,
-                   progress=None, cancel=None) -> None:
-    """Record in the manifest which video (and which part of it) is the self-scan."""
-    project.manifest.setdefault("sources", {})["scan_video"] = str(video)
-    project.manifest.setdefault("settings", {})["capture_trim"] = [float(start_s), float(end_s)]
-    project.mark_done("capture", video=str(video), start=float(start_s), end=float(end_s),
-                      duration=float(duration))
 
 
 class _DetectSignals(QObject):
@@ -339,7 +290,7 @@ class CapturePage(StagePage):
         self.trim_in.setToolTip("Skip the start of the video up to this time (e.g. while you "
                                 "were pressing record).")
         self.trim_out.setToolTip("Ignore the video after this time.")
-        self.trim_in.valueChanged.connect(lambda v: self.trim_out.setMinimum(v + 0.5))
+        self.trim_in.valueChanged.connect(lambda v: self.trim_out.setMinimum(v + MIN_SECONDS))
         self.use_button = QPushButton("Use this video")
         self.use_button.setToolTip("Make this video (the trimmed part) the self-scan of this "
                                    "project, then continue with Prepare.")
@@ -355,7 +306,7 @@ class CapturePage(StagePage):
         file_layout.addLayout(form)
         file_layout.addWidget(self.use_button, 0, Qt.AlignmentFlag.AlignRight)
 
-        self.webcam = WebcamPanel(lambda: (self.project.root / "capture") if self.project else Path.home())
+        self.webcam = WebcamPanel(lambda: self.project.capture_dir if self.project else Path.home())
         self.webcam.recorded.connect(self.load_video)
         self.body.addWidget(file_box)
         self.body.addWidget(self.webcam, 1)
@@ -368,17 +319,17 @@ class CapturePage(StagePage):
         self.drop.dropEvent(event)
 
     def project_loaded(self) -> None:
-        sources = self.project.manifest.get("sources", {})
-        scan = sources.get("scan") if isinstance(sources.get("scan"), dict) else {}
-        candidates = [sources.get("scan_video"), scan.get("original"),
-                      str(self.project.root / scan["copy"]) if scan.get("copy") else None]
-        video = next((v for v in candidates if v and Path(v).is_file()), None)
-        if video:
-            self.load_video(video, keep_trim=video == sources.get("scan_video"))
+        """Show the video the project captured: the chosen file with its part, else the copy."""
+        record = self.project.scan_record
+        original = record.get("original")
+        if original and Path(original).is_file():
+            self.load_video(original, trim=record.get("trim"))
+        elif self.project.scan_source() is not None:
+            self.load_video(str(self.project.scan_source()))
 
-    def load_video(self, path: str, keep_trim: bool = False) -> None:
+    def load_video(self, path: str, trim: list[float] | None = None) -> None:
         try:
-            info = probe(path)
+            info = probe_video(path)
         except Exception as exc:  # noqa: BLE001
             self.ctx.error("Open video", exc)
             return
@@ -389,8 +340,6 @@ class CapturePage(StagePage):
         for spin in (self.trim_in, self.trim_out):
             spin.setEnabled(True)
             spin.setRange(0.0, float(info.duration))
-        trim = (self.project.manifest.get("settings", {}).get("capture_trim")
-                if keep_trim and self.project else None)
         self.trim_in.setValue(float(trim[0]) if trim else 0.0)
         self.trim_out.setValue(float(trim[1]) if trim else float(info.duration))
         if info.duration < 10:
@@ -402,22 +351,10 @@ class CapturePage(StagePage):
                                    and not self.ctx.runner.busy)
 
     def use_video(self) -> None:
-        if self.video_path is None or self.project is None or self.info is None:
+        if self.video_path is None or self.project is None:
             return
-        start, end = self.trim_in.value(), self.trim_out.value()
-        full = start <= 0.05 and end >= self.info.duration - 0.05
-        if full:
-            record_capture(self.project, self.video_path, 0.0, self.info.duration, self.info.duration)
-            self.ctx.force_refresh()
-            self.ctx.message.emit("Self-scan chosen. Next: Prepare.")
-            return
-        fps = float(self.info.fps)
-        target = self.project.root / "capture" / f"{Path(self.video_path).stem}_trimmed.mp4"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        project, duration = self.project, end - start
 
         def done(_outcome) -> None:
-            record_capture(project, str(target), 0.0, duration, duration)
-            self.load_video(str(target))
-        self.ctx.run_job("Trim video", trim_video, self.video_path, str(target),
-                         int(round(start * fps)), int(round(end * fps)), fps, on_success=done)
+            self.ctx.message.emit("Self-scan chosen. Next: Prepare.")
+        self.ctx.run_job("Use video", self.ctx.jobs.capture, self.project, self.video_path,
+                         start=self.trim_in.value(), end=self.trim_out.value(), on_success=done)

@@ -5,7 +5,6 @@ The preview of the current frame runs in its own small background runner so slid
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,38 +14,15 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGridLayout,
                                QListWidgetItem, QPushButton, QSlider, QSpinBox,
                                QVBoxLayout, QWidget)
 
-from studio.gui import jobs_bridge
+from editing.attributes import ATTRIBUTES
+from editing.directions import direction_names, list_directions
+from personalize.errors import UserError
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
-from studio.gui.takes import list_takes, take_is_complete
 from studio.gui.widgets.image_view import ImageView
 from studio.gui.worker import JobRunner
 
-ATTRIBUTES = ("smile", "mouth_open", "eyes_open", "yaw", "pitch", "age")
 NO_STYLE = "(no style — your own look)"
-
-
-def list_directions(directions_dir: Path) -> list[tuple[str, float | None]]:
-    """(name, reliability or None) for every saved direction."""
-    out = []
-    for npy in sorted(directions_dir.glob("*.npy")) if directions_dir.is_dir() else []:
-        reliability = None
-        meta = npy.with_suffix(".json")
-        if meta.is_file():
-            try:
-                value = json.loads(meta.read_text()).get("reliability")
-                reliability = float(value) if value is not None else None
-            except (OSError, ValueError, TypeError, AttributeError):
-                pass
-        out.append((npy.stem, reliability))
-    return out
-
-
-def list_styles(styles_dir: Path) -> list[str]:
-    if not styles_dir.is_dir():
-        return []
-    return sorted(p.name for p in styles_dir.iterdir()
-                  if p.is_dir() and any(p.glob("*.safetensors")))
 
 
 class DirectionSlider(QWidget):
@@ -191,10 +167,9 @@ class EditPage(StagePage):
     def stage_changed(self, state: str) -> None:
         if self.project is None:
             return
-        names = [n for n, _ in list_directions(self.project.directions_dir)]
-        if names != list(self.sliders):
+        if direction_names(self.project.directions_dir) != list(self.sliders):
             self.load_directions()
-        if self.styles.count() - 1 != len(list_styles(self.project.styles_dir)):
+        if self.styles.count() - 1 != len(self.project.styles()):
             self.load_styles()
 
     def showEvent(self, event) -> None:  # noqa: N802
@@ -211,9 +186,14 @@ class EditPage(StagePage):
         for slider in self.sliders.values():
             slider.setParent(None)
         self.sliders.clear()
-        found = list_directions(self.project.directions_dir) if self.project else []
-        for name, reliability in found:
-            row = DirectionSlider(name, reliability, self._edit_changed)
+        try:
+            found = list_directions(self.project.directions_dir) if self.project else []
+        except UserError as exc:  # a damaged direction file: say so instead of showing sliders
+            found = []
+            self.no_directions.setText(f"The directions cannot be read: {exc}")
+        for direction in found:
+            name = direction.name
+            row = DirectionSlider(name, direction.reliability, self._edit_changed)
             row.slider.setValue(int(round(self.ctx.edits.get(name, 0.0) * 100)))
             self.sliders[name] = row
             self.directions_layout.addWidget(row)
@@ -223,7 +203,7 @@ class EditPage(StagePage):
         self.styles.blockSignals(True)
         self.styles.clear()
         self.styles.addItem(NO_STYLE)
-        for name in list_styles(self.project.styles_dir) if self.project else []:
+        for name in self.project.styles() if self.project else []:
             self.styles.addItem(name)
         items = self.styles.findItems(self.ctx.style or NO_STYLE, Qt.MatchFlag.MatchExactly)
         self.styles.setCurrentItem(items[0] if items else self.styles.item(0))
@@ -233,8 +213,8 @@ class EditPage(StagePage):
         current = self.take_box.currentText()
         self.take_box.blockSignals(True)
         self.take_box.clear()
-        for name in list_takes(self.project.takes_dir):
-            if take_is_complete(self.project.take_dir(name)):
+        for name in self.project.takes():
+            if self.project.take_is_complete(name):
                 self.take_box.addItem(name)
         i = self.take_box.findText(current)
         self.take_box.setCurrentIndex(max(0, i))
@@ -262,9 +242,6 @@ class EditPage(StagePage):
     def update_preview(self) -> None:
         if self.project is None or not self.take_box.currentText():
             return
-        if not jobs_bridge.available("preview_frame"):
-            self.preview.show_text("Live preview needs a newer editing module; Export renders the edits.")
-            return
         if self.preview_runner.busy:
             self._preview_again = True
             return
@@ -273,7 +250,7 @@ class EditPage(StagePage):
         except Exception as exc:  # noqa: BLE001 - e.g. CUDA chosen but missing
             self.preview.show_text(f"No preview: {exc}")
             return
-        self.preview_runner.start("Preview", jobs_bridge.job("preview_frame"), self.project,
+        self.preview_runner.start("Preview", self.ctx.jobs.preview_frame, self.project,
                                   take=self.take_box.currentText(), frame=self.frame_spin.value(),
                                   edits=dict(self.ctx.edits), style=self.ctx.style, device=device)
 
@@ -282,9 +259,7 @@ class EditPage(StagePage):
             message = getattr(outcome.error, "message", None) or str(outcome.error)
             self.preview.show_text(f"No preview: {message}")
         elif outcome.result is not None:
-            result = outcome.result
-            self.preview.set_image(result if isinstance(result, (str, Path))
-                                   else np.asarray(result, dtype=np.uint8))
+            self.preview.set_image(np.asarray(outcome.result, dtype=np.uint8))
         if self._preview_again:
             self._preview_again = False
             self.update_preview()
@@ -302,13 +277,12 @@ class EditPage(StagePage):
             self.run_import(path, name.strip())
 
     def run_import(self, path: str, name: str) -> bool:
-        return self.ctx.run_job(f"Import direction '{name}'", "import_direction", self.project,
-                                file=path, path=path, name=name, project_to_anchors=True,
-                                on_success=lambda _o: self.load_directions())
+        return self.ctx.run_job(f"Import direction '{name}'", self.ctx.jobs.import_direction,
+                                self.project, path, name, on_success=lambda _o: self.load_directions())
 
     def learn_direction(self) -> None:
         attribute = self.attr_box.currentText()
-        self.ctx.run_job(f"Learn direction '{attribute}'", "learn_direction", self.project,
+        self.ctx.run_job(f"Learn direction '{attribute}'", self.ctx.jobs.learn_direction, self.project,
                          attribute=attribute, device=self.ctx.device,
                          on_success=lambda _o: self.load_directions())
 
@@ -317,6 +291,6 @@ class EditPage(StagePage):
         name = self.style_name.text().strip() or "".join(
             c if c.isalnum() else "_" for c in prompt.lower())[:32].strip("_") or "style"
         self.ctx.settings.set("stylize/iters", self.iters_spin.value())
-        self.ctx.run_job(f"Create style '{name}'", "stylize", self.project, prompt=prompt, name=name,
-                         iters=self.iters_spin.value(), device=self.ctx.device,
+        self.ctx.run_job(f"Create style '{name}'", self.ctx.jobs.stylize, self.project, prompt, name,
+                         iterations=self.iters_spin.value(), device=self.ctx.device,
                          on_success=lambda _o: self.load_styles())

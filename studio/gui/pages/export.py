@@ -9,7 +9,6 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
-from studio.gui.takes import list_takes, take_is_complete
 
 FORMATS = (("MP4 video (with the driving video's sound)", "mp4"), ("Animated GIF", "gif"),
            ("PNG pictures, one per frame", "png"))
@@ -106,8 +105,7 @@ class ExportPage(StagePage):
     def load_takes(self) -> None:
         if self.project is None:
             return
-        names = [n for n in list_takes(self.project.takes_dir)
-                 if take_is_complete(self.project.take_dir(n))]
+        names = [n for n in self.project.takes() if self.project.take_is_complete(n)]
         if names == [self.take_box.itemText(i) for i in range(self.take_box.count())]:
             self.update_buttons()
             return
@@ -126,7 +124,7 @@ class ExportPage(StagePage):
         fmt = self.format_box.currentData()
         take = self.take_box.currentText()
         name = f"{take}_export" + ("" if fmt == "png" else f".{fmt}")
-        self.out_edit.setText(str(self.project.root / "exports" / name))
+        self.out_edit.setText(str(self.project.exports_dir / name))
 
     def browse(self) -> None:
         fmt = self.format_box.currentData()
@@ -155,18 +153,15 @@ class ExportPage(StagePage):
             out = out.with_suffix(f".{fmt}")
         out.parent.mkdir(parents=True, exist_ok=True)
 
-        def done(outcome) -> None:
-            result = outcome.result
-            self.last_output = Path(result) if isinstance(result, (str, Path)) else out
+        def done(outcome) -> None:  # the render job recorded the Export stage itself
+            self.last_output = Path(outcome.result.path)
             self.result_label.setText(f"Saved {self.last_output}")
             self.open_button.setEnabled(True)
-            if self.project is not None and self.project.status("export") != "done":
-                self.project.mark_done("export", output=str(self.last_output), format=fmt)
             if self.open_when_done.isChecked():
                 folder = self.last_output if self.last_output.is_dir() else self.last_output.parent
                 self.ctx.open_folder(folder)
-        self.ctx.run_job(f"Export '{self.take_box.currentText()}'", "render", self.project,
-                         take=self.take_box.currentText(), out=out, format=fmt,
+        self.ctx.run_job(f"Export '{self.take_box.currentText()}'", self.ctx.jobs.render, self.project,
+                         self.take_box.currentText(), out,
                          paste_back=self.paste_back.isChecked(), side_by_side=self.side_by_side.isChecked(),
                          edits=dict(self.ctx.edits) or None, style=self.ctx.style,
                          height=self.resolution_box.currentData(), device=self.ctx.device, on_success=done)

@@ -11,21 +11,14 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
-from studio.gui import jobs_bridge
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.widgets.image_view import ImageView
 from studio.gui.widgets.loss_plot import LossPlot
 from studio.project import DONE, RUNNING
+from studio.weights import is_present
 
 CHECKPOINT_FILTER = "Generator checkpoints (*.pkl *.safetensors *.pt);;All files (*)"
-
-
-def newest_preview(model_dir: Path) -> Path | None:
-    folder = model_dir / "previews"
-    images = sorted(list(folder.glob("*.png")) + list(folder.glob("*.jpg")),
-                    key=lambda p: (p.stat().st_mtime, p.name)) if folder.is_dir() else []
-    return images[-1] if images else None
 
 
 class PersonalizePage(StagePage):
@@ -96,15 +89,8 @@ class PersonalizePage(StagePage):
 
     def fill_bases(self) -> None:
         self.base_box.clear()
-        registry = jobs_bridge.weights_registry()
-        present = False
-        try:
-            present = jobs_bridge.job("weights_path")("ffhq").is_file()
-        except Exception:  # noqa: BLE001
-            pass
-        if registry.get("ffhq") is not None or not registry:
-            label = "FFHQ 1024 (StyleGAN2)" + ("" if present else " — not downloaded yet")
-            self.base_box.addItem(label, "ffhq")
+        label = "FFHQ 1024 (StyleGAN2)" + ("" if is_present("ffhq") else " — not downloaded yet")
+        self.base_box.addItem(label, "ffhq")
         saved = str(self.ctx.settings.get("personalize/base") or "ffhq")
         if saved != "ffhq" and Path(saved).is_file():
             self.base_box.addItem(Path(saved).name, saved)
@@ -142,8 +128,7 @@ class PersonalizePage(StagePage):
         self.start_button.setEnabled(self.ready)
         running_here = self.ctx.runner.busy and self.ctx.runner.title.startswith("Personalize")
         self.cancel_button.setEnabled(running_here)
-        has_checkpoint = (self.project is not None
-                          and any((self.project.model_dir / "checkpoints").glob("*")))
+        has_checkpoint = self.project is not None and self.project.has_tuning_checkpoint()
         state = self.ctx.statuses.get(self.stage)
         self.start_button.setText("Resume training" if has_checkpoint and state != DONE
                                   else ("Train again" if state == DONE else "Start training"))
@@ -158,8 +143,8 @@ class PersonalizePage(StagePage):
     def load_results(self) -> None:
         if self.project is None:
             return
-        self.plot.load(self.project.model_dir / "log.csv")
-        preview = newest_preview(self.project.model_dir)
+        self.plot.load(self.project.tuning_log_path)
+        preview = self.project.newest_preview()
         if preview is not None and preview != self._preview_path:
             if self.preview.set_image(preview):
                 self._preview_path = preview
@@ -173,7 +158,7 @@ class PersonalizePage(StagePage):
         self.ctx.settings.set("personalize/base", base)
         self.ctx.settings.set("personalize/steps", self.steps_spin.value())
         self.ctx.settings.set("personalize/batch", self.batch_spin.value())
-        self.ctx.run_job("Personalize", "personalize", self.project, base=base,
+        self.ctx.run_job("Personalize", self.ctx.jobs.personalize, self.project, base=base,
                          frames=self.frames_spin.value() or None, steps=self.steps_spin.value() or None,
                          batch=self.batch_spin.value(), device=self.ctx.device,
                          on_success=lambda _o: self.load_results())

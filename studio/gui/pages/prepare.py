@@ -6,7 +6,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayo
 
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
-from studio.gui.scan_files import crop_paths, frame_index, load_quality
+from studio.gui.scan_files import frame_index, quality_flags
 from studio.gui.widgets.frame_grid import FrameGrid
 from studio.project import DONE
 
@@ -67,7 +67,7 @@ class PreparePage(StagePage):
         self.load_results()
 
     def stage_changed(self, state: str) -> None:
-        if state == DONE and len(self.grid.paths) != len(crop_paths(self.project.scan_dir)):
+        if state == DONE and len(self.grid.paths) != len(self.project.scan_crop_paths()):
             self.load_results()
 
     def load_results(self) -> None:
@@ -76,8 +76,8 @@ class PreparePage(StagePage):
         settings = self.project.stage_info("prepare").get("settings") or {}
         if isinstance(settings, dict) and isinstance(settings.get("size"), int):
             self.select_size(settings["size"])
-        paths = crop_paths(self.project.scan_dir)
-        flags, summary = load_quality(self.project.scan_dir)
+        paths = self.project.scan_crop_paths()
+        flags, summary = quality_flags(self.project)
         by_position = {pos: flags.get(frame_index(p), []) for pos, p in enumerate(paths)}
         self.grid.set_frames(paths, {k: v for k, v in by_position.items() if v})
         flagged = sum(1 for v in by_position.values() if v)
@@ -94,9 +94,8 @@ class PreparePage(StagePage):
     def start(self) -> None:
         if not self.ready:
             return
-        video = self.project.manifest.get("sources", {}).get("scan_video")
         size, smooth = int(self.size_box.currentData()), float(self.smooth_spin.value())
         self.ctx.settings.set("prepare/size", size)
         self.ctx.settings.set("prepare/smooth", smooth)
-        self.ctx.run_job("Prepare frames", "prepare", self.project, video, size=size, smooth=smooth,
-                         smooth_sigma=smooth, on_success=lambda _o: self.load_results())
+        self.ctx.run_job("Prepare frames", self.ctx.jobs.prepare, self.project, size=size,
+                         smooth=smooth, on_success=lambda _o: self.load_results())

@@ -8,9 +8,9 @@ from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QHBoxLayo
                                QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSpinBox,
                                QSplitter, QVBoxLayout, QWidget)
 
+from optimize.reenact_settings import ReenactSettings
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
-from studio.gui.takes import driving_video, list_takes, rendered_video, take_is_complete
 from studio.gui.widgets.drop_zone import DropZone
 from studio.gui.widgets.video_player import SideBySidePlayer
 
@@ -101,7 +101,7 @@ class ReenactPage(StagePage):
         self.ctx.settings.set_last_folder(path)
         self.drop.label.setText(f"Driving video: {Path(path).name}\n(drop another to change)")
         if self.project is not None:
-            self.name_edit.setText(unique_take_name(list_takes(self.project.takes_dir), Path(path).stem))
+            self.name_edit.setText(unique_take_name(self.project.takes(), Path(path).stem))
         self.update_buttons()
 
     def update_buttons(self) -> None:
@@ -109,13 +109,13 @@ class ReenactPage(StagePage):
         item = self.takes.currentItem()
         self.render_button.setEnabled(self.project is not None and not self.ctx.runner.busy
                                       and item is not None
-                                      and take_is_complete(self.project.take_dir(item.text())))
+                                      and self.project.take_is_complete(item.text()))
 
     def project_loaded(self) -> None:
         self.load_takes()
 
     def stage_changed(self, state: str) -> None:
-        if self.project is not None and self.takes.count() != len(list_takes(self.project.takes_dir)):
+        if self.project is not None and self.takes.count() != len(self.project.takes()):
             self.load_takes()
 
     def load_takes(self, select: str | None = None) -> None:
@@ -123,9 +123,9 @@ class ReenactPage(StagePage):
             return
         current = select or (self.takes.currentItem().text() if self.takes.currentItem() else None)
         self.takes.clear()
-        for name in list_takes(self.project.takes_dir):
+        for name in self.project.takes():
             item = QListWidgetItem(name)
-            done = take_is_complete(self.project.take_dir(name))
+            done = self.project.take_is_complete(name)
             item.setToolTip("finished" if done else "not finished — re-enact again to resume")
             if not done:
                 item.setText(name)
@@ -138,12 +138,13 @@ class ReenactPage(StagePage):
         self.update_buttons()
         if item is None or self.project is None:
             return
-        folder = self.project.take_dir(item.text())
-        result = rendered_video(folder)
-        self.player.set_videos(driving_video(folder), result)
-        if not take_is_complete(folder) and driving_video(folder) is not None:
+        take = item.text()
+        driving = self.project.driving_copy(take)
+        preview = self.project.preview_path(take)
+        self.player.set_videos(driving, preview if preview.is_file() else None)
+        if not self.project.take_is_complete(take) and driving is not None:
             # An unfinished take: pressing Re-enact continues it where it stopped.
-            self.set_driving(str(driving_video(folder)))
+            self.set_driving(str(driving))
             self.name_edit.setText(item.text())
             self.run_button.setText("Resume take")
         else:
@@ -153,7 +154,7 @@ class ReenactPage(StagePage):
         if not self.ready or not self.driving:
             return
         name = self.name_edit.text().strip() or unique_take_name(
-            list_takes(self.project.takes_dir), Path(self.driving).stem)
+            self.project.takes(), Path(self.driving).stem)
         self.ctx.settings.set("reenact/steps", self.steps_spin.value())
         self.ctx.settings.set("reenact/lr", self.lr_spin.value())
         self.ctx.settings.set("reenact/smooth", self.smooth_box.isChecked())
@@ -161,16 +162,18 @@ class ReenactPage(StagePage):
         def done(_outcome) -> None:
             self.load_takes(select=name)
             self.render_preview()
-        self.ctx.run_job(f"Re-enact '{name}'", "reenact", self.project, driving=self.driving, name=name,
-                         steps=self.steps_spin.value() or None, lr=self.lr_spin.value() or None,
-                         smooth=self.smooth_box.isChecked(), device=self.ctx.device, on_success=done)
+        settings = ReenactSettings().adjusted(steps=self.steps_spin.value() or None,
+                                              lr=self.lr_spin.value() or None,
+                                              smooth=self.smooth_box.isChecked())
+        self.ctx.run_job(f"Re-enact '{name}'", self.ctx.jobs.reenact, self.project, self.driving, name,
+                         settings, device=self.ctx.device, on_success=done)
 
     def render_preview(self) -> None:
         item = self.takes.currentItem()
         if item is None or self.project is None:
             return
         take = item.text()
-        out = self.project.take_dir(take) / "preview.mp4"
-        self.ctx.run_job(f"Render preview of '{take}'", "render", self.project, take=take, out=out,
+        out = self.project.preview_path(take)
+        self.ctx.run_job(f"Render preview of '{take}'", self.ctx.jobs.render, self.project, take, out,
                          paste_back=False, side_by_side=False, mark_export=False, device=self.ctx.device,
                          on_success=lambda _o: self._take_selected(self.takes.currentItem()))

@@ -5,7 +5,7 @@ from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QSp
 
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
-from studio.gui.scan_files import crop_paths, frame_index, load_quality, load_selection, pose_grid
+from studio.gui.scan_files import frame_index, pose_grid, quality_flags, selected_frames
 from studio.gui.widgets.coverage_meter import CoverageMeter
 from studio.gui.widgets.frame_grid import FrameGrid
 from studio.project import DONE
@@ -61,20 +61,20 @@ class SelectPage(StagePage):
     def load_results(self) -> None:
         if self.project is None:
             return
-        paths = crop_paths(self.project.scan_dir)
-        flags, _ = load_quality(self.project.scan_dir)
-        selected, data = load_selection(self.project.dataset_dir)
+        paths = self.project.scan_crop_paths()
+        flags, _ = quality_flags(self.project)
+        selected, data = selected_frames(self.project)
         index_of = {frame_index(p): pos for pos, p in enumerate(paths)}
         positions = [index_of.get(i, i) for i in selected]
         by_position = {pos: flags.get(frame_index(p), []) for pos, p in enumerate(paths)}
         self.grid.set_frames(paths, {k: v for k, v in by_position.items() if v}, positions)
-        all_grid = pose_grid(self.project.scan_dir, None)
-        sel_grid = pose_grid(self.project.scan_dir, selected) if selected else None
+        all_grid = pose_grid(self.project, None)
+        sel_grid = pose_grid(self.project, selected) if selected else None
         if all_grid is not None:
             self.coverage.set_grid(sel_grid or [[0] * len(all_grid[0]) for _ in all_grid], all_grid)
         if selected:
             text = f"{len(selected)} of {len(paths)} frames selected."
-            coverage = data.get("coverage") if isinstance(data, dict) else None
+            coverage = data.get("coverage")
             if isinstance(coverage, dict):
                 spreads = [f"{name.replace('_', ' ')} {v['chosen_p5_p95'] / v['all_p5_p95']:.0%}"
                            for name, v in coverage.items()
@@ -90,5 +90,5 @@ class SelectPage(StagePage):
             return
         count = int(self.count_spin.value())
         self.ctx.settings.set("select/count", count)
-        self.ctx.run_job("Select frames", "select", self.project, count=count, device=self.ctx.device,
+        self.ctx.run_job("Select frames", self.ctx.jobs.select, self.project, count=count, device=self.ctx.device,
                          on_success=lambda _o: self.load_results())

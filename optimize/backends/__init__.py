@@ -1,1 +1,0 @@
-"""One-shot re-enactment backends (HyperReenact, DiffusionAct)."""

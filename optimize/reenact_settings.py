@@ -1,0 +1,120 @@
+"""The settings of a per-frame re-enactment take (``ReenactSettings``).
+
+Why a frozen dataclass: one settings object goes into a take and is part of the take's
+fingerprint, so nobody may change it on the way (a caller that wants other values builds a new
+one with ``adjusted`` or ``dataclasses.replace``); a mutated object would make the fingerprint
+lie about what made the codes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from optimize.keypoints import KEYPOINT_DEFINITION
+from optimize.latent_space import NOISE_UNITS
+from optimize.losses import LossWeights
+from personalize.errors import UserError
+
+FIRST_FRAME_STARTS = ("nearest-anchor", "center")
+
+
+@dataclass(frozen=True)
+class ReenactSettings:
+    """Everything that shapes a latent track (part of the track's fingerprint)."""
+
+    steps: int = 40
+    """Adam steps per frame at most (early stopping may end a frame sooner)."""
+    lr: float = 0.05
+    """Adam step size for alpha on warm-started frames, in unit-scale coefficients (uniform
+    coefficient = 1). Why this small: the start lies within the warm-start noise (0.05) of the
+    previous answer, and Adam moves every coefficient by about its step size whatever the
+    gradient's size; at 0.2 the first steps threw a start that was already at the answer 4x
+    further away than the noise did (measured on the known-answer test)."""
+    first_lr: float = 0.2
+    """Step size for the first optimized frame, which starts far from its answer."""
+    delta_lr_scale: float = 0.1
+    """The offsets' step size is ``lr * delta_lr_scale``. Why: L_delta is a sum of norms, whose
+    gradient does not vanish near 0, so Adam makes every offset jitter by about its step size;
+    at the alpha step size that jitter alone (times lambda_delta = 10) outweighs L_key."""
+    noise_sigma: float = 0.05
+    """Warm-start noise (Appendix C.3: sigma 0.05) on the previous frame's barycentric
+    coefficients alpha; how sigma is read: ``noise_units`` (``PersonalizedSpace.perturbed``)."""
+    noise_units: str = "uniform"
+    """"uniform" (default): sigma relative to the uniform coefficient (std sigma / N per raw
+    coefficient); "alpha": the paper's literal units (std sigma per raw coefficient). Why not
+    the paper's by default: at our step sizes it is far more noise than 40 warm steps remove;
+    on the known-answer clip (bench/reenact.py) it doubled the keypoint error at 250 anchors
+    (0.30 vs 0.12 px at 128) and raised the frame-to-frame jitter by 60 % (docs/ARCHITECTURE.md)."""
+    smooth_sigma: float = 2.0
+    """Latent low-pass filter along time in frames (Appendix C.3); 0 turns it off."""
+    patience: int = 20
+    """Early stopping: stop after this many steps without a relative improvement of ``min_improvement``."""
+    min_improvement: float = 2e-3
+    min_steps: int = 15
+    """Early stopping never ends a frame before this many steps (Adam's first big steps often
+    overshoot, which must not read as a plateau)."""
+    first_steps: int | None = None
+    """Steps for the first optimized frame (it starts far from the answer); default 2 x steps."""
+    lr_decay: bool = True
+    """Cosine decay of the step size over the frame's step budget (down to 10 %): big steps
+    first for speed, small ones last to settle."""
+    lr_warmup: int = 5
+    """Steps over which the step size ramps up linearly. Why: Adam's first steps move every
+    coefficient by the full step size whatever the gradient's size, which throws a warm start
+    (already near the answer) far off; a ramp keeps the first moves small."""
+    first_frame: str = "nearest-anchor"
+    """'nearest-anchor' or 'center': where the first frame starts (on the known-answer test both
+    reached 0.02-0.05 px at 256 from four targets in 80 steps)."""
+    mesh_input: int = 256
+    """Side the generated image is resized to before the FaceMesh."""
+    save_every: int = 5
+    min_save_seconds: float = 10.0
+    """Save the track every ``save_every`` frames but not more often than this (a long 1024 px
+    track is tens of MB); a cancel, Ctrl-C or error saves at once, so only a hard kill loses
+    the last few seconds of work."""
+    seed: int = 0
+    weights: LossWeights = field(default_factory=LossWeights)
+
+    def adjusted(self, *, steps: int | None = None, lr: float | None = None, smooth: bool = True,
+                 first_frame: str | None = None) -> "ReenactSettings":
+        """A copy with the options users set (CLI flags, GUI fields); None keeps the value.
+
+        ``lr`` sets the warm-frame step size and scales the first frame's with it, so the
+        cold start keeps its ratio (4x by default); ``smooth`` False turns the latent filter off.
+        """
+        changes: dict[str, Any] = {}
+        if steps is not None:
+            changes["steps"] = int(steps)
+        if lr is not None:
+            changes.update(lr=float(lr), first_lr=float(lr) * self.first_lr / self.lr)
+        if not smooth:
+            changes["smooth_sigma"] = 0.0
+        if first_frame is not None:
+            changes["first_frame"] = first_frame
+        return replace(self, **changes)
+
+    def validate(self) -> None:
+        """Raise a UserError naming the bad value."""
+        if self.steps < 1:
+            raise UserError(f"steps must be at least 1 (got {self.steps}).", "Use 50 steps or more.")
+        for name, value in (("learning rate", self.lr), ("first-frame learning rate", self.first_lr)):
+            if not (value > 0 and math.isfinite(value)):
+                raise UserError(f"{name} must be a positive number (got {value}).", "Try 0.05.")
+        if self.first_frame not in FIRST_FRAME_STARTS:
+            raise UserError(f"unknown first-frame start '{self.first_frame}'.",
+                            f"Use {' or '.join(FIRST_FRAME_STARTS)}.")
+        if self.noise_sigma < 0 or self.smooth_sigma < 0:
+            raise UserError("noise and smoothing sigmas must not be negative.")
+        if self.noise_units not in NOISE_UNITS:
+            raise UserError(f"unknown warm-start noise units '{self.noise_units}'.",
+                            f"Use one of {', '.join(NOISE_UNITS)}.")
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        """The settings that change the optimized codes (not how often the track is saved)."""
+        d = asdict(self)
+        d.pop("save_every")
+        d.pop("min_save_seconds")
+        d.pop("smooth_sigma")  # smoothing is applied after the fact; changing it reuses the codes
+        d["keypoints"] = KEYPOINT_DEFINITION  # codes fitted to other keypoints are not reused
+        return d
