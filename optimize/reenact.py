@@ -4,7 +4,8 @@ For every aligned driving frame t, a P+ code is optimized with Adam so that the 
 generator's image matches the frame's normalized keypoints, mouth and irises (``optimize.losses``).
 
 Temporal consistency (Sec. 3.3.3): frame t starts from frame t-1's result plus Gaussian noise
-(sigma = 0.05, relative to the uniform coefficient; frame 0 starts from the anchor whose rendered
+(sigma = 0.05 on the barycentric coefficients, relative to the uniform one by default,
+``PersonalizedSpace.perturbed``; frame 0 starts from the anchor whose rendered
 keypoints are nearest to the frame's, or the center of P); after all frames a zero-phase Gaussian
 filter (sigma = 2 frames) runs along time on the latent track (``optimize.smoothing``).
 
@@ -234,7 +235,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
                         steps, lr = first_steps, settings.first_lr
                     else:
                         noise = torch.Generator().manual_seed(settings.seed * 1_000_003 + t)
-                        start = space.perturbed(previous, settings.noise_sigma, noise)
+                        start = space.perturbed(previous, settings.noise_sigma, noise, settings.noise_units)
                         steps, lr = settings.steps, settings.lr
                     result = optimizer.optimize(start, target, reference, steps, lr)
                     code = result.code

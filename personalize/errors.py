@@ -11,7 +11,9 @@ step fixes it; each front end phrases it (``studio.cli.common.command_for``,
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -58,3 +60,19 @@ class ProjectError(UserError):
 
 class Cancelled(Exception):
     """Raised inside a job when its cancel token is set; the job has saved what it finished."""
+
+
+@contextlib.contextmanager
+def fixed_by(action: Action) -> Iterator[None]:
+    """Give ``UserError``s raised inside the block ``action`` as their next step (if they name none).
+
+    Why: a low-level reader (a checkpoint loader) knows what is wrong with a file but not which
+    registry entry it was loaded as; the caller that knows wraps the call, so the CLI and the GUI
+    can offer the step that fixes it (e.g. get that weights file again).
+    """
+    try:
+        yield
+    except UserError as err:
+        if err.action is None:
+            err.action = action
+        raise

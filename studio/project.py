@@ -25,6 +25,7 @@ from personalize.errors import Action, ProjectError, UserError
 from personalize.fileio import atomic_write_json, read_json
 
 if TYPE_CHECKING:
+    from optimize.image_take import ImageTake
     from optimize.track import TrackProgress
 
 SCHEMA_VERSION = 1
@@ -238,6 +239,30 @@ class Project:
                 return int(data["size"])
         except (OSError, KeyError, ValueError, TypeError):
             return None
+    def scan_source_frame(self, frame: int | None = None) -> tuple[Path, np.ndarray]:
+        """A prepared scan frame to re-enact with a one-shot mode: (its aligned crop's path, its
+        MediaPipe landmarks (478,3) in the crop's pixels). ``frame`` None picks the sharpest
+        frontal frame (``personalize.faces.quality.sharpest_frontal``)."""
+        from personalize.faces.quality import sharpest_frontal
+
+        crops, landmarks = self.scan_crop_paths(), self.read_scan_landmarks()
+        if not crops or landmarks is None:
+            raise ProjectError("The self-scan is not prepared yet.", "Prepare the self-scan first.",
+                               Action("prepare"))
+        points, valid = landmarks
+        if frame is None:
+            quality = self.read_scan_quality() or {}
+            frame = sharpest_frontal(quality.get("frames", []))
+            if frame is None:
+                frame = int(np.flatnonzero(valid)[0]) if valid.any() else 0
+        if not 0 <= frame < len(crops):
+            raise UserError(f"The self-scan has frames 0 to {len(crops) - 1}; there is no frame {frame}.",
+                            "Give a frame number in that range, or an image file.")
+        if not valid[frame]:
+            raise UserError(f"No face was found in frame {frame} of the self-scan.",
+                            "Choose another frame (or leave the source out: the sharpest frontal frame "
+                            "is then used).")
+        return crops[frame], points[frame]
 
     @property
     def selection_path(self) -> Path:
@@ -412,13 +437,35 @@ class Project:
         """The anchors' rendered keypoints, shared by every take of this generator."""
         return self.takes_dir / ANCHOR_KEYPOINTS
 
+    def image_take(self, take: str) -> "ImageTake":
+        """The image-take files of ``take`` (a one-shot backend's output frames, plan and source)."""
+        from optimize.image_take import ImageTake
+
+        return ImageTake(self.take_dir(take))
+
+    def take_output(self, take: str) -> str:
+        """'images' for a one-shot backend's take (it holds output frames), else 'latents'."""
+        return "images" if self.image_take(take).exists() else "latents"
+
+    def take_backend(self, take: str) -> str:
+        """The re-enactment mode that made the take ('personal' for latent tracks)."""
+        if self.take_output(take) == "latents":
+            return "personal"
+        try:
+            return str(self.image_take(take).read_plan_arrays()["backend"])
+        except (ProjectError, KeyError):
+            return "unknown"
+
     def take_progress(self, take: str) -> "TrackProgress | None":
-        """How far the take's latent track got; None without a readable track."""
-        from optimize.track import read_track_progress
+        """How far the take got (its latent track, or its output frames); None when unreadable."""
+        from optimize.track import TrackProgress, read_track_progress
 
         try:
+            if self.take_output(take) == "images":
+                done = self.image_take(take).progress()
+                return TrackProgress(done.frames_done, done.n_frames, done.complete)
             return read_track_progress(self.track_path(take))
-        except ProjectError:
+        except (ProjectError, OSError, ValueError, KeyError):
             return None
 
     def take_is_complete(self, take: str) -> bool:

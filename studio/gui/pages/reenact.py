@@ -13,6 +13,7 @@ from studio.gui.context import StudioContext
 from studio.gui.live.fast_live import FastLiveBox
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.widgets.drop_zone import DropZone
+from studio.gui.widgets.mode_selector import ModeSelector
 from studio.gui.widgets.video_player import SideBySidePlayer
 
 
@@ -31,8 +32,12 @@ class ReenactPage(StagePage):
                    "movements of someone in another video (the driving video). Each run is a take.")
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
+        self.modes: ModeSelector | None = None
         super().__init__(ctx, parent)
         self.driving: str | None = None
+        self.modes = ModeSelector(start_dir=ctx.settings.last_folder)
+        self.modes.mode_changed.connect(lambda _name: self._mode_changed())
+        self.modes.models_requested.connect(self._open_models)
         self.drop = DropZone("Drop a driving video here, or click to choose one",
                              start_dir=ctx.settings.last_folder)
         self.drop.file_chosen.connect(self.set_driving)
@@ -69,6 +74,7 @@ class ReenactPage(StagePage):
         self.fast.take_saved.connect(lambda name: self.load_takes(select=name))
 
         form = QFormLayout()
+        form.addRow(self.modes)
         form.addRow("Take name:", self.name_edit)
         form.addRow("Steps per frame:", self.steps_spin)
         form.addRow("Learning rate:", self.lr_spin)
@@ -100,6 +106,24 @@ class ReenactPage(StagePage):
     def dropEvent(self, event) -> None:  # noqa: N802
         self.drop.dropEvent(event)
 
+    def missing_needs(self) -> list[str]:
+        """The chosen mode's needs: personalization, or (one-shot) a prepared self-scan unless a photo is the source."""
+        needs = self.modes.needs() if self.modes is not None else self.needs
+        return [s for s in needs if self.ctx.statuses.get(s) != "done"]
+
+    def _mode_changed(self) -> None:
+        personal = self.modes.backend() == "personal"
+        for widget in (self.lr_spin, self.smooth_box, self.steps_spin):
+            widget.setEnabled(personal)
+        self.fast.setVisible(personal)  # fast/refine and live drive the personalized generator only
+        self._on_statuses(self.ctx.statuses)
+
+    def _open_models(self, name: str) -> None:
+        window = self.window()
+        if hasattr(window, "show_models"):
+            dialog = window.show_models()
+            dialog.finished.connect(lambda _r: self.modes.refresh())
+
     def set_driving(self, path: str) -> None:
         self.driving = str(path)
         self.ctx.settings.set_last_folder(path)
@@ -109,7 +133,9 @@ class ReenactPage(StagePage):
         self.update_buttons()
 
     def update_buttons(self) -> None:
-        self.run_button.setEnabled(self.ready and self.driving is not None)
+        if self.modes is None:
+            return
+        self.run_button.setEnabled(self.ready and self.driving is not None and self.modes.weights_ready())
         item = self.takes.currentItem()
         self.render_button.setEnabled(self.project is not None and not self.ctx.runner.busy
                                       and item is not None
@@ -150,6 +176,9 @@ class ReenactPage(StagePage):
             # An unfinished take: pressing Re-enact continues it where it stopped.
             self.set_driving(str(driving))
             self.name_edit.setText(item.text())
+            backend = self.project.take_backend(take)
+            if backend in self.modes.buttons:
+                self.modes.set_backend(backend)
             self.run_button.setText("Resume take")
         else:
             self.run_button.setText("Re-enact")
@@ -166,11 +195,13 @@ class ReenactPage(StagePage):
         def done(_outcome) -> None:
             self.load_takes(select=name)
             self.render_preview()
+        backend = self.modes.backend()
         settings = ReenactSettings().adjusted(steps=self.steps_spin.value() or None,
                                               lr=self.lr_spin.value() or None,
                                               smooth=self.smooth_box.isChecked())
         self.ctx.run_job(f"Re-enact '{name}'", self.ctx.jobs.reenact, self.project, self.driving, name,
-                         settings, device=self.ctx.device, mode=self.fast.mode(), on_success=done)
+                         settings, device=self.ctx.device, backend=backend, oneshot=self.modes.options(),
+                         mode=self.fast.mode() if backend == "personal" else "exact", on_success=done)
 
     def render_preview(self) -> None:
         item = self.takes.currentItem()
