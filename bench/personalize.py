@@ -123,9 +123,11 @@ def aligned_faces(size: int) -> torch.Tensor:
     """(N,3,size,size) uint8: the FFHQ-aligned portraits of ../shared/media/aligned, area/cubic-resized."""
     import cv2
 
+    from personalize.video import read_image
+
     out = []
     for path in sorted((ROOT.parent / "shared" / "media" / "aligned").glob("*.jpg")):
-        img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        img = read_image(path)
         interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
         out.append(cv2.resize(img, (size, size), interpolation=interp))
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()

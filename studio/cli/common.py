@@ -31,6 +31,7 @@ NEXT_STEPS = {
     "learn-direction": "run: studio-cli directions learn {project} --attribute smile",
     "import-direction": "run: studio-cli directions import {project} FILE --name {subject}",
     "models": "run: studio-cli models fetch {subject}   (or: studio-cli models import {subject} FILE)",
+    "motion-model": "run: studio-cli motion-model {project}",
     "force": "to replace it, run the same command with --force",
 }
 

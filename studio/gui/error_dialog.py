@@ -46,6 +46,7 @@ def next_step_text(action: Action | None, inside_models: bool = False,
         # Inside the Models window the hint's button names are the step: nothing to add.
         "models": ("" if inside_models else f"Get the weights{subject} with the Open Models… "
                    "button below." if models_button else f"Get the weights{subject} in {MODELS_MENU}"),
+        "motion-model": "Open the Re-enact step and press 'Train motion model' (Fast modes & Live).",
     }
     if action.step in phrases:
         return phrases[action.step]

@@ -22,6 +22,7 @@ from studio.gui.context import StudioContext
 from studio.gui.live_coverage import read_landmarks
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.scan_files import first_frame
+from studio.gui.widgets.camera_session import list_cameras, open_capture_session
 from studio.gui.widgets.coverage_meter import CoverageMeter
 from studio.gui.widgets.drop_zone import DropZone
 from studio.gui.widgets.image_view import ImageView
@@ -124,15 +125,11 @@ class WebcamPanel(QGroupBox):
         self._update_enabled()
 
     def _list_cameras(self) -> list:
-        try:
-            from PySide6.QtMultimedia import QMediaDevices
-            cameras = list(QMediaDevices.videoInputs())
-        except Exception as exc:  # noqa: BLE001 - no multimedia backend
-            self.state_label.setText(f"Webcam recording is unavailable here ({exc}). "
+        cameras, problem = list_cameras(self.camera_box)
+        if problem:
+            self.state_label.setText(f"Webcam recording is unavailable here ({problem}). "
                                      "Use a video file instead.")
             return []
-        for cam in cameras:
-            self.camera_box.addItem(cam.description())
         if not cameras:
             self.state_label.setText("No camera found. Plug one in and reopen the project, or "
                                      "use a video file recorded with your phone.")
@@ -166,15 +163,8 @@ class WebcamPanel(QGroupBox):
 
     def _start_session(self, attach_source) -> None:
         """One capture session: the source -> a sink (live preview, landmarks) and a recorder."""
-        from PySide6.QtMultimedia import QMediaCaptureSession, QMediaRecorder, QVideoSink
-        self.session = QMediaCaptureSession()
-        attach_source(self.session)
-        self.sink = QVideoSink()
-        self.sink.videoFrameChanged.connect(self._on_frame)
-        self.session.setVideoSink(self.sink)
-        self.recorder = QMediaRecorder()
-        self.recorder.setQuality(QMediaRecorder.Quality.HighQuality)
-        self.session.setRecorder(self.recorder)
+        parts = open_capture_session(attach_source, self._on_frame)
+        self.session, self.sink, self.recorder = parts.session, parts.sink, parts.recorder
         self.recorder.recorderStateChanged.connect(self._on_recorder_state)
         self.recorder.errorOccurred.connect(lambda _e, text: self.state_label.setText(f"Recorder: {text}"))
 

@@ -236,8 +236,8 @@ class EditPage(StagePage):
         current = self.take_box.currentText()
         self.take_box.blockSignals(True)
         self.take_box.clear()
-        for name in self.project.takes():
-            if self.project.take_is_complete(name):
+        for name in self.project.takes():   # edits act on latent codes: one-shot takes (images) are not listed
+            if self.project.take_is_complete(name) and self.project.take_output(name) == "latents":
                 self.take_box.addItem(name)
         i = self.take_box.findText(current)
         self.take_box.setCurrentIndex(max(0, i))

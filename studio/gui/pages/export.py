@@ -26,7 +26,7 @@ class ExportPage(StagePage):
         super().__init__(ctx, parent)
         self.last_output: Path | None = None
         self.take_box = QComboBox()
-        self.take_box.currentIndexChanged.connect(lambda _i: self._suggest_output())
+        self.take_box.currentIndexChanged.connect(lambda _i: (self._suggest_output(), self._show_edits()))
         self.format_box = QComboBox()
         for label, fmt in FORMATS:
             self.format_box.addItem(label, fmt)
@@ -90,6 +90,9 @@ class ExportPage(StagePage):
         parts = [f"{k} {v:+.2f}" for k, v in sorted(self.ctx.edits.items())]
         if self.ctx.style:
             parts.append(f"style '{self.ctx.style}'")
+        take = self.take_box.currentText()
+        if parts and self.project is not None and take and self.project.take_output(take) == "images":
+            parts = ["none (a one-shot take: edits and styles do not apply)"]
         self.edits_label.setText(", ".join(parts) if parts else "none")
 
     def showEvent(self, event) -> None:  # noqa: N802
@@ -170,8 +173,11 @@ class ExportPage(StagePage):
                 if not self.ctx.open_folder(folder):
                     self.result_label.setText(f"Saved {self.last_output}. The folder could not be "
                                               "opened: no file manager is set up on this computer.")
+        # a one-shot mode's take holds images: edits and styles (which act on latent codes) do not apply
+        latent = self.project.take_output(self.take_box.currentText()) == "latents"
         self.ctx.run_job(f"Export '{self.take_box.currentText()}'", self.ctx.jobs.render, self.project,
                          self.take_box.currentText(), out,
                          paste_back=self.paste_back.isChecked(), side_by_side=self.side_by_side.isChecked(),
-                         edits=dict(self.ctx.edits) or None, style=self.ctx.style,
+                         edits=(dict(self.ctx.edits) or None) if latent else None,
+                         style=self.ctx.style if latent else None,
                          height=self.resolution_box.currentData(), device=self.ctx.device, on_success=done)

@@ -12,8 +12,10 @@ from optimize.reenact_settings import ReenactSettings
 from personalize.errors import UserError
 from personalize.video import probe_video
 from studio.gui.context import StudioContext
+from studio.gui.live.fast_live import FastLiveBox
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.widgets.drop_zone import DropZone
+from studio.gui.widgets.mode_selector import ModeSelector
 from studio.gui.widgets.video_player import SideBySidePlayer
 
 TAKE = Qt.ItemDataRole.UserRole  # a take item's name (its text may carry a note)
@@ -35,9 +37,13 @@ class ReenactPage(StagePage):
                    "movements of someone in another video (the driving video). Each run is a take.")
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
+        self.modes: ModeSelector | None = None
         super().__init__(ctx, parent)
         self.driving: str | None = None
         self._rendering: str | None = None  # the take whose preview is being rendered
+        self.modes = ModeSelector(start_dir=ctx.settings.last_folder)
+        self.modes.mode_changed.connect(lambda _name: self._mode_changed())
+        self.modes.models_requested.connect(self._open_models)
         self.drop = DropZone("Drop a driving video here, or click to choose one",
                              start_dir=ctx.settings.last_folder)
         self.drop.file_chosen.connect(self.set_driving)
@@ -81,8 +87,11 @@ class ReenactPage(StagePage):
         self.delete_button.setToolTip("Delete the selected take (its track, crops and preview).")
         self.delete_button.clicked.connect(self.ask_delete)
         self.player = SideBySidePlayer()
+        self.fast = FastLiveBox(ctx)
+        self.fast.take_saved.connect(lambda name: self.load_takes(select=name))
 
         form = QFormLayout()
+        form.addRow(self.modes)
         form.addRow("Take name:", self.name_edit)
         form.addRow("Steps per frame:", self.steps_spin)
         form.addRow("Learning rate:", self.lr_spin)
@@ -109,6 +118,7 @@ class ReenactPage(StagePage):
         self.body.addLayout(top)
         self.body.addWidget(hint("Tip: a driving video with one face, looking roughly at the "
                                  "camera, in good light, works best."))
+        self.body.addWidget(self.fast)
         self.body.addWidget(splitter, 1)
         self.setAcceptDrops(True)
         ctx.runner.progressed.connect(self._render_progress)
@@ -130,9 +140,28 @@ class ReenactPage(StagePage):
         self.takes.blockSignals(False)
         self.player.set_videos(None, None)
         self.run_button.setText("Re-enact")
+        self.modes.set_source(None)  # another person's photo is not this project's source
 
     def reload(self) -> None:
         self.load_takes()
+
+    def missing_needs(self) -> list[str]:
+        """The chosen mode's needs: personalization, or (one-shot) a prepared self-scan unless a photo is the source."""
+        needs = self.modes.needs() if self.modes is not None else self.needs
+        return [s for s in needs if self.ctx.statuses.get(s) != "done"]
+
+    def _mode_changed(self) -> None:
+        personal = self.modes.backend() == "personal"
+        for widget in (self.lr_spin, self.smooth_box, self.steps_spin):
+            widget.setEnabled(personal)
+        self.fast.setVisible(personal)  # fast/refine and live drive the personalized generator only
+        self._on_statuses(self.ctx.statuses)
+
+    def _open_models(self, name: str) -> None:
+        window = self.window()
+        if hasattr(window, "show_models"):
+            dialog = window.show_models()
+            dialog.finished.connect(lambda _r: self.modes.refresh())
 
     def set_driving(self, path: str, take: str | None = None) -> bool:
         """Use ``path`` as the driving video (``take``: it is that take's own copy). A file that is
@@ -168,7 +197,9 @@ class ReenactPage(StagePage):
         return None if item is None else str(item.data(TAKE))
 
     def update_buttons(self) -> None:
-        self.run_button.setEnabled(self.ready and self.driving is not None)
+        if self.modes is None:
+            return
+        self.run_button.setEnabled(self.ready and self.driving is not None and self.modes.weights_ready())
         take = self.selected_take()
         idle = self.project is not None and not self.ctx.runner.busy
         self.render_button.setEnabled(idle and take is not None and self.project.take_is_complete(take))
@@ -214,6 +245,9 @@ class ReenactPage(StagePage):
             # An unfinished take: pressing Re-enact continues it where it stopped.
             if self.set_driving(str(driving), take=take):
                 self.name_edit.setText(take)
+                backend = self.project.take_backend(take)
+                if backend in self.modes.buttons:
+                    self.modes.set_backend(backend)
                 self.run_button.setText("Resume take")
         else:
             self.run_button.setText("Re-enact")
@@ -297,11 +331,13 @@ class ReenactPage(StagePage):
         def done(_outcome) -> None:
             self.load_takes(select=name)
             self.render_preview()
+        backend = self.modes.backend()
         settings = ReenactSettings().adjusted(steps=self.steps_spin.value() or None,
                                               lr=self.lr_spin.value() or None,
                                               smooth=self.smooth_box.isChecked())
         self.ctx.run_job(f"Re-enact '{name}'", self.ctx.jobs.reenact, self.project, self.driving, name,
-                         settings, device=self.ctx.device, on_success=done)
+                         settings, device=self.ctx.device, backend=backend, oneshot=self.modes.options(),
+                         mode=self.fast.mode() if backend == "personal" else "exact", on_success=done)
 
     def render_preview(self) -> None:
         take = self.selected_take()
