@@ -137,7 +137,7 @@ def main() -> None:
             m(i)[..., :2].sum().backward()
             sync()
 
-        for label, inp in ((f"batch 1", x1), (f"batch {args.batch}", xb)):
+        for label, inp in (("batch 1", x1), (f"batch {args.batch}", xb)):
             n = inp.shape[0]
             ti, ci = timeit(lambda: infer(inp), args.repeats)
             tb, cb = timeit(lambda: fwd_bwd(inp), args.repeats)

@@ -13,16 +13,23 @@ Prints:
    the keypoint error per frame;
 4. in the quality part also: cold starts from the center and from the nearest anchor, and the
    cosine between autograd's keypoint-loss gradient and finite differences at the exact answer,
-   with the FaceMesh region fixed per frame (the default) and found afresh at every step.
+   with the FaceMesh region fixed per frame (the default) and found afresh at every step;
+5. fidelity (issue 12): one known-answer clip of the stand-in with moving irises (head, mouth and
+   gaze left -> right -> down), taken with the defaults next to the other warm-start noise units
+   (the paper's literal sigma per coefficient), the other crop distance (the paper's L2 norm,
+   Eq. 3-4) and the earlier keypoints (each iris normalized alone), at a few anchor counts: keypoint error, gaze error, control error, s/frame and frame-to-frame
+   jitter (of the controls the image shows and of the W+ codes, beyond the known path's own motion).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/reenact.py            # CPU 256 (+ CUDA 1024 if present)
     .venv/bin/python bench/reenact.py --quick                       # fewer timed steps
     .venv/bin/python bench/reenact.py --device cuda --size 1024 --anchors 250
+    .venv/bin/python bench/reenact.py --sections fidelity           # only part 5
 Not a test: it only prints figures.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -32,11 +39,12 @@ import torch
 
 from optimize.anchor_keypoints import anchor_keypoints, nearest_anchor
 from optimize.driving import DrivingFrames, image_to_tensor
-from optimize.latent_space import PersonalizedSpace
-from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
+from optimize.latent_space import NOISE_UNITS, PersonalizedSpace
+from optimize.losses import CROP_NORMS, MeshLandmarks, ReenactLoss, keypoints_from_landmarks
 from optimize.reenact import FrameOptimizer, identity_reference, reenact
 from optimize.reenact_settings import ReenactSettings
-from optimize.standin import WarpFaceGenerator, aligned_image, keypoint_gradient_cosine, warp_anchors
+from optimize.standin import (WarpFaceGenerator, aligned_image, gaze_anchors, keypoint_gradient_cosine,
+                              warp_anchors)
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
@@ -216,6 +224,98 @@ def track_run(n_frames: int, size: int = 256) -> None:
               f"error mean {raw.mean():.3f} max {raw.max():.3f} | mean {smooth.mean():.3f} max {smooth.max():.3f}")
 
 
+def _gaze_clip(generator, n_anchors: int, n_frames: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Anchors (n_anchors, w_dim) and the known coefficient path (T, n_anchors) of a clip that looks
+    ahead, left, right and down while the head and mouth move (the 5 gaze anchors plus random ones;
+    anchor 5, a random pose and expression, comes and goes)."""
+    extra = max(1, n_anchors - 5)
+    anchors = np.concatenate([gaze_anchors(generator), warp_anchors(generator, n=extra, seed=7)])
+    path = torch.zeros(n_frames, anchors.shape[0])
+    for t in range(n_frames):
+        u = t / max(1, n_frames - 1)
+        looks = [0.7 * max(0.0, 1 - abs(u - centre) / 0.3) for centre in (0.3, 0.65, 1.0)]  # left, right, down
+        pose = 0.3 * float(np.sin(np.pi * u))
+        path[t, 1], path[t, 2], path[t, 3] = looks
+        path[t, 5] = pose
+        path[t, 0] = 1.0 - sum(looks) - pose
+    return anchors.astype(np.float32), path
+
+
+@contextlib.contextmanager
+def _irises_normalized_alone():
+    """The earlier keypoint definition (each iris zero-meaned on its own, so gaze is lost), for
+    comparison only: swaps the rows ``optimize.keypoints`` zero-means per part."""
+    import optimize.keypoints as keypoints
+
+    slices = keypoints.group_slices()
+    rows = tuple(list(range(slices[g].start, slices[g].stop)) for part in keypoints.NORMALIZED_PARTS for g in part)
+    original = keypoints._part_rows
+    keypoints._part_rows = lambda: rows
+    try:
+        yield
+    finally:
+        keypoints._part_rows = original
+
+
+def fidelity(n_frames: int, size: int, anchor_counts: list[int]) -> None:
+    """Issue 12 on one known-answer clip: defaults vs the earlier warm-start noise vs the literal crop norm."""
+    import tempfile
+
+    from editing.render import tensor_to_uint8
+    from optimize.standin import N_CONTROLS
+    from personalize.faces.facemesh import FaceMesh
+
+    generator = WarpFaceGenerator.from_media(MEDIA, size, gaze=True)
+    mesh = MeshLandmarks(FaceMesh.from_mediapipe(), input_size=size)
+    print(f"[fidelity] {n_frames} frames at {size}px of the stand-in with moving irises (ahead -> left -> "
+          "right -> down, head and mouth moving); raw codes (no temporal filter). kp: keypoint error px "
+          "(FaceMesh on the result vs MediaPipe on the frame); gaze: iris shift error px (known answer); "
+          "ctrl: head/mouth control error; jitter: mean |frame-to-frame change - the known path's change| "
+          "of the controls | of the W+ codes; steps: mean per warm frame")
+    for count_index, n_anchors in enumerate(anchor_counts):
+        anchors, path = _gaze_clip(generator, n_anchors, n_frames)
+        space = PersonalizedSpace(anchors, generator.num_ws)
+        true_ws = space.coefficients_to_ws(path)
+        with torch.no_grad():
+            driving = DrivingFrames.from_arrays(list(tensor_to_uint8(generator.synthesis(true_ws))))
+            anchor_kp = anchor_keypoints(generator, space, mesh)
+            true_c = generator.controls_of(true_ws)
+        target_kp = keypoints_from_landmarks(torch.from_numpy(driving.landmarks), size)
+        default = ReenactSettings(smooth_sigma=0.0)
+        other_units = next(u for u in NOISE_UNITS if u != default.noise_units)
+        other_norm = next(n for n in CROP_NORMS if n != default.weights.crop_norm)
+        runs = {"defaults": default, f"noise units {other_units}": dataclasses.replace(default, noise_units=other_units)}
+        if count_index == 0:
+            runs[f"crop {other_norm}"] = dataclasses.replace(
+                default, weights=dataclasses.replace(default.weights, crop_norm=other_norm))
+            runs["irises alone (before)"] = default
+        true_step_c = (true_c[1:] - true_c[:-1]).norm(dim=-1).mean()
+        true_step_w = (true_ws[1:] - true_ws[:-1]).flatten(1).norm(dim=-1).mean()
+        print(f"  {n_anchors} anchors (the known path moves {float(true_step_c):.3f} | {float(true_step_w):.3f} "
+              f"per frame; warm-start noise std per coefficient: 'alpha' (paper) {default.noise_sigma}, "
+              f"'uniform' {default.noise_sigma / n_anchors:.5f}; defaults: noise units "
+              f"{default.noise_units}, crop {default.weights.crop_norm}):")
+        for name, settings in runs.items():
+            old_keypoints = name.startswith("irises alone")
+            with tempfile.TemporaryDirectory() as tmp, \
+                    (_irises_normalized_alone() if old_keypoints else contextlib.nullcontext()):
+                result = reenact(generator, anchors, driving, Path(tmp) / "latents.npz", mesh, settings=settings,
+                                 anchor_kp=None if old_keypoints else anchor_kp)
+            ws = torch.from_numpy(result.track.ws)
+            with torch.no_grad():
+                kp = keypoints_from_landmarks(mesh(generator.synthesis(ws)), size)
+                c = generator.controls_of(ws)
+            kp_err = ((kp[..., :2] - target_kp[..., :2]).norm(dim=-1).mean(dim=-1) * size).numpy()
+            gaze_err = (generator.gaze_pixels(c) - generator.gaze_pixels(true_c)).norm(dim=-1).numpy()
+            ctrl_err = (c[:, :N_CONTROLS] - true_c[:, :N_CONTROLS]).norm(dim=-1).numpy()
+            jitter_c = ((c[1:] - c[:-1]) - (true_c[1:] - true_c[:-1])).norm(dim=-1).mean()
+            jitter_w = ((ws[1:] - ws[:-1]) - (true_ws[1:] - true_ws[:-1])).flatten(1).norm(dim=-1).mean()
+            print(f"    {name:24s} kp mean {kp_err.mean():.3f} max {kp_err.max():.3f} | gaze mean "
+                  f"{gaze_err.mean():.2f} max {gaze_err.max():.2f} | ctrl mean {ctrl_err.mean():.3f} | "
+                  f"jitter {float(jitter_c):.3f} | {float(jitter_w):.3f} | steps {result.track.steps[1:].mean():4.1f}, "
+                  f"{result.seconds / n_frames:5.2f} s/frame", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu, plus cuda when present)")
@@ -225,7 +325,12 @@ def main() -> None:
     parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--lr", type=float, default=ReenactSettings().first_lr,
                         help="step size of the cold starts in the quality table")
+    parser.add_argument("--sections", default="speed,quality,track,fidelity",
+                        help="comma-separated parts to run (default: all)")
+    parser.add_argument("--fidelity-size", type=int, default=128, help="image size of the fidelity clip")
+    parser.add_argument("--fidelity-anchors", default="6,250", help="anchor counts of the fidelity runs")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     torch.set_grad_enabled(True)
     default_steps = ReenactSettings().steps
     runs = []
@@ -236,13 +341,18 @@ def main() -> None:
         runs.append((args.size or 256, torch.device("cpu")))
         if torch.cuda.is_available():
             runs.append((1024, torch.device("cuda")))
-    for size, device in runs:
+    for size, device in runs if "speed" in sections else []:
         n_anchors = args.anchors or (250 if device.type == "cuda" else 16)
         steps = (4 if args.quick else 10) if device.type == "cpu" else 30
         speed(size, device, n_anchors, steps, default_steps)
     if not args.no_quality:
-        quality([5, 10, 20] if args.quick else [5, 10, 20, 40, 80], args.lr)
-        track_run(6 if args.quick else 12)
+        if "quality" in sections:
+            quality([5, 10, 20] if args.quick else [5, 10, 20, 40, 80], args.lr)
+        if "track" in sections:
+            track_run(6 if args.quick else 12)
+        if "fidelity" in sections:
+            fidelity(6 if args.quick else 10, args.fidelity_size,
+                     [int(n) for n in args.fidelity_anchors.split(",")])
 
 
 if __name__ == "__main__":

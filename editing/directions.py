@@ -7,6 +7,12 @@ directions for StyleGAN2-FFHQ come as torch tensors or numpy arrays in a few sha
 ``Direction``, whose ``vector`` is ``(L, w_dim)`` float32 with ``L == 1`` (one W direction, applied
 to every layer) or ``L == num_ws`` (a per-layer W+ direction).
 
+Edits stay in the person's space (MyStyle; main paper Sec. 4.2 edits within P): a published
+direction is FFHQ-wide, so importing projects it onto the anchors' span by default (its
+reliability, the cosine to that projection, is kept), and ``make_ws_edit`` given the anchors
+shortens an edit wherever it would carry a code out of the dilated convex hull P_beta
+(``edit_fraction_inside_hull``), reporting how often and how much (``HullReport``).
+
 Storage: a folder (the studio gives its project's ``directions/``) holding ``<name>.npy`` (the
 vector, ``(L, w_dim)`` float32) and ``<name>.json`` (metadata: source, attribute, accuracy,
 reliability, ...). This module knows nothing about projects: it takes that folder's path.
@@ -24,6 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from optimize.latent_space import DILATION_BETA, PersonalizedSpace
 from personalize.errors import Action, UserError
 from personalize.fileio import atomic_path, atomic_write_json, read_json
 
@@ -279,6 +286,58 @@ def reliability(vector: torch.Tensor, anchors: torch.Tensor | np.ndarray) -> flo
     return float(min(1.0, float(((d @ basis) @ basis.T).norm()) / float(d.norm())))
 
 
+# --------------------------------------------------------------------------- staying inside P_beta
+def edit_fraction_inside_hull(ws: torch.Tensor, delta: torch.Tensor, anchors: torch.Tensor | np.ndarray,
+                              beta: float = DILATION_BETA) -> torch.Tensor:
+    """Per code, the largest t in [0, 1] for which ``ws + t * delta`` stays in P_beta.
+
+    ``ws`` (T, num_ws, w_dim) codes, ``delta`` (num_ws, w_dim) one shift for all of them ->
+    (T,) float32 on ``ws``'s device. P_beta (paper Eq. 6, MyStyle): codes sum_i a_i w_i with
+    sum_i a_i = 1 and every a_i >= -beta. The coefficients of a code and of the shift are their
+    least-squares coefficients over the anchors (``PersonalizedSpace.ws_to_coefficients``: exact
+    when the anchors are linearly independent, as 250 anchors in 512-d W are; the minimum-norm
+    ones otherwise); a shift along anchor differences keeps the sum, so only ``a_i >= -beta``
+    can break. Each coefficient the edit lowers may fall to -beta and no further; one already
+    below -beta (P+ offsets, the temporal filter) may not fall at all. The limit is taken over
+    every layer, so a code's layers are shortened together. The part of an unprojected
+    direction outside the anchors' span has no coefficients and is not judged.
+    """
+    if ws.ndim != 3 or delta.shape != ws.shape[1:]:
+        raise ValueError(f"ws (T, L, D) and delta (L, D) expected, got {tuple(ws.shape)} and {tuple(delta.shape)}")
+    space = PersonalizedSpace(torch.as_tensor(anchors, dtype=torch.float32).cpu(), int(ws.shape[1]))
+    a = space.ws_to_coefficients(ws.detach().float().cpu()).double()           # (T, L, N)
+    c = space.ws_to_coefficients(delta.detach().float().cpu()[None]).double()[0]  # (L, N)
+    tiny = 1e-6 * float(c.abs().max())  # least-squares round-off is not a shift
+    room = (a + beta).clamp_min(0.0)
+    falling = c < -tiny
+    limits = torch.where(falling, room / (-c).clamp_min(tiny if tiny > 0 else 1.0),
+                         torch.full_like(room, math.inf))
+    return limits.flatten(1).min(dim=1).values.clamp(0.0, 1.0).float().to(ws.device)
+
+
+@dataclass
+class HullReport:
+    """What keeping an edit inside P_beta did over the codes an edit function has seen so far."""
+
+    codes: int = 0
+    shortened: int = 0
+    """Codes whose shift was shortened (t < 1)."""
+    min_kept: float = 1.0
+    """The smallest fraction t of the requested shift any code kept (1.0: none was shortened)."""
+
+    def add(self, kept: torch.Tensor) -> None:
+        self.codes += int(kept.numel())
+        self.shortened += int((kept < 1.0).sum())
+        if kept.numel():
+            self.min_kept = min(self.min_kept, float(kept.min()))
+
+    def summary(self) -> str:
+        if not self.shortened:
+            return f"all {self.codes} codes stayed inside the person's space"
+        return (f"{self.shortened} of {self.codes} codes were shortened to stay inside the person's space "
+                f"(down to {100 * self.min_kept:.0f}% of the requested edit)")
+
+
 # --------------------------------------------------------------------------- project storage
 def _checked_name(name: str) -> str:
     cleaned = str(name).strip()
@@ -365,19 +424,52 @@ def parse_edit(spec: str) -> tuple[str, float]:
     return name.strip(), strength
 
 
-def make_ws_edit(edits: Sequence[tuple[Direction | torch.Tensor, float]], layers: LayerRange = None):
+class TrackEdit:
+    """A ``ws -> ws`` function applying summed edits (``editing.render``'s ``edit_ws``).
+
+    With ``anchors`` (N, w_dim) every code's shift is shortened just enough to keep it inside
+    P_beta (``edit_fraction_inside_hull``) and ``report`` counts how often that happened. Why
+    shorten rather than project the edited code back (MyStyle's other choice): the result stays
+    on the line the user asked for, only less far along it, and the step is one closed-form
+    bound per code instead of a quadratic program per frame. The track is smooth, so the bound
+    changes smoothly from frame to frame.
+    """
+
+    def __init__(self, edits: Sequence[tuple[Direction | torch.Tensor, float]], layers: LayerRange = None,
+                 anchors: torch.Tensor | np.ndarray | None = None, beta: float = DILATION_BETA) -> None:
+        self.edits = [(d if isinstance(d, Direction) else Direction("edit", validate_direction(d)), float(s))
+                      for d, s in edits]
+        for _, strength in self.edits:
+            if not math.isfinite(strength):
+                raise UserError(f"Edit strength {strength} is not a finite number.", "Use e.g. 1.5 or -2.")
+        self.layers = layers
+        self.anchors = None if anchors is None else torch.as_tensor(np.asarray(anchors), dtype=torch.float32)
+        self.beta = float(beta)
+        self.report = HullReport()
+
+    def __call__(self, ws: torch.Tensor) -> torch.Tensor:
+        edited = apply_edits(ws, self.edits, layers=self.layers)
+        if self.anchors is None or self.anchors.shape[0] < 2:
+            return edited
+        track = _check_track(ws)
+        codes = track if track.ndim == 3 else track[None]
+        shift = apply_edits(torch.zeros_like(codes[0]), self.edits, layers=self.layers)  # the same for every code
+        if not bool(shift.any()):
+            return edited
+        kept = edit_fraction_inside_hull(codes, shift, self.anchors, self.beta)
+        self.report.add(kept)
+        if bool((kept >= 1.0).all()):
+            return edited
+        shortened = codes + kept[:, None, None].to(codes.dtype) * shift
+        return shortened if track.ndim == 3 else shortened[0]
+
+
+def make_ws_edit(edits: Sequence[tuple[Direction | torch.Tensor, float]], layers: LayerRange = None,
+                 anchors: torch.Tensor | np.ndarray | None = None, beta: float = DILATION_BETA) -> TrackEdit:
     """A ``ws -> ws`` function applying ``edits`` (for ``editing.render``'s ``edit_ws``).
 
     Each call shifts the batch it gets by the summed edits (see ``apply_edits``); the deltas are
-    validated once here, so a bad direction fails before rendering starts.
+    validated once here, so a bad direction fails before rendering starts. Given the person's
+    ``anchors``, codes are kept inside P_beta (see ``TrackEdit``).
     """
-    edits = [(d if isinstance(d, Direction) else Direction("edit", validate_direction(d)), float(s))
-             for d, s in edits]
-    for _, strength in edits:
-        if not math.isfinite(strength):
-            raise UserError(f"Edit strength {strength} is not a finite number.", "Use e.g. 1.5 or -2.")
-
-    def edit(ws: torch.Tensor) -> torch.Tensor:
-        return apply_edits(ws, edits, layers=layers)
-
-    return edit
+    return TrackEdit(edits, layers, anchors, beta)

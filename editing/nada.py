@@ -11,12 +11,16 @@ Recipe: a frozen source copy and a trainable target copy of the generator. For c
     L = 1 - cos(E_I(G_target(w)) - E_I(G_frozen(w)),  E_T(target text) - E_T(source text))
 
 aligns the image change with the text change. Adaptive layer selection (NADA Sec. 4): before each
-step, a short W+ optimization of the global CLIP loss (1 - cos(E_I(G_target(w+)), E_T(target)))
-shows which latent layers must move most to reach the target; only the synthesis layers fed by
-the top-k of them are trained, the rest (mapping, toRGB and the other convolutions) stay frozen.
-Defaults follow the NADA authors: Adam(lr 0.002, betas (0, 0.99)), batch 2, ~300 iterations,
-one W+ step (lr 0.01) for the selection. Deviation: one CLIP model (ViT-B/32, the one the studio
-ships) instead of NADA's ViT-B/32 + ViT-B/16 pair.
+step, a few *plain gradient* steps on W+ codes of the global CLIP loss
+(1 - cos(E_I(G_target(w+)), E_T(target))) show which latent layers must move most to reach the
+target; only the synthesis layers fed by the top-k of them (ranked by the mean absolute change of
+their codes) are trained, the rest (mapping, toRGB and the other convolutions) stay frozen.
+Why plain gradient steps, not Adam: Adam's first step moves every coordinate by about its step
+size whatever the gradient, so every layer would move about equally and the ranking would be
+noise; a gradient step moves each code in proportion to how much the loss needs it.
+Defaults follow the NADA authors: Adam(lr 0.002, betas (0, 0.99)) for the weights, batch 2, ~300
+iterations, one gradient step (lr 0.01) for the selection. Deviation: one CLIP model (ViT-B/32,
+the one the studio ships) instead of NADA's ViT-B/32 + ViT-B/16 pair.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -141,9 +145,30 @@ def global_loss(clip_model, images: torch.Tensor, target_feat: torch.Tensor) -> 
     return (1.0 - clip_model.encode_image(images) @ target_feat).mean()
 
 
+def layers_moved_most(loss_of_ws: Callable[[torch.Tensor], torch.Tensor], ws: torch.Tensor,
+                      candidates: Sequence[int], k: int, iters: int = 1, lr: float = 0.01) -> list[int]:
+    """The k ``candidates`` (ws indices) whose codes move most under plain gradient steps (SGD).
+
+    ``ws`` (B, num_ws, w_dim) W+ codes; ``loss_of_ws`` maps such codes to a scalar. Movement of a
+    layer = mean |change| over the batch and w_dim (NADA's ranking). The steps are taken on an
+    offset that starts at 0, so tiny steps (CLIP gradients w.r.t. w are ~1e-5) are not lost to
+    float32 rounding of ``w + step``. Ties go to the lower index; the result is sorted.
+    """
+    offset = torch.zeros_like(ws, requires_grad=True)
+    base = ws.detach()
+    sgd = torch.optim.SGD([offset], lr=lr)
+    for _ in range(max(1, iters)):
+        sgd.zero_grad(set_to_none=True)
+        loss_of_ws(base + offset).backward()
+        sgd.step()
+    moved = offset.detach().abs().mean(dim=(0, 2))  # (num_ws,)
+    ranked = sorted(candidates, key=lambda i: (-float(moved[i]), i))
+    return sorted(ranked[: max(1, min(k, len(candidates)))])
+
+
 def select_layers(G_train: nn.Module, clip_model, ws: torch.Tensor, target_feat: torch.Tensor, k: int,
                   iters: int = 1, lr: float = 0.01) -> list[int]:
-    """ws indices of the k layers whose codes move most in a short W+ optimization of the global loss.
+    """ws indices of the k layers whose codes move most under gradient steps of the global loss.
 
     ``ws`` (B, num_ws, w_dim). The generator's weights are not touched (gradients only reach the
     codes). The last index (toRGB only) is never chosen.
@@ -151,16 +176,11 @@ def select_layers(G_train: nn.Module, clip_model, ws: torch.Tensor, target_feat:
     candidates = [i for i, _ in conv_layer_names(G_train)]
     for p in G_train.parameters():
         p.requires_grad_(False)
-    w_plus = ws.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([w_plus], lr=lr)
-    for _ in range(max(1, iters)):
-        opt.zero_grad(set_to_none=True)
-        loss = global_loss(clip_model, G_train.synthesis(w_plus, noise_mode="const"), target_feat)
-        loss.backward()
-        opt.step()
-    moved = (w_plus.detach() - ws).abs().mean(dim=(0, 2))     # (num_ws,)
-    ranked = sorted(candidates, key=lambda i: (-float(moved[i]), i))
-    return sorted(ranked[: max(1, min(k, len(candidates)))])
+
+    def loss_of_ws(w_plus: torch.Tensor) -> torch.Tensor:
+        return global_loss(clip_model, G_train.synthesis(w_plus, noise_mode="const"), target_feat)
+
+    return layers_moved_most(loss_of_ws, ws, candidates, k, iters, lr)
 
 
 # --------------------------------------------------------------------------- training

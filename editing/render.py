@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from optimize.driving import tensor_to_uint8  # noqa: F401 - renderers and tests import it from here
 from personalize.errors import MediaError, UserError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 
@@ -50,12 +51,6 @@ def output_kind(out: str | Path) -> str:
         return "mp4"
     raise UserError(f"Cannot export to '{out.name}': unknown output type '{suffix}'.",
                     "Use a .mp4 or .gif file name, or a folder for a PNG sequence.")
-
-
-def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8 RGB."""
-    images = ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round()
-    return images.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def generate_crops(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor, *,
@@ -93,13 +88,17 @@ def compose_frames(crops: Iterator[np.ndarray], n_frames: int, *, paste_back: bo
                    driving_frames: Iterator[np.ndarray] | None = None,
                    transforms: np.ndarray | None = None,
                    driving_crop: Callable[[int], np.ndarray] | None = None,
-                   crop_size: int | None = None, feather: float = 0.08) -> Iterator[np.ndarray]:
+                   crop_size: int | None = None, feather: float = 0.08,
+                   face_landmarks: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Turn generated crops into output frames.
 
     paste_back: needs ``driving_frames`` (full HWC uint8 frames, in order) and ``transforms``
-    (T,3,3) source->crop at ``crop_size`` px. side_by_side_with_driving: driving | result, using the
-    full driving frame when pasting back, else ``driving_crop(t)``.
+    (T,3,3) source->crop at ``crop_size`` px; the pasted region is the fixed FFHQ face ellipse, or
+    with ``face_landmarks`` (T,478,2+) crop pixels each frame's face oval (crops whose face does
+    not sit where FFHQ puts it). side_by_side_with_driving: driving | result, using the full
+    driving frame when pasting back, else ``driving_crop(t)``.
     """
+    from personalize.faces import face_mask
     from personalize.faces import paste_back as paste
 
     for t in range(n_frames):
@@ -114,13 +113,14 @@ def compose_frames(crops: Iterator[np.ndarray], n_frames: int, *, paste_back: bo
             try:
                 full = next(driving_frames)
             except StopIteration:
-                raise MediaError("The driving video has fewer frames than the latent track.",
+                raise MediaError("The driving video has fewer frames than the take.",
                                  "Re-run the re-enactment for this driving video.") from None
             size = crop_size or crop.shape[0]
             if crop.shape[0] != size:
                 crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size
                                   else cv2.INTER_CUBIC)
-            result = paste(full, crop, transforms[t], feather=feather)
+            mask = None if face_landmarks is None else face_mask(size, face_landmarks[t], feather=feather)
+            result = paste(full, crop, transforms[t], feather=feather, mask=mask)
             yield side_by_side(full, result) if side_by_side_with_driving else result
         elif side_by_side_with_driving:
             if driving_crop is None:
@@ -183,27 +183,88 @@ def render_take(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor,
     """Render ``ws_track`` (T, num_ws, w_dim) with ``generator`` and export it to ``out``.
 
     ``edit_ws`` edits each batch of ws before synthesis (semantic edits); ``generator`` may be any
-    generator with the same ``num_ws`` (personalized or stylized). ``audio_from`` (usually the
-    driving video) gives the MP4 its sound. ``frames`` renders a sub-range (previews).
-    ``height``: output frames this many pixels tall (width by aspect ratio); None keeps the
-    natural size (the crop's, or the driving video's when pasting back).
+    generator with the same ``num_ws`` (personalized or stylized). The other arguments are
+    ``render_crops``'.
+    """
+    track = np.asarray(ws_track.detach().cpu() if torch.is_tensor(ws_track) else ws_track, np.float32)
+    indices = _frame_range(track.shape[0], frames)
+    crops = generate_crops(generator, track[indices.start:indices.stop], edit_ws=edit_ws, device=device,
+                           batch_size=batch_size, cancel=cancel)
+    return render_crops(crops, track.shape[0], out, fps=fps, paste_back=paste_back,
+                        side_by_side_with_driving=side_by_side_with_driving, driving_video=driving_video,
+                        transforms=transforms, crop_size=crop_size, driving_crops=driving_crops,
+                        audio_from=audio_from, frames=frames, height=height, feather=feather,
+                        progress=progress, cancel=cancel)
+
+
+def read_crops(paths: Sequence[Path], frames: slice | None = None) -> Iterator[np.ndarray]:
+    """The stored output crops of an image take (``paths`` in frame order), for ``render_crops``."""
+    indices = _frame_range(len(paths), frames)
+    for path in list(paths)[indices.start:indices.stop]:
+        yield _read_rgb(path)
+
+
+def warped_driving_crops(driving_video: str | Path, transforms: np.ndarray, size: int,
+                         start: int = 0) -> Callable[[int], np.ndarray]:
+    """``t -> the driving frame t seen through transforms[t]`` (a ``size`` px crop), for side by
+    side with a take whose crops were not stored (frames are read once, in order from ``start``)."""
+    from personalize.faces import warp_crop
+    from personalize.video import iter_frames
+
+    frames = iter_frames(driving_video, start=start)
+    position = [start]
+
+    def crop(t: int) -> np.ndarray:
+        if t != position[0]:
+            raise ValueError(f"driving crops are read in order: asked for {t}, next is {position[0]}")
+        position[0] += 1
+        try:
+            frame = next(frames)
+        except StopIteration:
+            raise MediaError("The driving video has fewer frames than the take.",
+                             "Re-run the re-enactment for this driving video.") from None
+        return warp_crop(frame, transforms[t], size)
+
+    return crop
+
+
+def _frame_range(n_frames: int, frames: slice | None) -> range:
+    indices = range(n_frames)[frames] if frames is not None else range(n_frames)
+    if indices.step != 1:
+        raise ValueError("frames must be a contiguous slice")
+    return indices
+
+
+def render_crops(crops: Iterator[np.ndarray], n_frames: int, out: str | Path, *, fps: float,
+                 paste_back: bool = False, side_by_side_with_driving: bool = False,
+                 driving_video: str | Path | None = None, transforms: np.ndarray | None = None,
+                 crop_size: int | None = None,
+                 driving_crops: Sequence[Path] | Callable[[int], np.ndarray] | None = None,
+                 audio_from: str | Path | None = None, frames: slice | None = None,
+                 height: int | None = None, feather: float = 0.08, face_landmarks: np.ndarray | None = None,
+                 progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> RenderResult:
+    """Compose a take's crops (any backend's: generated from a latent track, or stored images)
+    into output frames and export them to ``out``.
+
+    ``crops`` yields the crops of frames ``frames`` (all ``n_frames`` when None) in order.
+    ``audio_from`` (usually the driving video) gives the MP4 its sound. ``frames`` renders a
+    sub-range (previews). ``transforms`` (T,3,3) frame->crop at ``crop_size`` for paste-back;
+    ``driving_crops`` the driving crops (paths or ``t -> image``) for side by side;
+    ``face_landmarks`` (T,478,2+) the face in each crop (paste-back masks, see ``compose_frames``). ``height``:
+    output frames this many pixels tall (width by aspect ratio); None keeps the natural size (the
+    crop's, or the driving video's when pasting back).
     """
     height = check_output_height(height)
     from personalize.video import iter_frames
 
-    track = np.asarray(ws_track.detach().cpu() if torch.is_tensor(ws_track) else ws_track, np.float32)
-    start = 0
-    if frames is not None:
-        indices = range(track.shape[0])[frames]
-        if indices.step != 1:
-            raise ValueError("frames must be a contiguous slice")
-        start = indices.start if len(indices) else 0
-        track = track[indices.start:indices.stop]
-        if transforms is not None:
-            transforms = transforms[indices.start:indices.stop]
-    n = int(track.shape[0])
+    indices = _frame_range(n_frames, frames)
+    start, n = (indices.start if len(indices) else 0), len(indices)
+    if transforms is not None:
+        transforms = transforms[start:start + n]
+    if face_landmarks is not None:
+        face_landmarks = face_landmarks[start:start + n]
     if n == 0:
-        raise UserError("The latent track is empty: nothing to render.", "Re-run the re-enactment.")
+        raise UserError("The take is empty: nothing to render.", "Re-run the re-enactment.")
     if fps <= 0:
         raise UserError(f"Invalid frame rate {fps}.", "Give a positive fps.")
 
@@ -226,12 +287,11 @@ def render_take(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor,
             yield frame if height is None else resize_to_height(frame, height)
             progress(i + 1, n, "rendering")
 
-    crops = generate_crops(generator, track, edit_ws=edit_ws, device=device, batch_size=batch_size,
-                           cancel=cancel)
     composed = compose_frames(crops, n, paste_back=paste_back,
                               side_by_side_with_driving=side_by_side_with_driving,
                               driving_frames=driving_iter, transforms=transforms,
-                              driving_crop=crop_loader, crop_size=crop_size, feather=feather)
+                              driving_crop=crop_loader, crop_size=crop_size, feather=feather,
+                              face_landmarks=face_landmarks)
     count, kind = export_frames(counted(composed), out, fps, audio_from=audio_from)
     return RenderResult(Path(out), count, kind, float(fps))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from optimize.keypoints import KEYPOINT_DEFINITION
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import LandmarkFn, keypoints_from_landmarks
 from personalize.fileio import atomic_save_npz
@@ -39,7 +40,7 @@ def cached_anchor_keypoints(generator: torch.nn.Module, space: PersonalizedSpace
     """``anchor_keypoints``, read from ``cache`` (.npz) when it was made for ``key``, else
     computed and written there. ``key`` names what the keypoints depend on besides the anchors
     (the generator and the landmark function); a damaged cache is recomputed."""
-    digest = hashlib.sha256(key.encode())
+    digest = hashlib.sha256(key.encode() + KEYPOINT_DEFINITION.encode())  # a new definition recomputes
     digest.update(space.anchors.detach().cpu().numpy().astype(np.float32).tobytes())
     full_key = digest.hexdigest()
     if cache is not None and cache.is_file():

@@ -126,3 +126,9 @@ def image_to_tensor(image: np.ndarray, size: int, device: torch.device | str) ->
         tensor = torch.nn.functional.interpolate(tensor, size=(size, size), mode="bilinear",
                                                  align_corners=False, antialias=True)
     return tensor
+
+
+def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8 RGB (the inverse of ``image_to_tensor``)."""
+    images = ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round()
+    return images.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -98,24 +98,40 @@ def crop_transform(lm68: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
     return np.array([[s, 0.0, -s * x1], [0.0, s, -s * y1]])
 
 
+def official_shrink(width: int) -> float:
+    """The factor the official preprocessing resizes a frame by first (width > 1000 px -> 1000)."""
+    return MAX_WIDTH / float(width) if width > MAX_WIDTH else 1.0
+
+
+def official_crop_transform(lm68: np.ndarray, width: int, size: int = CROP_SIZE) -> np.ndarray:
+    """(3, 3) map from the frame's pixels to ``official_crop``'s pixels (the shrink included).
+
+    Used for paste-back and for landmarks: the official code re-detects landmarks on the crop,
+    the studio maps its own into it with this matrix.
+    """
+    scale = official_shrink(width)
+    lm = (np.asarray(lm68, dtype=np.float64) * scale).astype(np.float32)
+    m = np.eye(3)
+    m[:2] = crop_transform(lm, size)
+    return m @ np.diag([scale, scale, 1.0])
+
+
 def official_crop(image: np.ndarray, lm68: np.ndarray, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """The official preprocessing of a frame: (size x size uint8 crop, its 68 landmarks (float32) in crop pixels).
 
     As the official ``preprocess_image``: frames wider than 1000 px are first resized to width
     1000 (cv2 INTER_AREA; the landmarks are scaled with them), then ``crop_using_landmarks``. The
-    official code then re-detects the landmarks on the crop; here they are mapped into it (or run
-    the landmark detector on the crop for the same effect).
+    official code then re-detects the landmarks on the crop; here they are mapped into it
+    (``official_crop_transform``), or run the landmark detector on the crop for the same effect.
     """
     lm = np.asarray(lm68, dtype=np.float64)
     h, w = image.shape[:2]
-    if w > MAX_WIDTH:
-        scale = MAX_WIDTH / float(w)
+    scale = official_shrink(w)
+    if scale != 1.0:
         image = cv2.resize(image, (MAX_WIDTH, int(h * scale)), interpolation=cv2.INTER_AREA)
-        lm = lm * scale
-    lm = lm.astype(np.float32)
-    crop = crop_using_landmarks(image, lm, size)
-    m = crop_transform(lm, size)
-    return crop, (lm @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    crop = crop_using_landmarks(image, (lm * scale).astype(np.float32), size)
+    m = official_crop_transform(lm, w, size)
+    return crop, (lm @ m[:2, :2].T + m[:2, 2]).astype(np.float32)
 
 
 # -------------------------------------------------------------------------------- similarities

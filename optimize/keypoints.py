@@ -6,6 +6,11 @@ matching them across people fails. The paper keeps only the points that carry ex
 *between* parts, which are identity cues, vanish) and brings back four absolute "head frame"
 points for pose: 16 + 16 + 5 + 5 + 20 + 4 = 66.
 
+A facial part for the zero mean is an *eye* (its 16 eyelid points together with its iris's 5) or
+the mouth: the paper's keypoint-driven optimization "reproduces the iris at the right location"
+(looking right or down), which needs where the iris sits between the eyelids. Normalizing each
+iris on its own leaves only its size, and gaze is never transferred.
+
 Index tables are data (`assets/keypoints66.json`), loaded once. Naming: `left`/`right` follow
 MediaPipe's FACEMESH_LEFT_* / FACEMESH_RIGHT_* sets, i.e. the *subject's* left/right.
 
@@ -25,6 +30,7 @@ is about content), the resampling (`torchvision.ops.roi_align`) is differentiabl
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 from importlib import resources
@@ -32,11 +38,10 @@ from types import MappingProxyType
 from typing import Mapping
 
 import torch
-from torchvision.ops import roi_align
 
 __all__ = [
-    "KEYPOINTS", "KEYPOINT_ORDER", "NORMALIZED_GROUPS", "CROP_PARTS", "N_KEYPOINTS",
-    "keypoint_indices", "group_slices", "normalized_keypoints", "part_boxes", "part_crops",
+    "KEYPOINTS", "KEYPOINT_ORDER", "NORMALIZED_PARTS", "CROP_PARTS", "N_KEYPOINTS", "KEYPOINT_DEFINITION",
+    "definition_id", "keypoint_indices", "group_slices", "normalized_keypoints", "part_boxes", "part_crops",
 ]
 
 
@@ -49,10 +54,23 @@ def _table() -> dict:
 KEYPOINTS: Mapping[str, tuple[int, ...]] = MappingProxyType(
     {k: tuple(v) for k, v in _table()["groups"].items()})
 KEYPOINT_ORDER: tuple[str, ...] = tuple(_table()["order"])
-NORMALIZED_GROUPS: tuple[str, ...] = tuple(_table()["normalized_groups"])
+NORMALIZED_PARTS: tuple[tuple[str, ...], ...] = tuple(tuple(part) for part in _table()["normalized_parts"])
+"""Groups shifted to zero mean *together* (one mean per part): each eye with its iris, the mouth."""
 CROP_PARTS: Mapping[str, tuple[int, ...]] = MappingProxyType(
     {k: tuple(v) for k, v in _table()["crop_parts"].items()})
 N_KEYPOINTS = sum(len(KEYPOINTS[g]) for g in KEYPOINT_ORDER)
+
+
+def definition_id(table: Mapping) -> str:
+    """A short hash of what defines the keypoints in a ``keypoints66.json`` table (not its notes)."""
+    defining = {k: table[k] for k in ("groups", "order", "normalized_parts")}
+    return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
+
+
+KEYPOINT_DEFINITION: str = definition_id(_table())
+"""Identifies what ``normalized_keypoints`` computes (indices, order, normalized parts). Anything
+that stores normalized keypoints or results optimized against them (anchor keypoint caches,
+latent tracks) must include it in its key, or a changed definition would silently reuse them."""
 
 
 def keypoint_indices() -> list[int]:
@@ -77,20 +95,27 @@ def _check_landmarks(landmarks: torch.Tensor, what: str = "landmarks") -> None:
 def normalized_keypoints(landmarks: torch.Tensor, image_size: float | None = None) -> torch.Tensor:
     """(N,478,C) landmarks (C=3: x, y pixels, z) -> (N,66,C) keypoints.
 
-    Each of right/left eye, right/left iris and mouth is shifted to zero mean on every coordinate
-    (z included) separately; the 4 frame points keep their absolute coordinates. If
-    `image_size` is given, everything is divided by it (crop-width units).
+    Each part of ``NORMALIZED_PARTS`` (right eye + right iris, left eye + left iris, mouth) is
+    shifted to zero mean on every coordinate (z included), one mean per part; the 4 frame points
+    keep their absolute coordinates. If `image_size` is given, everything is divided by it
+    (crop-width units).
     """
     _check_landmarks(landmarks)
     if image_size is not None:
         landmarks = landmarks / float(image_size)
-    parts = []
-    for g in KEYPOINT_ORDER:
-        pts = landmarks[:, list(KEYPOINTS[g])]
-        if g in NORMALIZED_GROUPS:
-            pts = pts - pts.mean(dim=1, keepdim=True)
-        parts.append(pts)
-    return torch.cat(parts, dim=1)
+    keypoints = landmarks[:, keypoint_indices()]
+    offsets = torch.zeros_like(keypoints)
+    for rows in _part_rows():
+        offsets[:, rows] = keypoints[:, rows].mean(dim=1, keepdim=True)
+    return keypoints - offsets
+
+
+@lru_cache(maxsize=1)
+def _part_rows() -> tuple[list[int], ...]:
+    """Rows of the (N,66,C) output that belong to each normalized part."""
+    slices = group_slices()
+    return tuple([row for g in part for row in range(slices[g].start, slices[g].stop)]
+                 for part in NORMALIZED_PARTS)
 
 
 def _bounds(landmarks: torch.Tensor, part: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,6 +147,11 @@ def part_boxes(lm_a: torch.Tensor, lm_b: torch.Tensor, part: str,
 
 def _crop(images: torch.Tensor, boxes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """images (N,C,H,W), boxes (N,4) continuous pixel coords (pixel k spans [k, k+1))."""
+    # Imported here, not at the top: torchvision.ops pulls in torch._dynamo and triton, and
+    # importing triton segfaulted the studio window's process under Xvfb (test_screenshots); the
+    # window imports this module through the re-enactment job (for KEYPOINT_DEFINITION).
+    from torchvision.ops import roi_align
+
     idx = torch.arange(images.shape[0], dtype=images.dtype, device=images.device)[:, None]
     rois = torch.cat([idx, boxes.to(images)], dim=1)
     # aligned=True: box coordinates are continuous (pixel centres at k + 0.5), as MediaPipe's

@@ -16,9 +16,9 @@ written in barycentric coefficients ``alpha`` over the N anchors:
 * the optimization result is explicitly normalized so the coefficients sum to 1.
 
 Parameter scale: the optimizer works on ``N * alpha`` and ``N * Delta`` ("unit scale", uniform
-coefficients = 1). The map to images is the same; what changes is that Adam's step size and the
-warm-start noise (paper: sigma = 0.05) mean the same thing for any anchor count N — in raw alpha
-units with N = 250 a sigma of 0.05 is 12x the uniform coefficient and would wreck the warm start.
+coefficients = 1). The map to images is the same; what changes is that Adam's step size means the
+same thing for any anchor count N. The warm-start noise is specified in the paper's own units
+(see ``perturbed``).
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ SHARPNESS = 100.0
 """s in Eq. 7."""
 DILATION_BETA = 0.02
 """beta in Eqs. 6-7 (Appendix C.3)."""
+NOISE_UNITS = ("alpha", "uniform")
+"""How ``PersonalizedSpace.perturbed`` reads its sigma (see there)."""
 REVIVABLE_SOFTPLUS_INPUT = -2.0
 """Lowest ``s (alpha + beta)`` the optimizer keeps (``PersonalizedSpace.alpha_floor``)."""
 
@@ -219,14 +221,31 @@ class PersonalizedSpace:
         with torch.no_grad():
             code.alpha.clamp_(min=self.alpha_floor)
 
-    def perturbed(self, code: PPlusCode, sigma: float, generator: torch.Generator | None = None) -> PPlusCode:
+    def perturbed(self, code: PPlusCode, sigma: float, generator: torch.Generator | None = None,
+                  units: str = "uniform") -> PPlusCode:
         """Warm start for the next frame: ``code`` with Gaussian noise of std ``sigma`` on alpha.
 
-        Unit scale, so sigma is relative to the uniform coefficient. Only the shared alpha gets
-        noise: noise on the per-layer offsets would just be pulled back by L_delta.
+        Which latent: the barycentric coefficients alpha over the anchors (before the softplus),
+        i.e. the previous frame's optimization result itself. Why: the paper optimizes exactly
+        these (Appendix B: "optimization is technically performed on a vector of these
+        coefficients") and initializes each frame with "the result of the previous frame, with
+        small additive Gaussian noise" of sigma = 0.05 (Sec. 3.3.3, Appendix C.3).
+
+        ``units``: "alpha" (the paper's literal reading) — sigma in raw coefficient units, where
+        the uniform coefficient is 1/N, so each coefficient gets noise of std sigma whatever N
+        is; "uniform" (the default) — sigma relative to the uniform coefficient (std sigma / N
+        per coefficient, 250x smaller at N = 250). The paper's units go with its own step sizes,
+        which it does not state (MyStyle's projection takes 1000 Adam steps of 0.005 on raw
+        alpha); with ours (40 steps of ~0.0002 raw) its noise is not removed within a frame, and
+        on the known-answer clip it doubled the keypoint error at 250 anchors (figures in
+        docs/ARCHITECTURE.md), so it is kept as a choice, not the default. Only the shared
+        alpha gets noise: noise on the per-layer offsets would just be pulled back by L_delta.
         """
+        if units not in NOISE_UNITS:
+            raise ValueError(f"noise units must be one of {NOISE_UNITS}, got {units!r}")
         base = code.detach()
         if sigma <= 0:
             return base
+        unit_sigma = sigma * self.n_anchors if units == "alpha" else sigma  # the optimizer holds N * alpha
         noise = torch.randn(base.alpha.shape, generator=generator, device="cpu").to(self.device)
-        return PPlusCode(base.alpha + sigma * noise, base.delta)
+        return PPlusCode(base.alpha + unit_sigma * noise, base.delta)

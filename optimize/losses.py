@@ -6,14 +6,17 @@
   frame's keypoints (MediaPipe on the aligned driving crop, computed once per frame) and the
   generated image's keypoints (the differentiable FaceMesh). Landmarks are divided by the image
   width first, i.e. MediaPipe's own normalized units, so the loss does not depend on resolution.
-* ``L_mouth`` (Eq. 3): L2 (mean squared error per pixel) between the mouth crops of the driving and
+* ``L_mouth`` (Eq. 3): the L2 norm of the difference between the mouth crops of the driving and
   the generated image; ``L_eyes`` (Eq. 4): the same between the iris crops of the generated image
   and of the identity reference (generated once from the center of P). Crops follow Appendix C
-  (``optimize.keypoints.part_crops``).
+  (``optimize.keypoints.part_crops``), resized to ``LossWeights.crop_size``.
 * ``L_delta``, ``L_sum``: Appendix B regularizers (``optimize.latent_space``).
 
-Why MSE for the crop "L2": a plain norm over a crop grows with the crop's pixel count and would
-drown ``L_key``; the paper's weights (l_crop = 1) balance only with a per-pixel mean.
+The crop distance is a setting (``LossWeights.crop_norm``): "l2", the paper's norm, or "mse",
+the per-pixel mean squared error (default). They weigh Eq. 10 differently: the norm of a 64 x 64
+crop is ~110 x the root of its per-pixel error, and its gradient has the same size however close
+the crops are. ``bench/reenact.py`` compares both on the known-answer take; docs/ARCHITECTURE.md
+records the choice and the figures.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ A landmark function may also offer ``placement(images)`` and accept ``placement=
 ``MeshLandmarks``): the loss then holds the landmark detector's region fixed for a frame."""
 
 IRIS_PARTS = ("left_iris", "right_iris")
+CROP_NORMS = ("l2", "mse")
 
 
 @dataclass
@@ -44,6 +48,11 @@ class LossWeights:
     sum: float = 10.0
     crop_size: int = 64
     """Side of the resized mouth / iris crops compared pixel by pixel."""
+    crop_norm: str = "mse"
+    """How two crops are compared: "mse" (per-pixel mean squared error, the default) or "l2"
+    (Eq. 3-4 literally: the L2 norm of the difference). Why not the paper's norm by default: with
+    keypoints in crop-width units and 64 px crops in [-1, 1] (the paper states neither), the norm
+    at l_crop = 1 outweighs L_key by ~100x and tracking fails (bench/reenact.py, ARCHITECTURE)."""
     use_z: bool = True
     """Whether the keypoints' relative depth takes part in L_key."""
 
@@ -153,8 +162,25 @@ def keypoint_loss(driving_kp: torch.Tensor, generated_kp: torch.Tensor, use_z: b
 
 
 def crop_l2(crop_a: torch.Tensor, crop_b: torch.Tensor) -> torch.Tensor:
+    """Eq. 3-4: the L2 norm of the difference of two crop batches (B,3,s,s) -> (B,).
+
+    (Its gradient at identical crops is 0, not NaN: torch's norm backward masks a zero norm.)
+    """
+    return torch.linalg.vector_norm((crop_a - crop_b).flatten(1), dim=1)
+
+
+def crop_mse(crop_a: torch.Tensor, crop_b: torch.Tensor) -> torch.Tensor:
     """Per-pixel mean squared error between two crop batches (B,3,s,s) -> (B,)."""
     return ((crop_a - crop_b) ** 2).flatten(1).mean(dim=1)
+
+
+def crop_distance(crop_a: torch.Tensor, crop_b: torch.Tensor, norm: str) -> torch.Tensor:
+    """The crop term named by ``LossWeights.crop_norm``: "l2" (``crop_l2``) or "mse" (``crop_mse``)."""
+    if norm == "l2":
+        return crop_l2(crop_a, crop_b)
+    if norm == "mse":
+        return crop_mse(crop_a, crop_b)
+    raise ValueError(f"crop_norm must be one of {CROP_NORMS}, got {norm!r}")
 
 
 class ReenactLoss:
@@ -197,7 +223,7 @@ class ReenactLoss:
             target_image = _resized(target.image, size).expand(batch, -1, -1, -1)
             target_lm = (target.landmarks * (size / target.image.shape[-1])).expand(batch, -1, -1)
             crop_d, crop_g = part_crops(target_image, target_lm, generated, gen_landmarks, "mouth", w.crop_size)
-            mouth = crop_l2(crop_d, crop_g)
+            mouth = crop_distance(crop_d, crop_g, w.crop_norm)
 
         eyes = zero
         if w.eyes and reference is not None:
@@ -206,7 +232,7 @@ class ReenactLoss:
             eyes = zero
             for part in IRIS_PARTS:
                 crop_c, crop_g = part_crops(ref_image, ref_lm, generated, gen_landmarks, part, w.crop_size)
-                eyes = eyes + crop_l2(crop_c, crop_g)
+                eyes = eyes + crop_distance(crop_c, crop_g, w.crop_norm)
 
         l_sum, l_delta = (zero, zero) if space is None or code is None else space.regularizers(code)
         total = key * w.key + w.mouth * mouth + w.eyes * eyes + w.delta * l_delta + w.sum * l_sum

@@ -4,7 +4,8 @@ For every aligned driving frame t, a P+ code is optimized with Adam so that the 
 generator's image matches the frame's normalized keypoints, mouth and irises (``optimize.losses``).
 
 Temporal consistency (Sec. 3.3.3): frame t starts from frame t-1's result plus Gaussian noise
-(sigma = 0.05, relative to the uniform coefficient; frame 0 starts from the anchor whose rendered
+(sigma = 0.05 on the barycentric coefficients, relative to the uniform one by default,
+``PersonalizedSpace.perturbed``; frame 0 starts from the anchor whose rendered
 keypoints are nearest to the frame's, or the center of P); after all frames a zero-phase Gaussian
 filter (sigma = 2 frames) runs along time on the latent track (``optimize.smoothing``).
 
@@ -153,6 +154,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
             generator_id: str = "", anchor_cache: Path | None = None,
             device: torch.device | str = "cpu", restart: bool = False,
             first_start: Callable[[int, FrameTarget], PPlusCode | None] | None = None,
+            starts: Callable[[int], PPlusCode] | None = None,
             progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
     """Optimize (or resume) the latent track of a driving take and save it to ``track_path``.
 
@@ -163,7 +165,10 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
     where the anchors' rendered keypoints (the first frame's start) are kept for later takes.
     ``settings`` is read, never changed. ``first_start(t, target)``: where the first frame with a
     face (frame ``t`` of ``driving``) starts, or None for the default (``settings.first_frame``);
-    a chunk of a long take (``optimize.chunks``) or a fast predictor plugs in here.
+    a chunk of a long take (``optimize.chunks``) plugs in here. ``starts``: frame t's starting
+    code, for refining a prediction (``optimize.fast_reenact``): every frame then runs
+    ``settings.steps`` at ``settings.lr`` from ``starts(t)`` instead of from the previous frame
+    (pass the predictor's id in ``generator_id``, so the fingerprint covers it).
     Raises ProjectError if ``track_path`` holds a corrupt track or one made from other inputs
     (unless ``restart``), ``Cancelled`` after saving when cancelled.
     """
@@ -228,13 +233,15 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
                     # landmarks are in the crop's pixels; the crop may differ from the generator's size
                     lm = torch.from_numpy(driving.landmarks[t:t + 1]).to(device) * (resolution / frame.shape[1])
                     target = loss.driving_target(image, lm)
-                    if previous is None or not first_valid_done:
+                    if starts is not None:
+                        start, steps, lr = starts(t), settings.steps, settings.lr
+                    elif previous is None or not first_valid_done:
                         # the first frame with a face (earlier faceless frames only held a placeholder)
                         start = first_code(t, target)
                         steps, lr = first_steps, settings.first_lr
                     else:
                         noise = torch.Generator().manual_seed(settings.seed * 1_000_003 + t)
-                        start = space.perturbed(previous, settings.noise_sigma, noise)
+                        start = space.perturbed(previous, settings.noise_sigma, noise, settings.noise_units)
                         steps, lr = settings.steps, settings.lr
                     result = optimizer.optimize(start, target, reference, steps, lr)
                     code = result.code

@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from optimize.keypoints import KEYPOINT_DEFINITION
+from optimize.latent_space import NOISE_UNITS
 from optimize.losses import LossWeights
 from personalize.errors import UserError
 
@@ -36,7 +38,14 @@ class ReenactSettings:
     gradient does not vanish near 0, so Adam makes every offset jitter by about its step size;
     at the alpha step size that jitter alone (times lambda_delta = 10) outweighs L_key."""
     noise_sigma: float = 0.05
-    """Warm-start noise (Appendix C.3), relative to the uniform coefficient."""
+    """Warm-start noise (Appendix C.3: sigma 0.05) on the previous frame's barycentric
+    coefficients alpha; how sigma is read: ``noise_units`` (``PersonalizedSpace.perturbed``)."""
+    noise_units: str = "uniform"
+    """"uniform" (default): sigma relative to the uniform coefficient (std sigma / N per raw
+    coefficient); "alpha": the paper's literal units (std sigma per raw coefficient). Why not
+    the paper's by default: at our step sizes it is far more noise than 40 warm steps remove;
+    on the known-answer clip (bench/reenact.py) it doubled the keypoint error at 250 anchors
+    (0.30 vs 0.12 px at 128) and raised the frame-to-frame jitter by 60 % (docs/ARCHITECTURE.md)."""
     smooth_sigma: float = 2.0
     """Latent low-pass filter along time in frames (Appendix C.3); 0 turns it off."""
     patience: int = 20
@@ -97,6 +106,9 @@ class ReenactSettings:
                             f"Use {' or '.join(FIRST_FRAME_STARTS)}.")
         if self.noise_sigma < 0 or self.smooth_sigma < 0:
             raise UserError("noise and smoothing sigmas must not be negative.")
+        if self.noise_units not in NOISE_UNITS:
+            raise UserError(f"unknown warm-start noise units '{self.noise_units}'.",
+                            f"Use one of {', '.join(NOISE_UNITS)}.")
 
     def fingerprint_dict(self) -> dict[str, Any]:
         """The settings that change the optimized codes (not how often the track is saved)."""
@@ -104,4 +116,5 @@ class ReenactSettings:
         d.pop("save_every")
         d.pop("min_save_seconds")
         d.pop("smooth_sigma")  # smoothing is applied after the fact; changing it reuses the codes
+        d["keypoints"] = KEYPOINT_DEFINITION  # codes fitted to other keypoints are not reused
         return d

@@ -8,6 +8,11 @@ and a check of the re-enactment optimizer could not tell a right answer from a w
 of the same person with the mouth open, all controlled linearly by the code. Known codes
 therefore give known, real faces of one identity, as a personalized generator does.
 
+With ``gaze=True`` two more controls move the irises: a smooth, flat-topped displacement of each
+eye opening (centred on the iris MediaPipe finds in the base face, fading out before the eye
+corners and mostly before the lids) slides the iris between the eyelids, so the person looks
+left/right or up/down while the eyelids barely move: a known answer for gaze transfer.
+
 Shared by ``tests/`` and ``bench/`` (the faces come from the shared media folder they pass in);
 nothing in the studio's pipeline uses it.
 """
@@ -26,6 +31,12 @@ from optimize.driving import image_to_tensor
 from personalize.video import read_image
 
 N_CONTROLS = 5  # shift x, shift y, rotation, mouth stretch, blend
+GAZE_CONTROLS = (5, 6)  # with gaze=True: iris shift x, iris shift y (image axes)
+GAZE_MAX_PX = (4.0, 3.0)
+"""Largest iris shift (x, y) in pixels of a 256 crop, where the eye is ~27 x 11 px and the iris ~12 px
+across: far enough to read as looking left/right/down, small enough to stay inside the opening."""
+EYE_BUMP_RADII = (0.4, 0.5)
+"""Radii of the iris-moving bump as fractions of the eye's width and height (``eye_regions``)."""
 SELFSCAN_VIDEO = "selfscan_woman2_12s.mp4"
 SELFSCAN_FRAMES = {"neutral": 294, "mouth-open": 330}
 """Frames of ``SELFSCAN_VIDEO`` where the woman looks ahead with the mouth nearly closed and wide
@@ -71,7 +82,7 @@ class WarpFaceGenerator(nn.Module):
     """
 
     def __init__(self, base: torch.Tensor, other: torch.Tensor, num_ws: int = 4, w_dim: int = 8,
-                 seed: int = 0) -> None:
+                 seed: int = 0, gaze: bool = False) -> None:
         super().__init__()
         self.img_resolution = int(base.shape[-1])
         self.num_ws = num_ws
@@ -79,16 +90,22 @@ class WarpFaceGenerator(nn.Module):
         self.z_dim = w_dim
         self.c_dim = 0
         self.img_channels = 3
+        self.n_controls = N_CONTROLS + (len(GAZE_CONTROLS) if gaze else 0)
+        if w_dim < self.n_controls:
+            raise ValueError(f"w_dim {w_dim} cannot drive {self.n_controls} controls")
         gen = torch.Generator().manual_seed(seed)
         mix = torch.randn(w_dim, N_CONTROLS, generator=gen)
+        if gaze:  # drawn after the first five, so those stay what they are without gaze
+            mix = torch.cat([mix, torch.randn(w_dim, len(GAZE_CONTROLS), generator=gen)], dim=1)
         q, _ = torch.linalg.qr(mix)  # orthonormal columns: every control is reachable
         self.register_buffer("mix", q)
         self.register_buffer("base", base)
         self.register_buffer("other", other)
+        self.register_buffer("eyes", eye_regions(base) if gaze else torch.zeros(0, 4))
         self.synthesis = _Synthesis(self)
 
     @classmethod
-    def from_media(cls, media: str | Path, size: int = 256, **kwargs: int) -> "WarpFaceGenerator":
+    def from_media(cls, media: str | Path, size: int = 256, **kwargs: int | bool) -> "WarpFaceGenerator":
         """The stand-in on the shared media's self-scan (``SELFSCAN_FRAMES``) at ``size`` px."""
         video = Path(media) / SELFSCAN_VIDEO
         faces = [image_to_tensor(aligned_video_frame(video, SELFSCAN_FRAMES[name], size), size, "cpu")
@@ -96,8 +113,28 @@ class WarpFaceGenerator(nn.Module):
         return cls(*faces, **kwargs)
 
     def controls_of(self, ws: torch.Tensor) -> torch.Tensor:
-        """(B, num_ws, w_dim) -> (B, 5) control values."""
+        """(B, num_ws, w_dim) -> (B, n_controls) control values (5, or 7 with gaze)."""
         return ws.mean(dim=1) @ self.mix
+
+    def gaze_pixels(self, controls: torch.Tensor) -> torch.Tensor:
+        """(B, n_controls) -> (B, 2) iris shift (x, y) in pixels of this generator's images."""
+        if not len(self.eyes):
+            return controls.new_zeros(controls.shape[0], 2)
+        limit = torch.tensor(GAZE_MAX_PX, device=controls.device) * (self.img_resolution / 256)
+        return limit * torch.tanh(controls[:, list(GAZE_CONTROLS)] / 2)
+
+    def _move_irises(self, sx: torch.Tensor, sy: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source grid (B,H,W) x2 -> the grid that shows each iris moved by ``gaze_pixels``.
+
+        The displacement is a flat-topped bump (exp(-r^4)) around each iris in source (face)
+        coordinates, so the iris moves nearly rigidly and the eye corners not at all.
+        """
+        shift = self.gaze_pixels(c) * (2.0 / self.img_resolution)  # pixels -> grid units
+        bump = torch.zeros_like(sx)
+        for cx, cy, rx, ry in self.eyes:
+            r2 = ((sx - cx) / rx) ** 2 + ((sy - cy) / ry) ** 2
+            bump = bump + torch.exp(-r2 ** 2)
+        return sx - shift[:, 0, None, None] * bump, sy - shift[:, 1, None, None] * bump
 
     def render(self, ws: torch.Tensor) -> torch.Tensor:
         c = self.controls_of(ws)
@@ -118,6 +155,8 @@ class WarpFaceGenerator(nn.Module):
         cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
         sx = cos * gx - sin * gy - shift[:, 0, None, None]
         sy = sin * gx + cos * gy - shift[:, 1, None, None]
+        if len(self.eyes):
+            sx, sy = self._move_irises(sx, sy, c)
         grid = torch.stack([sx, sy], dim=-1)
         warped = F.grid_sample(self.base.expand(b, -1, -1, -1), grid, mode="bilinear",
                                padding_mode="border", align_corners=False)
@@ -127,12 +166,59 @@ class WarpFaceGenerator(nn.Module):
 
 
 def warp_anchors(generator: WarpFaceGenerator, n: int = 6, seed: int = 1, spread: float = 1.2) -> np.ndarray:
-    """(n, w_dim) anchors whose controls span a useful range around the neutral face."""
+    """(n, w_dim) anchors whose controls span a useful range around the neutral face (gaze too,
+    when the generator has it: drawn after the others, so the first five controls do not change)."""
     gen = torch.Generator().manual_seed(seed)
     controls = spread * torch.randn(n, N_CONTROLS, generator=gen)
     controls[:, 4] = -1.0 + 0.5 * torch.randn(n, generator=gen)  # little blend by default
+    if generator.n_controls > N_CONTROLS:
+        gaze = spread * torch.randn(n, generator.n_controls - N_CONTROLS, generator=gen)
+        controls = torch.cat([controls, gaze], dim=1)
     w = controls @ generator.mix.T  # mix has orthonormal columns: controls_of(w) == controls
     return w.numpy().astype(np.float32)
+
+
+def gaze_anchors(generator: WarpFaceGenerator, amount: float = 2.5) -> np.ndarray:
+    """(5, w_dim) anchors of one head pose and expression looking ahead, left, right, down, up
+    (gaze controls 0 or +-``amount``): a person's space in which only the gaze varies."""
+    if generator.n_controls <= N_CONTROLS:
+        raise ValueError("gaze anchors need WarpFaceGenerator(..., gaze=True)")
+    controls = torch.zeros(5, generator.n_controls)
+    controls[:, 4] = -1.0  # little blend, as warp_anchors
+    gx, gy = GAZE_CONTROLS
+    controls[1, gx], controls[2, gx], controls[3, gy], controls[4, gy] = amount, -amount, amount, -amount
+    return (controls @ generator.mix.T).numpy().astype(np.float32)
+
+
+GAZE_DIRECTIONS = {"left": [0.3, 0.7, 0.0, 0.0, 0.0], "right": [0.3, 0.0, 0.7, 0.0, 0.0],
+                   "down": [0.3, 0.0, 0.0, 0.7, 0.0]}
+"""Coefficients over ``gaze_anchors`` of a face looking to the subject's left / right (the irises
+move to the image's right / left: MediaPipe's left/right convention) and down."""
+
+
+def eye_regions(face: torch.Tensor) -> torch.Tensor:
+    """(2, 4) per eye of ``face`` (1,3,R,R) in [-1,1]: iris centre (x, y) and bump radii (x, y)
+    in grid units.
+
+    The bump's flat top covers the iris (radius ~6 px at 256); radii of 0.4 x the eye's width and
+    0.5 x its height put the eye corners and most of the lids outside it.
+    """
+    from optimize.keypoints import KEYPOINTS
+    from personalize.faces import detect_landmarks
+
+    size = int(face.shape[-1])
+    image = ((face[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    landmarks = detect_landmarks(np.ascontiguousarray(image))
+    if landmarks is None:
+        raise ValueError("no face found in the stand-in's base image")
+    rows = []
+    for side in ("right", "left"):
+        lids = landmarks[list(KEYPOINTS[f"{side}_eye"]), :2]
+        centre = landmarks[KEYPOINTS[f"{side}_iris"][0], :2]
+        extent = lids.max(axis=0) - lids.min(axis=0)
+        radii = np.array(EYE_BUMP_RADII) * extent
+        rows.append([*(centre / size * 2 - 1), *(radii / size * 2)])
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 def keypoint_gradient_cosine(generator: nn.Module, space, mesh, target, exact, eps: float = 0.003) -> float:

@@ -11,7 +11,9 @@ step fixes it; each front end phrases it (``studio.cli.common.command_for``,
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class Action:
 
     ``step``: a pipeline stage ('capture', 'prepare', 'select', 'personalize', 'reenact', 'edit',
     'export') or one of 'new' (create a project), 'resume-take', 'restart-take', 'stylize',
-    'learn-direction', 'import-direction', 'models' (get pretrained weights).
+    'learn-direction', 'import-direction', 'models' (get pretrained weights), 'motion-model'
+    (train the motion model of the fast re-enactment modes).
     ``subject``: what it acts on (a take, style or weights name), when that matters.
     """
 
@@ -68,3 +71,20 @@ class Cancelled(Exception):
 
     def __reduce__(self):  # noqa: ANN204 - keep ``kept`` when sent to another process
         return (type(self), (str(self), self.kept))
+    """Raised inside a job when its cancel token is set; the job has saved what it finished."""
+
+
+@contextlib.contextmanager
+def fixed_by(action: Action) -> Iterator[None]:
+    """Give ``UserError``s raised inside the block ``action`` as their next step (if they name none).
+
+    Why: a low-level reader (a checkpoint loader) knows what is wrong with a file but not which
+    registry entry it was loaded as; the caller that knows wraps the call, so the CLI and the GUI
+    can offer the step that fixes it (e.g. get that weights file again).
+    """
+    try:
+        yield
+    except UserError as err:
+        if err.action is None:
+            err.action = action
+        raise

@@ -253,7 +253,8 @@ def tune_generator(G: torch.nn.Module, anchors: torch.Tensor, targets: torch.Ten
 
     ``anchors``: (N, w_dim) float32 (fixed). ``targets``: (N,3,R,R) uint8 at G's resolution.
     ``work_dir`` (the project's ``model/``) receives ``checkpoints/``, ``log.csv`` and
-    ``previews/step_XXXXX.png`` every ``config.checkpoint_every`` steps; None keeps it in memory.
+    ``previews/step_XXXXX.png`` every ``config.checkpoint_every`` steps and at the start and end
+    of every run; None keeps it in memory.
     Progress reports (step, steps, "loss ..."); ``cancel`` is checked every step and a cancelled
     run saves a checkpoint first. A CUDA out-of-memory error becomes a ``UserError``.
     ``dist``: this process's place among several (``config.batch`` is the GLOBAL batch, shared
@@ -312,12 +313,24 @@ def tune_generator(G: torch.nn.Module, anchors: torch.Tensor, targets: torch.Ten
     synthesis = dist.wrap(G.synthesis)
     writes = work_dir is not None and dist.is_main
 
+    def preview_now() -> None:
+        """A preview grid of the current step (also at the start and end of every run, so a
+        short run shows one too). Rank 0 alone writes."""
+        if not writes:
+            return
+        with torch.no_grad():
+            write_preview(work_dir / PREVIEWS_DIR / f"step_{step:05d}.png",
+                          synthesize(G, anchors[preview_ids]),
+                          to_unit_range(targets[preview_ids].to(device)))
+
     def checkpoint_now() -> None:
         if ckpt_path is None or not dist.is_main:
             return
         save_checkpoint(ckpt_path, G, optimizer, step, sampler, config, log_rows, order, data_id)
         write_log_csv(work_dir / LOG_FILE, log_rows)
 
+    if step < config.steps:
+        preview_now()
     try:
         while step < config.steps:
             if dist.any(cancel.cancelled):
@@ -342,14 +355,13 @@ def tune_generator(G: torch.nn.Module, anchors: torch.Tensor, targets: torch.Ten
             log_rows.append({"step": step, "loss": lp_all + config.lambda_pixel * pix_all,
                              "lpips": lp_all, "pixel": pix_all})
             if writes and step % config.checkpoint_every == 0:
-                with torch.no_grad():
-                    write_preview(work_dir / PREVIEWS_DIR / f"step_{step:05d}.png",
-                                  synthesize(G, anchors[preview_ids]),
-                                  to_unit_range(targets[preview_ids].to(device)))
+                preview_now()
                 checkpoint_now()
             progress(step, config.steps, f"loss {log_rows[-1]['loss']:.4f}")
     except Cancelled:
         checkpoint_now()
+        if step > resumed_from and step % config.checkpoint_every != 0:
+            preview_now()
         raise
     except torch.cuda.OutOfMemoryError as exc:
         raise UserError(f"The GPU ran out of memory while tuning with a batch of {batch} frames.",
@@ -357,6 +369,8 @@ def tune_generator(G: torch.nn.Module, anchors: torch.Tensor, targets: torch.Ten
                         "progress so far is kept.") from exc
     if config.steps % config.checkpoint_every != 0 or resumed_from == step:
         checkpoint_now()
+    if step > resumed_from and step % config.checkpoint_every != 0:
+        preview_now()
     G.requires_grad_(False)
     return TuningResult(step, resumed_from, log_rows)
 

@@ -166,9 +166,15 @@ def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps:
                 audio_from: str | os.PathLike[str] | None = None, crf: int = 18) -> int:
     """Encode (H, W, 3) uint8 RGB frames to an H.264 yuv420p MP4, atomically; return the count.
 
-    If ``audio_from`` is a file with an audio stream, that stream is encoded (AAC) into the output
-    and cut or silence-padded to the video's length, so an exported re-enactment keeps the
-    driving video's sound and all its frames. Odd sizes are padded by one replicated row/column (yuv420p needs even sizes).
+    If ``audio_from`` is a file with an audio stream, that stream is encoded (AAC) into the output,
+    cut or silence-padded to exactly the frames' duration (count / fps), so an exported
+    re-enactment keeps the driving video's sound and all its frames. Odd sizes are padded by one
+    replicated row/column (yuv420p needs even sizes).
+
+    Why two passes when there is audio: frames arrive one by one (a renderer), so their count is
+    known only at the end; ffmpeg's ``-shortest`` cut the audio at a packet boundary of its
+    muxing queue instead (measured: up to tenths of a second off). The frames are encoded once;
+    the second pass copies them and encodes only the audio, trimmed to the sample.
     """
     path = Path(path)
     audio_path: str | None = None
@@ -183,27 +189,41 @@ def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps:
     size = (first.shape[1], first.shape[0])
     output_params = ["-crf", str(int(crf)), "-preset", "medium", "-movflags", "+faststart",
                      "-f", "mp4"]
-    if audio_path is not None:
-        # pad the audio with silence, then stop with the video: every frame is kept whether the
-        # audio is longer (cut) or shorter (silence after it) than the frames
-        output_params += ["-af", "apad", "-shortest"]
     count = 0
     with atomic_path(path, suffix=".mp4") as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp), size, fps=float(fps), codec="libx264", pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p", quality=None, macro_block_size=1, ffmpeg_log_level="error",
-            output_params=output_params, audio_path=audio_path,
-            audio_codec="aac" if audio_path else None)
-        writer.send(None)  # start ffmpeg
+        video_file = tmp if audio_path is None else tmp.with_name(tmp.name + ".video.mp4")
         try:
-            writer.send(first)
-            count = 1
-            for frame in iterator:
-                writer.send(_even_frame(frame, size))
-                count += 1
+            writer = imageio_ffmpeg.write_frames(
+                str(video_file), size, fps=float(fps), codec="libx264", pix_fmt_in="rgb24",
+                pix_fmt_out="yuv420p", quality=None, macro_block_size=1, ffmpeg_log_level="error",
+                output_params=output_params)
+            writer.send(None)  # start ffmpeg
+            try:
+                writer.send(first)
+                count = 1
+                for frame in iterator:
+                    writer.send(_even_frame(frame, size))
+                    count += 1
+            finally:
+                writer.close()
+            if audio_path is not None:
+                _add_audio(video_file, audio_path, tmp, count / float(fps))
         finally:
-            writer.close()
+            if video_file != tmp and video_file.exists():
+                video_file.unlink()
     return count
+
+
+def _add_audio(video: Path, audio_from: str, out: Path, seconds: float) -> None:
+    """``video``'s stream (copied) plus ``audio_from``'s first audio stream (AAC), padded with
+    silence and cut to ``seconds``, into ``out`` (MP4)."""
+    cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-nostdin", "-v", "error", "-i", str(video),
+           "-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+           "-af", f"apad,atrim=end={seconds:.6f}", "-c:a", "aac", "-movflags", "+faststart",
+           "-f", "mp4", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not add the audio of {audio_from}: {run.stderr[-800:]}")
 
 
 def write_gif(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float,

@@ -25,18 +25,24 @@ from personalize.errors import Action, ProjectError, UserError
 from personalize.fileio import atomic_write_json, read_json
 
 if TYPE_CHECKING:
+    from optimize.image_take import ImageTake
     from optimize.track import TrackProgress
 
 SCHEMA_VERSION = 1
 MANIFEST = "project.json"
 
-# Stages in pipeline order, and the upstream stages each one consumes.
+# Stages in pipeline order, and the upstream stages each one consumes. STAGES are the steps with a
+# page of their own in the GUI; PIPELINE adds the ones without (the motion model of the fast
+# re-enactment modes and live driving, trained from the Re-enact page or ``studio-cli motion-model``).
 STAGES: tuple[str, ...] = ("capture", "prepare", "select", "personalize", "reenact", "edit", "export")
+PIPELINE: tuple[str, ...] = ("capture", "prepare", "select", "personalize", "motion", "reenact", "edit",
+                             "export")
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "capture": (),
     "prepare": ("capture",),
     "select": ("prepare",),
     "personalize": ("select",),
+    "motion": ("personalize",),
     "reenact": ("personalize",),
     "edit": ("personalize",),
     "export": ("reenact",),
@@ -62,6 +68,8 @@ CHUNKS_DIR = "chunks"                    # takes/<name>/: a take re-enacted in c
 DRIVING_KEYPOINTS = "driving_keypoints.npz"  # takes/<name>/: MediaPipe on the aligned crops
 PREVIEW_FILE = "preview.mp4"             # takes/<name>/: the GUI's quick render
 ANCHOR_KEYPOINTS = ".anchor_keypoints.npz"  # takes/: the anchors' keypoints, shared by every take
+MOTION_DIR = "motion"                    # model/motion/: the motion model (optimize.fast_directions names the files)
+LIVE_PREFIX = "live"                     # capture/live_<time>.mp4: webcam recordings of live driving
 
 
 @dataclass
@@ -226,6 +234,38 @@ class Project:
         except (OSError, KeyError, ValueError):
             return None
 
+    def scan_crop_size(self) -> int | None:
+        """Side in pixels of the prepared scan's crops (the landmarks' pixel units), or None."""
+        try:
+            with np.load(self.scan_landmarks_path, allow_pickle=False) as data:
+                return int(data["size"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return None
+    def scan_source_frame(self, frame: int | None = None) -> tuple[Path, np.ndarray]:
+        """A prepared scan frame to re-enact with a one-shot mode: (its aligned crop's path, its
+        MediaPipe landmarks (478,3) in the crop's pixels). ``frame`` None picks the sharpest
+        frontal frame (``personalize.faces.quality.sharpest_frontal``)."""
+        from personalize.faces.quality import sharpest_frontal
+
+        crops, landmarks = self.scan_crop_paths(), self.read_scan_landmarks()
+        if not crops or landmarks is None:
+            raise ProjectError("The self-scan is not prepared yet.", "Prepare the self-scan first.",
+                               Action("prepare"))
+        points, valid = landmarks
+        if frame is None:
+            quality = self.read_scan_quality() or {}
+            frame = sharpest_frontal(quality.get("frames", []))
+            if frame is None:
+                frame = int(np.flatnonzero(valid)[0]) if valid.any() else 0
+        if not 0 <= frame < len(crops):
+            raise UserError(f"The self-scan has frames 0 to {len(crops) - 1}; there is no frame {frame}.",
+                            "Give a frame number in that range, or an image file.")
+        if not valid[frame]:
+            raise UserError(f"No face was found in frame {frame} of the self-scan.",
+                            "Choose another frame (or leave the source out: the sharpest frontal frame "
+                            "is then used).")
+        return crops[frame], points[frame]
+
     @property
     def selection_path(self) -> Path:
         return self.dataset_dir / SELECTION_FILE
@@ -346,6 +386,29 @@ class Project:
         raise ProjectError("This project has no anchors (the person's latent codes).",
                            "Personalize the generator first.", Action("personalize"))
 
+    # ----------------------------------------------------------------- the motion model (fast modes, live)
+    @property
+    def motion_dir(self) -> Path:
+        """The motion model's folder (``model/motion/``): weights, descriptor, pool, checkpoints."""
+        return self.model_dir / MOTION_DIR
+
+    def has_motion_model(self) -> bool:
+        """True when a finished motion model is on disk (its ``motion.json`` is written last)."""
+        from optimize.fast_directions import INFO_FILE
+
+        return (self.motion_dir / INFO_FILE).is_file()
+
+    def read_motion_info(self) -> dict[str, Any]:
+        """The finished motion model's record (``motion.json``: settings, held-out errors), {} before one."""
+        from optimize.fast_directions import INFO_FILE
+
+        data = _read_json_or_none(self.motion_dir / INFO_FILE)
+        return data if isinstance(data, dict) else {}
+
+    def live_recording_path(self, stamp: str) -> Path:
+        """Where a live session's webcam recording goes (``capture/live_<stamp>.mp4``)."""
+        return self.capture_dir / f"{LIVE_PREFIX}_{safe_name(stamp, 'recording')}.mp4"
+
     # ----------------------------------------------------------------- takes
     def takes(self) -> list[str]:
         """Every take, finished or not: a folder under ``takes/`` holding a driving video copy
@@ -385,13 +448,35 @@ class Project:
         """The anchors' rendered keypoints, shared by every take of this generator."""
         return self.takes_dir / ANCHOR_KEYPOINTS
 
+    def image_take(self, take: str) -> "ImageTake":
+        """The image-take files of ``take`` (a one-shot backend's output frames, plan and source)."""
+        from optimize.image_take import ImageTake
+
+        return ImageTake(self.take_dir(take))
+
+    def take_output(self, take: str) -> str:
+        """'images' for a one-shot backend's take (it holds output frames), else 'latents'."""
+        return "images" if self.image_take(take).exists() else "latents"
+
+    def take_backend(self, take: str) -> str:
+        """The re-enactment mode that made the take ('personal' for latent tracks)."""
+        if self.take_output(take) == "latents":
+            return "personal"
+        try:
+            return str(self.image_take(take).read_plan_arrays()["backend"])
+        except (ProjectError, KeyError):
+            return "unknown"
+
     def take_progress(self, take: str) -> "TrackProgress | None":
-        """How far the take's latent track got; None without a readable track."""
-        from optimize.track import read_track_progress
+        """How far the take got (its latent track, or its output frames); None when unreadable."""
+        from optimize.track import TrackProgress, read_track_progress
 
         try:
+            if self.take_output(take) == "images":
+                done = self.image_take(take).progress()
+                return TrackProgress(done.frames_done, done.n_frames, done.complete)
             return read_track_progress(self.track_path(take))
-        except ProjectError:
+        except (ProjectError, OSError, ValueError, KeyError):
             return None
 
     def take_is_complete(self, take: str) -> bool:
@@ -403,6 +488,35 @@ class Project:
         """``track.json`` of a finished run of the take, {} before one."""
         data = _read_json_or_none(self.track_info_path(take))
         return data if isinstance(data, dict) else {}
+
+    def delete_take(self, take: str) -> None:
+        """Remove the take's folder (driving copy, crops, track, preview). ProjectError if the
+        take does not exist."""
+        import shutil
+
+        folder = self._existing_take(take)
+        shutil.rmtree(folder)
+
+    def rename_take(self, take: str, new_name: str) -> str:
+        """Rename a take (its folder); returns the new name. ProjectError for an invalid or
+        taken name. A finished run's record keeps its new name."""
+        folder = self._existing_take(take)
+        target = self.take_dir(new_name)
+        if target.exists():
+            raise ProjectError(f"A take named '{target.name}' already exists.", "Choose another name.")
+        folder.rename(target)
+        info = self.read_take_info(target.name)
+        if info.get("take") == take:
+            info["take"] = target.name
+            atomic_write_json(self.track_info_path(target.name), info)
+        return target.name
+
+    def _existing_take(self, take: str) -> Path:
+        folder = self.take_dir(take)
+        if take not in self.takes() or not folder.is_dir():
+            raise ProjectError(f"No take named '{take}' in {self.takes_dir}.",
+                               "Pick one of the listed takes.")
+        return folder
 
     def learn_cache_path(self, attribute: str) -> Path:
         """Partial sample scores of an interrupted 'learn direction' (resume)."""
@@ -475,7 +589,7 @@ class Project:
         return DONE
 
     def statuses(self) -> dict[str, str]:
-        return {stage: self.status(stage) for stage in STAGES}
+        return {stage: self.status(stage) for stage in PIPELINE}
 
     def require(self, stage: str, for_what: str) -> None:
         """Raise a ProjectError naming the missing stage (its ``action`` is that stage)."""

@@ -8,7 +8,6 @@ studio's reader can never import them.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import pickle
 import struct
@@ -22,22 +21,12 @@ import scipy.sparse
 import torch
 
 from optimize.nets.diffae import DiffAEConfig
-from optimize.nets.diffusionact_checkpoints import build_from_state
-from tests.conftest import REFERENCE
+from personalize.torch_files import build_checked
+from tests._oneshot_helpers import fill_weights
 
-ONESHOT = REFERENCE / "oneshot"
 TINY = DiffAEConfig(image_size=32, model_channels=32, channel_mult=(1, 2), enc_channel_mult=(1, 2, 2),
                     num_res_blocks=1, attention_resolutions=(16,), embed_channels=64, style_channels=64,
                     sample_size=2)
-
-
-def fill_weights_module() -> Any:
-    """The reference ``fill_weights.py``, imported by path (never copied into the project)."""
-    spec = importlib.util.spec_from_file_location("oneshot_fill_weights", ONESHOT / "fill_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
 
 
 def names_and_shapes(factory: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
@@ -46,12 +35,12 @@ def names_and_shapes(factory: Callable[[], torch.nn.Module]) -> dict[str, tuple[
 
 
 def filled_state(factory: Callable[[], torch.nn.Module], seed: int = 0) -> dict[str, torch.Tensor]:
-    return fill_weights_module().fill_state_dict(names_and_shapes(factory), seed, "plain")
+    return fill_weights().fill_state_dict(names_and_shapes(factory), seed, "plain")
 
 
 def filled(factory: Callable[[], torch.nn.Module], seed: int = 0) -> torch.nn.Module:
     """``factory()`` with the reference weights of ``seed`` (official names), eval mode."""
-    module, _ = build_from_state(factory, filled_state(factory, seed), source="filled", hint="")
+    module, _ = build_checked(factory, filled_state(factory, seed), "filled", "the network", "")
     return module
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from optimize.driving import image_to_tensor
-from optimize.standin import WarpFaceGenerator, aligned_image, keypoint_gradient_cosine, warp_anchors
+from optimize.standin import (GAZE_CONTROLS, GAZE_DIRECTIONS, N_CONTROLS, WarpFaceGenerator, aligned_image,
+                              gaze_anchors, keypoint_gradient_cosine, warp_anchors)
 from tests.conftest import MEDIA
 
 
@@ -19,7 +20,7 @@ def load_aligned(name: str, size: int) -> torch.Tensor:
     return image_to_tensor(aligned_image(MEDIA / "aligned" / name, size), size, "cpu")
 
 
-def warp_face_generator(size: int = 256, **kwargs: int) -> WarpFaceGenerator:
+def warp_face_generator(size: int = 256, **kwargs: int | bool) -> WarpFaceGenerator:
     """The stand-in on the shared self-scan at ``size`` px."""
     return WarpFaceGenerator.from_media(MEDIA, size, **kwargs)
 

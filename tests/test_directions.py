@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from editing.directions import (Direction, anchor_basis, apply_direction, apply_edits, layer_mask,
-                                list_directions, load_direction, parse_edit, project_direction,
-                                read_direction_file, reliability, save_direction,
-                                validate_direction)
+from editing.directions import (Direction, anchor_basis, apply_direction, apply_edits,
+                                edit_fraction_inside_hull, layer_mask, list_directions, load_direction,
+                                make_ws_edit, parse_edit, project_direction, read_direction_file,
+                                reliability, save_direction, validate_direction)
 from personalize.errors import UserError
 from tests.conftest import MEDIA
 
@@ -119,6 +119,54 @@ def test_projection_inside_and_orthogonal() -> None:
     assert rel == pytest.approx(np.cos(np.pi / 4), abs=1e-5)
     assert projected.norm() == pytest.approx(float(mixed.norm()), rel=1e-5)
     assert anchor_basis(anchors).shape == (32, 5)
+
+
+def _coefficients(ws: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Exact coefficients of codes over linearly independent anchors (for checking, float64)."""
+    return torch.linalg.lstsq(anchors.double().T, ws.double().reshape(-1, anchors.shape[1]).T).solution.T
+
+
+def test_edits_stay_inside_the_dilated_hull() -> None:
+    """An edit that would carry a code out of P_beta (a coefficient below -beta) is shortened to
+    its boundary, per code; edits that stay inside are applied exactly (MyStyle, paper Eq. 6)."""
+    beta = 0.02
+    anchors = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
+    d = Direction("towards-1", validate_direction(anchors[1] - anchors[0]))
+    at_anchor0 = anchors[0][None, None].expand(1, 3, 16).clone()  # coefficients (1, 0, 0, 0, 0)
+    middle = (0.5 * anchors[0] + 0.5 * anchors[2])[None, None].expand(1, 3, 16)  # (0.5, 0, 0.5, 0, 0)
+    track = torch.cat([at_anchor0, middle])
+    edit = make_ws_edit([(d, 3.0)], anchors=anchors, beta=beta)
+    out = edit(track)
+    coeff = _coefficients(out, anchors).reshape(2, 3, 5)
+    # coefficient 0 falls by the strength: from 1 it may go to -beta (t = 1.02 / 3), from 0.5 to -beta
+    assert torch.allclose(coeff[0, :, 0], torch.full((3,), -beta, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(coeff[0, :, 1], torch.full((3,), 1 + beta, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(coeff[1, :, 0], torch.full((3,), -beta, dtype=torch.float64), atol=1e-4)
+    assert float(coeff.min()) >= -beta - 1e-4
+    kept = edit_fraction_inside_hull(track, out[0] - track[0], anchors, beta)  # from the edited: nothing left
+    assert kept.shape == (2,)
+    assert edit.report.codes == 2 and edit.report.shortened == 2
+    assert edit.report.min_kept == pytest.approx(0.52 / 3, abs=1e-4)
+    assert "2 of 2 codes were shortened" in edit.report.summary()
+    # a small edit is applied exactly, as without anchors
+    small = make_ws_edit([(d, 0.5)], anchors=anchors, beta=beta)
+    assert torch.equal(small(track), apply_edits(track, [(d, 0.5)]))
+    assert small.report.shortened == 0
+    # without the anchors nothing is judged (the old behaviour)
+    assert torch.equal(make_ws_edit([(d, 3.0)])(track), apply_edits(track, [(d, 3.0)]))
+
+
+def test_a_coefficient_already_below_the_floor_may_not_fall_further() -> None:
+    beta = 0.02
+    anchors = torch.randn(4, 12, generator=torch.Generator().manual_seed(1))
+    outside = (1.05 * anchors[0] - 0.05 * anchors[1])[None, None]  # coefficient 1 is -0.05 < -beta
+    lowers_1 = anchors[0] - anchors[1]
+    other = anchors[2] - anchors[3]
+    assert float(edit_fraction_inside_hull(outside, 0.1 * lowers_1[None], anchors, beta)) == 0.0
+    assert float(edit_fraction_inside_hull(outside, 0.01 * other[None], anchors, beta)) == pytest.approx(1.0)
+    assert float(edit_fraction_inside_hull(outside, 0.1 * other[None], anchors, beta)) == pytest.approx(0.2, abs=1e-4)
+    raises_1 = float(edit_fraction_inside_hull(outside, -0.1 * lowers_1[None], anchors, beta))
+    assert raises_1 == pytest.approx(1.0)
 
 
 def test_save_list_load_and_no_overwrite(tmp_path) -> None:

@@ -37,19 +37,40 @@ def ffhq_shaped_project(tmp_path) -> Project:
 
 
 def test_import_published_directions_and_list(ffhq_shaped_project, capsys) -> None:
+    """Imports are projected onto the person's space by default (MyStyle, paper Sec. 4.2), keep
+    the reliability figure, and --no-project keeps the FFHQ-wide original."""
+    from editing.directions import read_direction_file, reliability
+
     root = str(ffhq_shaped_project.root)
+    anchors = np.load(ffhq_shaped_project.model_dir / "anchors.npy")
     assert main(["directions", "import", root, str(MEDIA / "directions" / "smile.pt"), "--name", "smile"]) == 0
     assert main(["directions", "import", root, str(MEDIA / "directions" / "pose.pt"), "--name", "pose",
-                 "--project-to-anchors"]) == 0
+                 "--no-project"]) == 0
     out = capsys.readouterr().out
     assert "imported direction 'smile' (1, 512)" in out and "(projected)" in out
     smile = load_direction(ffhq_shaped_project.directions_dir, "smile")
-    assert 0.0 < smile.meta["reliability"] < 0.5  # 19 random anchors span little of 512-d W
+    assert smile.meta["projected"] and 0.0 < smile.meta["reliability"] < 0.5  # 19 random anchors span little of W
+    assert reliability(smile.vector, anchors) == pytest.approx(1.0, abs=1e-5)  # stored inside the span
     pose = load_direction(ffhq_shaped_project.directions_dir, "pose")
-    assert pose.vector.shape == (18, 512) and pose.meta["projected"]
+    assert pose.vector.shape == (18, 512) and not pose.meta["projected"] and 0.0 < pose.meta["reliability"] < 0.5
+    original = read_direction_file(MEDIA / "directions" / "pose.pt", w_dim=512, num_ws=18)
+    assert torch.equal(pose.vector, original)
+    assert main(["directions", "import", root, str(MEDIA / "directions" / "age.pt"), "--name", "age",
+                 "--project-to-anchors"]) == 0  # the old flag still works (it is the default now)
+    assert load_direction(ffhq_shaped_project.directions_dir, "age").meta["projected"]
     assert main(["directions", "list", root]) == 0
     listing = capsys.readouterr().out
     assert "smile" in listing and "pose" in listing and "styles: none" in listing
+
+
+def test_import_needs_anchors_to_project_or_no_project(tmp_path, capsys) -> None:
+    project = Project.create(tmp_path / "new.studio")
+    np.save(tmp_path / "d.npy", np.ones(512, np.float32))
+    assert main(["directions", "import", str(project.root), str(tmp_path / "d.npy"), "--name", "d"]) == 2
+    assert "without projection" in capsys.readouterr().err
+    assert main(["directions", "import", str(project.root), str(tmp_path / "d.npy"), "--name", "d",
+                 "--no-project"]) == 0
+    assert not load_direction(project.directions_dir, "d").meta["projected"]
 
 
 def test_import_bad_input_gives_clear_errors_and_keeps_files(tiny_project, tmp_path, capsys) -> None:
@@ -62,13 +83,14 @@ def test_import_bad_input_gives_clear_errors_and_keeps_files(tiny_project, tmp_p
     assert main(["directions", "import", root, str(tmp_path / "nan.npy"), "--name", "x"]) == 2
     assert "NaN" in capsys.readouterr().err
     np.save(tmp_path / "good.npy", np.ones(64, np.float32))
-    assert main(["directions", "import", root, str(tmp_path / "good.npy"), "--name", "good"]) == 0
+    assert main(["directions", "import", root, str(tmp_path / "good.npy"), "--name", "good", "--no-project"]) == 0
     before = (tiny_project.directions_dir / "good.npy").read_bytes()
     np.save(tmp_path / "other.npy", -np.ones(64, np.float32))
-    assert main(["directions", "import", root, str(tmp_path / "other.npy"), "--name", "good"]) == 2
+    assert main(["directions", "import", root, str(tmp_path / "other.npy"), "--name", "good", "--no-project"]) == 2
     assert "--force" in capsys.readouterr().err
     assert (tiny_project.directions_dir / "good.npy").read_bytes() == before
-    assert main(["directions", "import", root, str(tmp_path / "other.npy"), "--name", "good", "--force"]) == 0
+    assert main(["directions", "import", root, str(tmp_path / "other.npy"), "--name", "good", "--force",
+                 "--no-project"]) == 0
     assert torch.equal(load_direction(tiny_project.directions_dir, "good").vector, -torch.ones(1, 64))
 
 
@@ -106,6 +128,10 @@ def test_stylize_then_render_a_stylized_edited_take(tiny_project, monkeypatch, t
     track = torch.from_numpy(np.load(tiny_project.model_dir / "anchors.npy")[:3]).unsqueeze(1).repeat(1, styled.num_ws, 1)
     edit = make_ws_edit([(load_direction(tiny_project.directions_dir, "d"), 0.5)])
     result = render_take(styled, track, tmp_path / "frames", fps=25.0, edit_ws=edit)
+    from studio.jobs.editing import edits_to_ws_edit
+
+    job_edit = edits_to_ws_edit(tiny_project, {"d": 0.5}, 64, styled.num_ws)  # what 'render --edit' uses
+    assert job_edit.anchors is not None  # renders keep edited codes inside the person's space
     assert result.frames == 3
     pngs = sorted((tmp_path / "frames").glob("*.png"))
     assert len(pngs) == 3

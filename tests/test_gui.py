@@ -6,6 +6,8 @@ Heavy jobs are replaced by quick fakes (tests/_gui_helpers.py) that honour the s
 """
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import os
 import subprocess
@@ -45,13 +47,26 @@ def window(qtbot, settings, studio_cache):
     opened: list[QUrl] = []
     win.ctx.open_url = opened.append
     win.opened_urls = opened
-    qtbot.addWidget(win)
     win.show()
     yield win
-    win.ctx.runner.cancel()
-    win.ctx.runner.wait(10000)
-    if win.ctx.last_error is not None:
-        win.ctx.last_error.close()
+    close_window(win, qtbot)
+
+
+def close_window(win, qtbot, timeout: int = 10000) -> None:
+    """Stop every job, then close and delete the window. Not ``qtbot.addWidget``: pytest-qt
+    deletes its widgets before fixtures end, and a window never closes under a running job."""
+    for runner in win._runners():
+        runner.cancel()
+    qtbot.waitUntil(lambda: not any(runner.busy for runner in win._runners()), timeout=timeout)
+    for box in (win.ctx.last_error, win.ctx.cancel_prompt):
+        if box is not None:
+            box.close()
+    win.close()
+    win.deleteLater()
+    qtbot.wait(1)
+    # The deleted window's Python side (pages in reference cycles, their pixmaps, settings) is
+    # freed here, on the GUI thread, not by a collection on a later test's job thread.
+    gc.collect()
 
 
 @pytest.fixture()
@@ -218,7 +233,8 @@ def test_prepare_job_updates_progress_grid_and_project(project_window, qtbot):
     assert win.ctx.statuses["prepare"] == "done"
     assert not win.job_panel.isVisible()
     assert len(page.grid.paths) == 12 and page.grid.flags == {3: ["blurry"]}
-    assert "12 face pictures; 1 with a problem" in page.summary_label.text()
+    assert "12 face pictures" in page.summary_label.text()
+    assert "11 of 12 can be used for training; problems: 1 blurry." in page.summary_label.text()
     assert page.run_button.isEnabled() and page.run_button.text() == "Prepare again"
 
 
@@ -234,7 +250,7 @@ def test_cancel_stops_the_job_and_keeps_the_project_consistent(project_window, q
     with qtbot.waitSignal(win.ctx.runner.cancelled, timeout=5000):
         qtbot.mouseClick(win.job_panel.cancel_button, Qt.MouseButton.LeftButton)
     assert win.ctx.statuses["prepare"] == "not done"
-    assert "resume" in win.statusBar().currentMessage()
+    assert "continue from its last saved point" in win.statusBar().currentMessage()
     assert win.ctx.last_error is None                  # cancelling is not an error
     assert win.pages["prepare"].run_button.isEnabled()
 
@@ -265,23 +281,40 @@ def test_errors_become_dialogs_with_details(project_window, qtbot):
     assert "Traceback" in box.detailedText()
 
 
-def test_status_bar_shows_device_and_missing_weights(window):
+def test_status_bar_shows_device_and_the_personal_weights_only(project_window):
+    window = project_window
     assert "CPU" in window.device_label.text() and "slow" in window.device_label.text()
-    text = window.weights_button.text()
-    assert "ffhq ✘" in text and "lpips-alex ✘" in text
+    assert window.weights_button.text() == "Weights: ffhq ✘ · lpips-alex ✘"
+    window.go_to_stage("edit")                         # stylizing needs CLIP too
+    assert window.weights_button.text() == "Weights: ffhq ✘ · lpips-alex ✘ · clip-vit-b32 ✘"
+    assert "one-shot" in window.weights_button.toolTip()
+
+
+def tree_rows(dialog) -> dict[str, list[str]]:
+    """Mode title -> the registry names listed under it."""
+    tree = dialog.tree
+    return {tree.topLevelItem(i).text(0): [tree.topLevelItem(i).child(j).text(0)
+                                           for j in range(tree.topLevelItem(i).childCount())]
+            for i in range(tree.topLevelItemCount())}
 
 
 def test_models_dialog_import_rejects_a_wrong_file_and_fetch_reports_progress(window, qtbot, tmp_path):
-    dialog = window.show_models()
-    names = [dialog.table.item(r, 0).text() for r in range(dialog.table.rowCount())]
-    assert {"ffhq", "lpips-alex", "clip-vit-b32"} <= set(names)
-    dialog.table.selectRow(names.index("lpips-alex"))
+    dialog = window.show_models("lpips-alex")
+    rows = tree_rows(dialog)
+    personal = next(names for title, names in rows.items() if title.startswith("Your personal"))
+    assert {"ffhq", "lpips-alex"} <= set(personal)
+    assert any("clip-vit-b32" in names for names in rows.values())
+    assert dialog.selected_name() == "lpips-alex"
     wrong = tmp_path / "not-alexnet.pth"
     wrong.write_bytes(b"\0" * 1000)
     dialog.import_selected(str(wrong))
     qtbot.waitUntil(lambda: not dialog.runner.busy, timeout=10000)
-    assert dialog.last_error is not None and "nothing was installed" in dialog.last_error.text()
-    dialog.last_error.close()
+    box = dialog.last_error
+    assert box is not None and "nothing was installed" in box.text()
+    text = box.text() + box.informativeText()
+    assert "studio-cli" not in text and "Tools ▸ Models" not in text    # inside the Models window
+    assert not [b for b in box.buttons() if b.text() == "Open Models…"]
+    box.close()
 
     def fake_fetch(name, progress=None, cancel=None):
         for i in range(1, 6):
@@ -303,7 +336,66 @@ def test_settings_dialog_saves_device_and_defaults(window, settings):
 
 def test_shortcuts_exist_for_main_actions(window):
     shortcuts = {a.shortcut().toString() for a in window.findChildren(QAction) if not a.shortcut().isEmpty()}
-    assert {"Ctrl+N", "Ctrl+O", "Ctrl+R", "Esc", "Ctrl+M", "Ctrl+1", "Ctrl+7", "Ctrl+Right"} <= shortcuts
+    assert {"Ctrl+N", "Ctrl+O", "Ctrl+R", "Ctrl+M", "Ctrl+1", "Ctrl+7", "Ctrl+Right"} <= shortcuts
+    assert "Esc" not in shortcuts   # Esc belongs to text boxes and dialogs, never to the job
+
+
+def start_slow_prepare(win, qtbot):
+    win.ctx.project.mark_done("capture")
+    win.ctx.force_refresh()
+    helpers.use_fakes(win, prepare=functools.partial(helpers.slow_job, steps=100000, delay=0.01))
+    win.pages["prepare"].start()
+    qtbot.waitUntil(lambda: win.job_panel.bar.maximum() == 100000, timeout=5000)
+
+
+def test_esc_anywhere_leaves_the_job_running(project_window, qtbot):
+    """Issue 17: Esc cancelled the running job from anywhere, even while typing in a text box."""
+    win = project_window
+    win.activateWindow()
+    start_slow_prepare(win, qtbot)
+    win.go_to_stage("reenact")
+    box = win.pages["reenact"].name_edit
+    box.setFocus()
+    qtbot.keyClicks(box, "my take")
+    qtbot.keyClick(box, Qt.Key.Key_Escape)
+    qtbot.keyClick(win, Qt.Key.Key_Escape)
+    qtbot.wait(100)
+    assert win.ctx.runner.busy and not win.ctx.runner.cancel_requested
+    assert box.text() == "my take"
+
+
+def test_stopping_a_job_that_ran_a_while_asks_first(project_window, qtbot, monkeypatch):
+    import studio.gui.context as context
+
+    win = project_window
+    start_slow_prepare(win, qtbot)
+    monkeypatch.setattr(context, "CONFIRM_CANCEL_AFTER_S", 0.2)
+    qtbot.waitUntil(lambda: win.ctx.runner.elapsed > 0.2, timeout=5000)
+    qtbot.mouseClick(win.job_panel.cancel_button, Qt.MouseButton.LeftButton)
+    prompt = win.ctx.cancel_prompt
+    assert prompt is not None and prompt.isVisible() and "It has run for" in prompt.text()
+    keep = next(b for b in prompt.buttons() if b.text() == "Keep it running")
+    assert prompt.defaultButton() is keep and prompt.escapeButton() is keep
+    qtbot.mouseClick(keep, Qt.MouseButton.LeftButton)
+    qtbot.wait(100)
+    assert win.ctx.runner.busy and not win.ctx.runner.cancel_requested
+    win.close()                                   # quitting asks the same question
+    prompt = win.ctx.cancel_prompt
+    assert prompt is not None and win.isVisible() and win.ctx.runner.busy
+    with qtbot.waitSignal(win.ctx.runner.cancelled, timeout=5000):
+        qtbot.mouseClick(next(b for b in prompt.buttons() if b.text() == "Stop the job"),
+                         Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not win.isVisible(), timeout=5000)
+    assert win.ctx.statuses["prepare"] == "not done"
+
+
+def test_a_job_stopped_in_its_first_seconds_stops_at_once(project_window, qtbot):
+    win = project_window
+    start_slow_prepare(win, qtbot)
+    with qtbot.waitSignal(win.ctx.runner.cancelled, timeout=5000):
+        qtbot.mouseClick(win.job_panel.cancel_button, Qt.MouseButton.LeftButton)
+    assert win.ctx.cancel_prompt is None
+    assert "stopped" in win.statusBar().currentMessage()
 
 
 # ----------------------------------------------------------------------------- pages
@@ -344,7 +436,8 @@ def test_choosing_the_same_video_again_keeps_later_stages(project_window, qtbot)
         project.mark_done(stage)
     win.ctx.force_refresh()
     fingerprint = project.fingerprint("capture")
-    page.project_loaded()                        # what reopening the project shows
+    page.reset()                                 # what reopening the project shows
+    page.reload()
     assert page.video_path == str(helpers.DRIVING.resolve())
     page.use_video()
     wait_job(qtbot, win, 60000)
@@ -598,13 +691,11 @@ def test_window_geometry_is_remembered_and_a_dropped_project_folder_opens(qtbot,
     from studio.project import Project
 
     first = StudioWindow(settings)
-    qtbot.addWidget(first)
     first.show()
     first.resize(740, 520)
     qtbot.wait(20)
-    first.close()
+    close_window(first, qtbot)
     second = StudioWindow(settings)
-    qtbot.addWidget(second)
     assert (second.width(), second.height()) == (740, 520)
     project = Project.create(tmp_path / "dropped.studio")
     mime = QMimeData()
@@ -612,4 +703,427 @@ def test_window_geometry_is_remembered_and_a_dropped_project_folder_opens(qtbot,
     second.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                                 Qt.KeyboardModifier.NoModifier))
     assert second.ctx.project is not None and second.ctx.project.root == project.root
-    second.close()
+    close_window(second, qtbot)
+
+
+# ----------------------------------------------------------------------------- issue 17
+def filled_project(win, qtbot, tmp_path):
+    """The window's project with prepared frames, a selection, a training log, a finished take,
+    a direction with a slider moved, and every page showing them."""
+    from personalize.progress import NEVER_CANCELLED
+
+    project = win.ctx.project
+    helpers.use_fakes(win, capture=lambda project, video, start=0.0, end=None, progress=None, cancel=None:
+                      project.mark_done("capture"))
+    win.pages["capture"].load_video(str(helpers.SELFSCAN))
+    helpers.fake_prepare(project, progress=lambda *a: None, cancel=NEVER_CANCELLED)
+    helpers.fake_select(project, progress=lambda *a: None, cancel=NEVER_CANCELLED)
+    helpers.write_training_outputs(project.model_dir)
+    with_finished_take(win, "speech")
+    helpers.fake_import_direction(project, tmp_path / "smile.npy", "smile")
+    win.ctx.force_refresh()
+    win.pages["edit"].sliders["smile"].slider.setValue(120)
+    win.pages["reenact"].set_driving(str(helpers.DRIVING))
+    for stage in STAGES:
+        win.go_to_stage(stage)
+        qtbot.wait(5)
+    return project
+
+
+def test_a_new_project_shows_nothing_of_the_previous_one(project_window, qtbot, tmp_path):
+    """Issue 17: after File ▸ New, Capture showed (and 'Use this video' applied) the previous
+    project's video, Select its coverage grid, Re-enact its driving file and take name."""
+    win = project_window
+    filled_project(win, qtbot, tmp_path)
+    pages = win.pages
+    assert pages["capture"].video_path and len(pages["select"].grid.paths) == 12
+    assert pages["reenact"].driving and pages["reenact"].name_edit.text() and win.ctx.edits
+    assert pages["personalize"].plot.xs and pages["export"].take_box.count() == 1
+
+    win.new_project(tmp_path / "ben.studio")
+    capture = pages["capture"]
+    assert capture.video_path is None and capture.file_label.text() == "No video chosen yet."
+    assert not capture.use_button.isEnabled() and not capture.trim_out.isEnabled()
+    assert capture.in_use_image.source is None
+    assert pages["prepare"].grid.count() == 0 and pages["prepare"].summary_label.text() == "Nothing prepared yet."
+    select = pages["select"]
+    assert select.grid.count() == 0 and select.coverage.reference is None
+    assert select.coverage.fraction_covered() == 0 and "selected" not in select.summary_label.text()
+    assert pages["personalize"].plot.xs == [] and pages["personalize"].preview.source is None
+    reenact = pages["reenact"]
+    assert reenact.driving is None and reenact.name_edit.text() == "" and reenact.takes.count() == 0
+    assert reenact.player.n_frames == 0 and reenact.drop.label.text() == reenact.drop.prompt
+    edit = pages["edit"]
+    assert edit.sliders == {} and edit.take_box.count() == 0 and win.ctx.edits == {}
+    assert pages["export"].take_box.count() == 0 and pages["export"].edits_label.text() == "none"
+
+
+def test_select_shows_the_new_frames_when_prepare_finishes(project_window, qtbot):
+    win = project_window
+    win.ctx.project.mark_done("capture")
+    win.ctx.force_refresh()
+    select = win.pages["select"]
+    assert select.grid.count() == 0
+    helpers.use_fakes(win, prepare=helpers.fake_prepare)
+    win.pages["prepare"].start()
+    wait_job(qtbot, win)
+    assert select.grid.count() == 12
+    assert select.summary_label.text() == "No frames selected yet."
+
+
+def test_reloading_directions_opens_no_stray_window(project_window, qtbot, tmp_path):
+    """Issue 17: a copy of the smile slider opened as its own 360×22 window after 'Learn a
+    direction' (the rows were detached with setParent(None) while their queued show was pending)."""
+    from PySide6.QtWidgets import QApplication
+
+    win = project_window
+    project = with_finished_take(win, "speech")
+    edit = win.pages["edit"]
+    win.go_to_stage("edit")
+    qtbot.wait(10)
+    helpers.fake_import_direction(project, tmp_path / "smile.npy", "smile")
+    edit.load_directions()      # e.g. the job's on_success, then a status refresh
+    edit.load_directions()
+    qtbot.wait(50)
+    strays = [w for w in QApplication.topLevelWidgets() if w.isVisible() and w is not win]
+    assert strays == []
+    assert list(edit.sliders) == ["smile"] and edit.sliders["smile"].isVisible()
+    assert edit.sliders["smile"].window() is win
+
+
+def test_reenact_refuses_a_text_file_named_mp4_and_previews_a_real_one(project_window, tmp_path):
+    win = project_window
+    for stage in ("capture", "prepare", "select", "personalize"):
+        win.ctx.project.mark_done(stage)
+    win.ctx.force_refresh()
+    page = win.pages["reenact"]
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("these are my notes, not a video\n" * 20)
+    assert page.set_driving(str(fake)) is False
+    box = close_error(win)
+    assert "not a readable video" in box.text()
+    assert page.driving is None and not page.run_button.isEnabled()
+    assert page.set_driving(str(helpers.DRIVING))          # a real video previews at once
+    assert page.player.sources[0] is not None and page.player.sources[0].n_frames == 78
+    assert page.player.left_screen.pixmap() is not None and not page.player.left_screen.pixmap().isNull()
+    assert "driving_man_smile_wink_3s.mp4" in page.drop.label.text()
+
+
+def test_takes_can_be_renamed_and_deleted_and_keep_their_original_name(project_window, qtbot):
+    win = project_window
+    project = win.ctx.project
+    for stage in ("capture", "prepare", "select", "personalize"):
+        project.mark_done(stage)
+    helpers.make_take(project, "failed", result=False, complete=False)
+    helpers.make_take(project, "good")
+    win.ctx.force_refresh()
+    page = win.pages["reenact"]
+    win.go_to_stage("reenact")
+    names = [page.takes.item(i).data(Qt.ItemDataRole.UserRole) for i in range(page.takes.count())]
+    assert names == ["failed", "good"] and "not finished" in page.takes.item(0).text()
+    page.takes.setCurrentRow(0)
+    assert page.run_button.text() == "Resume take"
+    assert "driving.mp4" not in page.drop.label.text() and "take 'failed'" in page.drop.label.text()
+    assert page.rename_take("failed", "good") is None      # taken: a dialog, nothing renamed
+    close_error(win)
+    assert page.rename_take("failed", "second try") == "second try"
+    assert project.takes() == ["good", "second try"] and page.selected_take() == "second try"
+    box = page.ask_delete()
+    assert "second try" in box.text()
+    qtbot.mouseClick(next(b for b in box.buttons() if b.text() == "Delete"), Qt.MouseButton.LeftButton)
+    assert project.takes() == ["good"] and page.takes.count() == 1
+    assert page.driving is None and not page.run_button.isEnabled()
+
+
+def test_render_preview_shows_its_progress_in_the_player(project_window, qtbot):
+    import time as _time
+
+    win = project_window
+    project = with_finished_take(win, "speech")
+    project.preview_path("speech").unlink()
+    seen = []
+
+    def slow_render(project, take, out, progress=None, cancel=None, **options):
+        for i in range(1, 4):
+            progress(i, 3, "rendering")
+            seen.append(win.pages["reenact"].player.right_screen.text())
+            _time.sleep(0.1)
+        return helpers.fake_render(project, take, out, progress=progress, cancel=cancel, **options)
+    helpers.use_fakes(win, render=slow_render)
+    page = win.pages["reenact"]
+    page.load_takes(select="speech")
+    page.render_preview()
+    qtbot.waitUntil(lambda: "frames" in page.player.right_screen.text(), timeout=5000)
+    assert page.player.right_screen.text().startswith("Rendering the preview")
+    wait_job(qtbot, win)
+    assert page.player.right_screen.pixmap() is not None and not page.player.right_screen.pixmap().isNull()
+
+
+def test_capture_says_when_the_loaded_file_is_not_the_one_in_use(project_window, qtbot):
+    win = project_window
+    page = win.pages["capture"]
+    page.load_video(str(helpers.DRIVING))
+    assert page.pending_label.isVisible() and "Not used yet" in page.pending_label.text()
+    page.use_video()
+    wait_job(qtbot, win, 60000)
+    assert not page.pending_label.isVisible()
+    assert page.in_use_image.source is not None and "driving_man_smile_wink_3s.mp4" in page.in_use_label.text()
+    page.load_video(str(helpers.SELFSCAN))                 # another file: not used until 'Use'
+    assert page.pending_label.isVisible() and "not the self-scan yet" in page.pending_label.text()
+    page.load_video(str(helpers.DRIVING))
+    assert not page.pending_label.isVisible()
+    page.trim_in.setValue(1.0)                             # another part of it
+    assert page.pending_label.isVisible()
+
+
+def test_export_says_when_the_folder_cannot_be_opened(project_window, qtbot):
+    win = project_window
+    with_finished_take(win, "speech")
+    win.ctx.open_url = lambda url: False                   # no file manager on this desktop
+    helpers.use_fakes(win, render=helpers.fake_render)
+    export = win.pages["export"]
+    win.go_to_stage("export")
+    export.start()
+    wait_job(qtbot, win)
+    assert "could not be opened" in export.result_label.text()
+    assert "no file manager" in win.statusBar().currentMessage()
+
+
+def test_missing_weights_dialog_speaks_window_words_and_opens_models(project_window, qtbot):
+    """Issue 17: missing-weights dialogs pointed to CLI commands and started in lower case."""
+    from studio.weights import require_weights
+
+    win = project_window
+    with pytest.raises(Exception) as caught:
+        require_weights("ffhq")
+    box = win.ctx.error("Personalize", caught.value)
+    text, info = box.text(), box.informativeText()
+    assert text.startswith("Missing pretrained weights 'ffhq'")
+    assert "studio-cli" not in text + info
+    assert "Download button in Tools ▸ Models…" in info and "Import from file…" in info
+    button = next(b for b in box.buttons() if b.text() == "Open Models…")
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert not box.isVisible()
+    assert win.models_dialog.isVisible() and win.models_dialog.selected_name() == "ffhq"
+    win.models_dialog.reject()
+
+
+def test_downloads_with_a_licence_note_ask_first_and_never_fail_for_it(window, qtbot):
+    from studio.weights import LicenceNotAcceptedError, licence_accepted, licence_note
+
+    fetched = []
+
+    def fake_fetch(name, progress=None, cancel=None):
+        fetched.append(name)
+        progress(1, 1, "downloading")
+    helpers.use_fakes(window, fetch_weights=fake_fetch)
+    dialog = window.show_models("hyperreenact-net")
+    assert dialog.tree.currentItem().text(2) == "⚖ research only"
+    prompt = dialog.fetch_selected()
+    assert prompt is dialog.licence_prompt and licence_note("hyperreenact-net") in prompt.informativeText()
+    qtbot.mouseClick(prompt.button(QMessageBox.StandardButton.Cancel), Qt.MouseButton.LeftButton)
+    assert fetched == [] and not licence_accepted("hyperreenact-net")
+    prompt = dialog.fetch_selected()
+    with qtbot.waitSignal(dialog.weights_changed, timeout=10000):
+        qtbot.mouseClick(next(b for b in prompt.buttons() if b.text() == "Accept and download"),
+                         Qt.MouseButton.LeftButton)
+    assert fetched == ["hyperreenact-net"] and licence_accepted("hyperreenact-net")
+
+    def refusing_fetch(name, progress=None, cancel=None):   # e.g. a note changed meanwhile
+        raise LicenceNotAcceptedError([name], licence_note(name))
+    helpers.use_fakes(window, fetch_weights=refusing_fetch)
+    dialog.select("deca")
+    from studio.weights import accept_licence
+    accept_licence("deca")
+    dialog.fetch_selected()
+    qtbot.waitUntil(lambda: not dialog.runner.busy, timeout=10000)
+    assert dialog.last_error is None and dialog.licence_prompt is not None   # asked, not an error
+    dialog.licence_prompt.close()
+    dialog.reject()
+
+
+def test_a_mode_downloads_its_missing_files_and_import_only_files_say_where_to_get_them(window, qtbot):
+    from studio.weights import accept_licence, files_for
+
+    fetched = []
+    helpers.use_fakes(window, fetch_weights=lambda name, progress=None, cancel=None: fetched.append(name))
+    dialog = window.show_models()
+    tree = dialog.tree
+    group = next(tree.topLevelItem(i) for i in range(tree.topLevelItemCount())
+                 if tree.topLevelItem(i).text(0).startswith("DiffusionAct"))
+    tree.setCurrentItem(group)
+    assert dialog.fetch_button.text() == "Download missing files" and not dialog.import_button.isEnabled()
+    accept_licence(*files_for("diffusionact"))
+    dialog.fetch_selected()
+    qtbot.waitUntil(lambda: not dialog.runner.busy and not dialog._queue, timeout=10000)
+    assert fetched == [n for n in files_for("diffusionact") if n != "flame"]   # FLAME: import only
+    dialog.select("flame")
+    assert not dialog.fetch_button.isEnabled() and dialog.import_button.isEnabled()
+    assert "import only" in tree.currentItem().text(1)
+    assert "https://flame.is.tue.mpg.de" in dialog.path_label.text()
+    assert "studio-cli" not in dialog.path_label.text() and "Import from file…" in dialog.path_label.text()
+    dialog.reject()
+
+
+def test_the_job_strip_names_the_phase_and_counts_its_units(project_window, qtbot):
+    win = project_window
+    win.ctx.project.mark_done("capture")
+    win.ctx.force_refresh()
+    reports = [(30, 75, "finding landmarks (pass 1 of 2)"), (75, 75, "finding landmarks (pass 1 of 2)"),
+               (10, 75, "writing crops (pass 2 of 2)"), (161, 16000, "inverting: frames 1-8 loss 0.312")]
+    shown = []
+
+    def phased(project, progress=None, cancel=None, **_):
+        for done, total, message in reports:
+            progress(done, total, message)
+            import time as _time
+            _time.sleep(0.15)
+    helpers.use_fakes(win, prepare=phased)
+    panel = win.job_panel
+    win.ctx.runner.progressed.connect(lambda *_: shown.append(
+        (panel.phase.text(), panel.bar.format(), panel.message.text())))
+    win.pages["prepare"].start()
+    wait_job(qtbot, win)
+    assert shown == [("— finding landmarks (pass 1 of 2)", "30 / 75", ""),
+                     ("— finding landmarks (pass 1 of 2)", "75 / 75", ""),
+                     ("— writing crops (pass 2 of 2)", "10 / 75", ""),
+                     ("— inverting", "161 / 16000", "frames 1-8 loss 0.312")]
+
+
+def test_the_loss_chart_uses_a_log_axis_and_keeps_its_legend_off_the_curves(qtbot, tmp_path):
+    from studio.gui.widgets.loss_plot import LossPlot
+
+    helpers.write_training_outputs(tmp_path, steps=40)
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(420, 220)
+    plot.load(tmp_path / "log.csv")
+    assert plot.uses_log_axis()                       # loss ~1 and pixel ~0.01 both readable
+    assert not plot.legend_area().intersects(plot.plot_area())
+    plot.show()
+    assert not plot.grab().isNull()
+    plot.set_data([0, 1, 2], {"delta": [-1.0, 0.0, 1.0]})
+    assert not plot.uses_log_axis()
+
+
+def test_every_weights_message_is_phrased_without_commands():
+    """The weights manager writes for the terminal too; every hint it can give, for every file,
+    reads as the Models window's buttons (and inside the window, never points to it)."""
+    from pathlib import Path as _Path
+
+    from studio.gui.error_dialog import window_words
+    from studio.weights import REGISTRY
+    from studio.weights.download import _drive_refused, _interrupted, _source_of, _unreachable
+    from studio.weights.licences import LicenceNotAcceptedError
+    from studio.weights.store import how_to_get, manual_download_hint
+
+    class Quota:
+        kind, reason = "quota", "the download quota is exceeded"
+
+    for entry in REGISTRY.values():
+        source = _source_of(entry, None)
+        texts = [how_to_get(entry, _Path("/cache") / entry.filename), manual_download_hint(entry),
+                 entry.manual_steps, _unreachable(entry, source, "timed out").hint,
+                 _drive_refused(entry, source, Quota()).hint,
+                 _interrupted(entry, source, _Path("/x.part"), 1, 2, "reset").hint,
+                 LicenceNotAcceptedError([entry.name], entry.licence or "").hint]
+        for text in texts:
+            for inside in (False, True):
+                words = window_words(text, inside)
+                assert "studio-cli" not in words and "`--" not in words, (entry.name, words)
+                if inside:
+                    assert "Tools ▸ Models" not in words
+
+
+def cut_texts(root) -> list[str]:
+    """Visible labels, buttons and check boxes of ``root`` whose text does not fit their width."""
+    from PySide6.QtWidgets import QAbstractButton, QLabel
+
+    cut = []
+    for widget in root.findChildren(QLabel) + root.findChildren(QAbstractButton):
+        if not widget.isVisible() or not widget.text() or widget.width() <= 1:
+            continue
+        if isinstance(widget, QLabel) and (widget.wordWrap() or widget.pixmap() is not None
+                                           and not widget.pixmap().isNull()):
+            if widget.wordWrap() and widget.heightForWidth(widget.width()) > widget.height() + 2:
+                cut.append(f"{type(widget).__name__} {widget.text()[:40]!r} (height)")
+            continue
+        from PySide6.QtWidgets import QPushButton
+        needed = (widget.fontMetrics().horizontalAdvance(widget.text()) + 8
+                  if isinstance(widget, QPushButton) else widget.sizeHint().width())
+        if needed > widget.width() + 1:
+            cut.append(f"{type(widget).__name__} {widget.text()[:40]!r} ({needed} > {widget.width()})")
+    return cut
+
+
+def test_nothing_is_cut_at_1024_by_640(project_window, qtbot, tmp_path):
+    """Issue 17: at 1024×640, labels were cut ("Head directions: 0% covered", the take name)."""
+    win = project_window
+    filled_project(win, qtbot, tmp_path)
+    win.resize(1024, 640)
+    qtbot.wait(20)
+    for stage in STAGES:
+        win.go_to_stage(stage)
+        qtbot.wait(20)
+        page = win.pages[stage]
+        assert cut_texts(page) == [], stage
+    reenact = win.pages["reenact"]
+    name = reenact.name_edit
+    assert name.fontMetrics().horizontalAdvance(name.text()) < name.width() - 8
+    meter = win.pages["select"].coverage
+    assert meter.title(meter.width()).startswith("Head directions")
+
+
+def test_a_failed_job_leaves_no_qt_object_for_the_garbage_collector(qtbot):
+    """The failed job's traceback held the job thread (run()'s frame) in a reference cycle, freed
+    later by the cyclic collector on whatever thread ran it — typically the next job's."""
+    from studio.gui.worker import JobRunner
+    from tests._gui_thread_checks import qt_garbage
+
+    qt_garbage()                                 # what earlier tests' windows left
+    runner = JobRunner()
+
+    def broken(progress=None, cancel=None):
+        raise ValueError("boom")
+    with qtbot.waitSignal(runner.failed, timeout=5000) as failed:
+        runner.start("broken", broken)
+    assert "ValueError: boom" in failed.args[0].details and "Traceback" in failed.args[0].details
+    del failed                                   # the next outcome replaces runner.last_outcome
+    with qtbot.waitSignal(runner.succeeded, timeout=5000):
+        runner.start("fine", lambda progress=None, cancel=None: 1)
+    qtbot.wait(10)
+    assert qt_garbage() == {}
+
+
+def test_the_window_closes_only_after_its_jobs_ended(project_window, qtbot):
+    """Closing used to wait 30 s for the job and then let Python shut down under the still
+    running job thread ("QThread: Destroyed while thread is still running": a crash on exit)."""
+    win = project_window
+    start_slow_prepare(win, qtbot)
+    ended = []
+    win.ctx.runner.finished.connect(lambda _o: ended.append(win.isVisible()))
+    win.close()                                   # a job in its first seconds: no question
+    assert win.ctx.cancel_prompt is None and win.ctx.runner.cancel_requested and win.isVisible()
+    qtbot.waitUntil(lambda: not win.isVisible(), timeout=10000)
+    assert ended == [True] and not win.ctx.runner.busy   # the job ended, then the window closed
+    assert not win.ctx.run_job("late", lambda progress=None, cancel=None: None)  # none starts now
+
+
+def test_a_stage_rerun_elsewhere_reloads_the_pages_that_show_it(project_window, qtbot):
+    """studio-cli re-running a stage between two polls keeps its status ('done') but gives it a
+    new output: the pages showing it reload all the same."""
+    from personalize.progress import NEVER_CANCELLED
+    from studio.project import Project
+
+    win = project_window
+    project = win.ctx.project
+    project.mark_done("capture")
+    helpers.fake_prepare(project, progress=lambda *a: None, cancel=NEVER_CANCELLED, count=6)
+    win.ctx.refresh()
+    select = win.pages["select"]
+    assert select.grid.count() == 6
+    elsewhere = Project.open(project.root)          # another process
+    helpers.fake_prepare(elsewhere, progress=lambda *a: None, cancel=NEVER_CANCELLED, count=9)
+    assert win.ctx.statuses["prepare"] == "done" == elsewhere.status("prepare")
+    win.ctx.refresh()
+    assert select.grid.count() == 9

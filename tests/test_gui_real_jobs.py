@@ -22,16 +22,14 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture()
 def window(qtbot, tmp_path, studio_cache):
+    from tests.test_gui import close_window
+
     win = StudioWindow(StudioSettings.at(tmp_path / "settings.ini"))
     win.ctx.open_url = lambda url: None
-    qtbot.addWidget(win)
     win.show()
     win.new_project(tmp_path / "woman2.studio")
     yield win
-    win.ctx.runner.cancel()
-    win.ctx.runner.wait(30000)
-    if win.ctx.last_error is not None:
-        win.ctx.last_error.close()
+    close_window(win, qtbot, timeout=60000)
 
 
 def import_clip(win, qtbot, start: float, end: float) -> None:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from optimize.keypoints import (CROP_PARTS, KEYPOINT_ORDER, KEYPOINTS, N_KEYPOINTS, group_slices,
-                                keypoint_indices, normalized_keypoints, part_boxes, part_crops)
+from optimize.keypoints import (CROP_PARTS, KEYPOINT_DEFINITION, KEYPOINT_ORDER, KEYPOINTS, N_KEYPOINTS,
+                                definition_id, group_slices, keypoint_indices, normalized_keypoints,
+                                part_boxes, part_crops)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,23 +80,39 @@ def test_normalized_keypoints_zero_mean_parts_and_absolute_frame():
     kp = normalized_keypoints(lm)
     assert kp.shape == (2, 66, 3)
     sl = group_slices()
-    for g in ("right_eye", "left_eye", "right_iris", "left_iris", "mouth"):
-        assert torch.allclose(kp[:, sl[g]].mean(1), torch.zeros(2, 3), atol=1e-4)
-        centred = lm[:, list(KEYPOINTS[g])] - lm[:, list(KEYPOINTS[g])].mean(1, keepdim=True)
-        assert torch.allclose(kp[:, sl[g]], centred, atol=1e-4)
+    for groups in (("right_eye", "right_iris"), ("left_eye", "left_iris"), ("mouth",)):
+        indices = [i for g in groups for i in KEYPOINTS[g]]
+        mean = lm[:, indices].mean(1, keepdim=True)  # one mean per part: an eye with its iris
+        for g in groups:
+            assert torch.allclose(kp[:, sl[g]], lm[:, list(KEYPOINTS[g])] - mean, atol=1e-4)
+        assert torch.allclose(torch.cat([kp[:, sl[g]] for g in groups], 1).mean(1), torch.zeros(2, 3), atol=1e-4)
     assert torch.equal(kp[:, sl["frame"]], lm[:, list(KEYPOINTS["frame"])])
     assert torch.allclose(normalized_keypoints(lm, image_size=200.0), kp / 200.0, atol=1e-6)
 
 
-def test_normalization_removes_part_translation_but_keeps_head_pose():
+def test_keypoints_keep_where_the_iris_sits_between_the_eyelids():
+    """Gaze (Sec. 3.3.2, "looking right or down"): an iris moved between fixed eyelids must change
+    the keypoints; the whole eye (lids and iris) moved together must not."""
     lm = _random_landmarks(1)
-    moved = lm.clone()
-    moved[:, list(KEYPOINTS["mouth"])] += torch.tensor([5.0, -3.0, 1.0])  # mouth shifted only
-    assert torch.allclose(normalized_keypoints(lm), normalized_keypoints(moved), atol=1e-4)
-    shifted = lm + torch.tensor([4.0, 0.0, 0.0])  # whole head moved
-    diff = (normalized_keypoints(shifted) - normalized_keypoints(lm)).abs().sum(-1)[0]
     sl = group_slices()
-    assert torch.all(diff[sl["frame"]] > 3.9) and diff[: sl["frame"].start].max() < 1e-3
+    for side in ("right", "left"):
+        looking = lm.clone()
+        looking[:, list(KEYPOINTS[f"{side}_iris"])] += torch.tensor([3.0, 2.0, 0.0])
+        diff = (normalized_keypoints(looking) - normalized_keypoints(lm))[0, :, :2]
+        iris_moved = diff[sl[f"{side}_iris"]] - diff[sl[f"{side}_eye"]].mean(0)
+        assert torch.allclose(iris_moved, torch.tensor([3.0, 2.0]).expand(5, 2), atol=1e-4)
+        whole_eye = lm.clone()
+        whole_eye[:, list(KEYPOINTS[f"{side}_eye"]) + list(KEYPOINTS[f"{side}_iris"])] += torch.tensor([4.0, -1.0, 2.0])
+        assert torch.allclose(normalized_keypoints(whole_eye), normalized_keypoints(lm), atol=1e-4)
+
+
+def test_keypoint_definition_id_follows_the_definition_not_the_notes():
+    """Caches of normalized keypoints are keyed by KEYPOINT_DEFINITION: it must follow the table."""
+    table = json.loads((ROOT / "assets" / "keypoints66.json").read_text())
+    assert definition_id(table) == KEYPOINT_DEFINITION
+    assert definition_id({**table, "description": "reworded"}) == KEYPOINT_DEFINITION
+    per_iris = [["right_eye"], ["left_eye"], ["right_iris"], ["left_iris"], ["mouth"]]  # the old definition
+    assert definition_id({**table, "normalized_parts": per_iris}) != KEYPOINT_DEFINITION
 
 
 def test_bad_landmarks_shape_is_refused():

@@ -97,12 +97,28 @@ def test_gradients_reach_alpha_and_delta() -> None:
 def test_perturbed_is_reproducible_and_small() -> None:
     space = _space(n=250, w_dim=16, num_ws=4)
     base = space.center_code()
-    a = space.perturbed(base, 0.05, torch.Generator().manual_seed(3))
+    a = space.perturbed(base, 0.05, torch.Generator().manual_seed(3))  # default: relative to uniform
     b = space.perturbed(base, 0.05, torch.Generator().manual_seed(3))
     assert torch.equal(a.alpha, b.alpha) and torch.equal(a.delta, base.delta)
-    # sigma is relative to the uniform coefficient: the code stays near the start
+    # sigma relative to the uniform coefficient: the code stays near the start
     moved = (space.final_ws(a) - space.final_ws(base)).norm() / space.final_ws(base).norm()
     assert 0 < float(moved) < 0.2
+
+
+@pytest.mark.parametrize("n", [6, 250])
+def test_warm_start_noise_has_the_papers_sigma_on_the_coefficients(n: int) -> None:
+    """Appendix C.3: sigma = 0.05 on the previous result's barycentric coefficients alpha (raw units,
+    uniform = 1/N), whatever the anchor count; 'uniform' units divide it by N (the earlier reading)."""
+    space = _space(n=n, w_dim=16, num_ws=4)
+    base = space.anchor_code(0)
+    draws = torch.cat([space.perturbed(base, 0.05, torch.Generator().manual_seed(s), units="alpha").alpha
+                       - base.alpha for s in range(400 // n + 4)], dim=1) / n  # unit scale -> raw alpha
+    assert float(draws.std()) == pytest.approx(0.05, rel=0.1)
+    before = torch.cat([space.perturbed(base, 0.05, torch.Generator().manual_seed(s), units="uniform").alpha
+                        - base.alpha for s in range(400 // n + 4)], dim=1) / n
+    assert float(before.std()) == pytest.approx(0.05 / n, rel=0.1)
+    with pytest.raises(ValueError, match="units"):
+        space.perturbed(base, 0.05, units="w")
 
 
 def test_alpha_floor_keeps_anchors_reachable_and_barely_moves_the_code() -> None:

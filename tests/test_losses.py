@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from optimize.latent_space import PersonalizedSpace, PPlusCode
-from optimize.losses import (IdentityReference, LossWeights, MeshLandmarks, ReenactLoss, crop_l2,
-                             keypoint_loss, keypoints_from_landmarks)
+from optimize.losses import (IdentityReference, LossWeights, MeshLandmarks, ReenactLoss, crop_distance,
+                             crop_l2, crop_mse, keypoint_loss, keypoints_from_landmarks)
 from tests._reenact_helpers import keypoint_gradient_cosine, load_aligned, warp_anchors, warp_face_generator
 
 
@@ -38,8 +38,38 @@ def test_keypoint_loss_is_eq2() -> None:
     b[1, :, 2] = 1.0
     assert torch.allclose(keypoint_loss(a, b), torch.tensor([5.0, 66.0]), atol=1e-4)
     assert torch.allclose(keypoint_loss(a, b, use_z=False), torch.tensor([5.0, 0.0]), atol=1e-4)
-    x = torch.rand(1, 3, 8, 8)
-    assert float(crop_l2(x, x)) == 0.0 and float(crop_l2(x, x + 0.5)) == pytest.approx(0.25)
+
+
+
+def test_crop_terms_are_the_l2_norm_of_eq3_or_the_per_pixel_mean() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(crop_l2(x, x), torch.zeros(2))
+    assert torch.allclose(crop_l2(x, x + 0.5), torch.full((2,), 0.5 * (3 * 8 * 8) ** 0.5))  # Eq. 3: ||d||_2
+    assert torch.allclose(crop_mse(x, x + 0.5), torch.full((2,), 0.25))
+    assert torch.equal(crop_distance(x, x + 0.5, "l2"), crop_l2(x, x + 0.5))
+    assert torch.equal(crop_distance(x, x + 0.5, "mse"), crop_mse(x, x + 0.5))
+    with pytest.raises(ValueError, match="crop_norm"):
+        crop_distance(x, x, "l1")
+    leaf = x.clone().requires_grad_(True)
+    crop_l2(leaf, x).sum().backward()  # identical crops: a zero norm must not give NaN gradients
+    assert torch.equal(leaf.grad, torch.zeros_like(x))
+
+
+def test_loss_uses_the_chosen_crop_norm(face_mesh, face) -> None:
+    """The setting reaches L_mouth and L_eyes: l2 = sqrt(pixels x mse) for the same crops."""
+    mesh = MeshLandmarks(face_mesh, input_size=256)
+    moved = torch.roll(face, shifts=(3, 2), dims=(2, 3))
+    with torch.no_grad():
+        lm = mesh(face)
+        terms = {}
+        for norm in ("mse", "l2"):
+            loss = ReenactLoss(mesh, LossWeights(crop_norm=norm))
+            terms[norm] = loss(moved, loss.driving_target(face, lm), IdentityReference(face, lm))
+    pixels = 3 * LossWeights().crop_size ** 2
+    assert float(terms["mse"].mouth) > 0
+    assert float(terms["l2"].mouth) == pytest.approx((float(terms["mse"].mouth) * pixels) ** 0.5, rel=1e-4)
+    assert float(terms["l2"].eyes) > float(terms["mse"].eyes)
+    assert LossWeights().crop_norm == "mse"  # the default, with the figures in docs/ARCHITECTURE.md
 
 
 def test_all_terms_zero_for_identical_images(face_mesh, face) -> None:

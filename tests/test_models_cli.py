@@ -183,8 +183,7 @@ def test_models_fetch_diffusionact_says_flame_must_be_imported(weights_env, driv
     captured = capsys.readouterr()
     assert "flame cannot be downloaded by the studio. The other files are ready." in captured.err
     assert "https://flame.is.tue.mpg.de" in captured.err
-    assert set(installed) == {"diffae-ffhq256", "diffusionact-net", "gaze-xgaze", "emoca-v2",
-                              "flame-landmarks"}
+    assert set(installed) == {"diffusionact-net", "gaze-xgaze", "emoca-v2", "flame-landmarks"}
     assert all(is_present(name) for name in installed)
 
     assert main(["models", "fetch", "--backend", "diffusionact", "--landmarks", "mediapipe"]) == 0

@@ -85,12 +85,41 @@ def test_reselection_trains_only_the_union_of_selected_layers(clip_tiny, anchors
 
 
 def test_select_layers_prefers_layers_the_loss_needs(clip_tiny, anchors) -> None:
+    """NADA ranks layers by how far a plain gradient step moves their codes, i.e. by the size of
+    the global loss's gradient per layer (Adam's first step moves every code by ~lr instead)."""
+    from editing.nada import global_loss
+
     G = tiny_generator(seed=0)
     ws = anchors[:2].unsqueeze(1).repeat(1, G.num_ws, 1)
     _, target = text_direction(clip_tiny, "photo", "a sketch")
     chosen = select_layers(G, clip_tiny, ws, target, k=4)
     assert len(chosen) == 4 and all(0 <= i < G.num_ws - 1 for i in chosen)
     assert all(not p.requires_grad for p in G.parameters())
+    w_plus = ws.clone().requires_grad_(True)
+    global_loss(clip_tiny, G.synthesis(w_plus, noise_mode="const"), target).backward()
+    need = w_plus.grad.abs().mean(dim=(0, 2))[: G.num_ws - 1]  # candidates: every code but toRGB's last
+    assert chosen == sorted(torch.topk(need, 4).indices.tolist())
+
+
+@pytest.mark.parametrize("layer", [2, 5])
+def test_a_loss_that_needs_one_layer_selects_that_layer(layer) -> None:
+    """The loss pulls hard on one layer's code and only faintly on every other one (as a CLIP loss
+    does on layers that barely matter): that layer must rank first, whatever its index. (An Adam
+    probe moves every coordinate by ~lr, so float rounding ranks the layers: it picks 3 for 2.)"""
+    from editing.nada import layers_moved_most
+
+    g = torch.Generator().manual_seed(3)
+    ws = 10 * torch.randn(2, 8, 16, generator=g)
+    goal = torch.randn(16, generator=g)
+    faint = 1e-2 * torch.randn(8, 16, generator=g)
+
+    def loss(w_plus: torch.Tensor) -> torch.Tensor:
+        return ((w_plus[:, layer] - goal) ** 2).sum() + (w_plus * faint).sum()
+
+    assert layers_moved_most(loss, ws, list(range(7)), k=1) == [layer]
+    assert layer in layers_moved_most(loss, ws, list(range(7)), k=2)
+    strict = lambda w_plus: ((w_plus[:, layer] - goal) ** 2).sum()  # depends on that layer only
+    assert layers_moved_most(strict, ws, list(range(7)), k=1) == [layer]
 
 
 def test_directional_loss_values(clip_tiny) -> None:

@@ -20,7 +20,7 @@ from optimize.nets.deca import E_DETAIL_SIZE, DecaResnetEncoder
 from optimize.nets.hypernet import HyperNetwork
 from optimize.nets.stylegan2_rosinality import RosinalityGenerator
 from personalize.encoders.e4e import Encoder4Editing, load_e4e
-from personalize.errors import CheckpointError
+from personalize.errors import Action, CheckpointError
 from personalize.torch_files import InertNamespace
 from tests._oneshot_helpers import filled_state_dict, golden, max_diff
 
@@ -191,8 +191,10 @@ def test_truncated_file(tmp_path: Path, deca_file) -> None:
     data = path.read_bytes()
     cut = tmp_path / "cut.tar"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated or damaged"):
+    with pytest.raises(CheckpointError, match="truncated or damaged") as caught:
         oc.load_deca(cut)
+    assert caught.value.action == Action("models", "deca")     # the step that fixes it: get the file again
+    assert "studio-cli" not in str(caught.value)                 # hints are words; the CLI phrases the action
 
 
 def test_wrong_file_and_missing_file(tmp_path: Path, deca_file) -> None:

@@ -22,7 +22,8 @@ from optimize.nets.diffae import DiffAELitModel
 from optimize.nets.gaze import GazeNetwork
 from optimize.nets.reenactment_encoder import ReenactmentEncoder
 from optimize.stickman import draw_stickman, estimate_gaze, gaze_points
-from tests._diffusionact_helpers import ONESHOT, TINY, filled, names_and_shapes
+from tests._diffusionact_helpers import TINY, filled, names_and_shapes
+from tests._oneshot_helpers import ONESHOT
 
 TOL = {  # README section 3, x10; gaze_warped224 see test_gaze_crop
     "gaze_pred": 6e-6, "sem_z_ema": 6e-6, "sem_z_model": 6e-6, "ctrl_z": 6e-6, "unet_eps_ema": 2.2e-5,

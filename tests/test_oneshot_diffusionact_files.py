@@ -27,7 +27,7 @@ from optimize.nets.flame import FlameLandmarks, project_to_crop, read_flame_mode
 from optimize.nets.gaze import GazeNetwork
 from optimize.nets.reenactment_encoder import ReenactmentEncoder
 from optimize.stickman import draw_stickman, estimate_gaze, gaze_points
-from personalize.errors import CheckpointError, MissingWeightsError
+from personalize.errors import Action, CheckpointError, MissingWeightsError
 from tests._diffusionact_helpers import (TINY, filled_state, lightning_checkpoint, synthetic_embedding,
                                          synthetic_flame, write_embedding_npy, write_flame_pkl)
 from tests._stylegan2_helpers import ShellCommand
@@ -157,12 +157,14 @@ def test_deca_crop_centres_the_landmark_box() -> None:
 
 
 class _FixedEncoder(torch.nn.Module):
+    """Stands in for a ``DecaResnetEncoder``: fixed codes, no features."""
+
     def __init__(self, out: torch.Tensor) -> None:
         super().__init__()
         self.out = out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out.expand(x.shape[0], -1)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.out.expand(x.shape[0], -1), None
 
 
 @pytest.mark.parametrize("mode, extra", [("none", 0), ("jaw", 3), ("global", 3), ("both", 6)])
@@ -217,7 +219,7 @@ def test_diffusionact_model_file_loads(tmp_path: Path, tiny_states: tuple) -> No
     torch.save({"state_dict_diff": diff, "state_dict_net": net, "best_val_loss": 0.25,
                 "global_noise": {"noise": torch.randn(3, 8, 8)}}, path)
     diffae, encoder, report = load_diffusionact_model(path, TINY)
-    assert report.extra == [] and report.missing == []
+    assert report.extra == [] and report.filled_in == []
     for key, value in diffae.state_dict().items():
         assert torch.equal(value, diff[key]), key
     for key, value in encoder.state_dict().items():
@@ -234,13 +236,13 @@ def test_diffusionact_model_file_key_problems(tmp_path: Path, tiny_states: tuple
     assert report.extra == ["conds_mean"] and not diffae.x_T.any()
     torch.save({"state_dict_diff": {k: v for k, v in diff.items() if k != "model.out.2.weight"},
                 "state_dict_net": net}, path)
-    with pytest.raises(CheckpointError, match=r"lacks 1 tensors .*model\.out\.2\.weight"):
+    with pytest.raises(CheckpointError, match=r"tensor 'model\.out\.2\.weight' is missing"):
         load_diffusionact_model(path, TINY)
     torch.save({"state_dict_diff": {**diff, "ema_model.out.2.bias": torch.zeros(4)}, "state_dict_net": net}, path)
-    with pytest.raises(CheckpointError, match=r"'ema_model\.out\.2\.bias' has the wrong shape \(4,\); expected \(3,\)"):
+    with pytest.raises(CheckpointError, match=r"'ema_model\.out\.2\.bias' has shape \(4,\), but .* expects \(3,\)"):
         load_diffusionact_model(path, TINY)
     torch.save({"state_dict_diff": diff, "state_dict_net": {**net, "extra.weight": torch.zeros(1)}}, path)
-    with pytest.raises(CheckpointError, match="unexpected tensors"):
+    with pytest.raises(CheckpointError, match="holds 1 tensors that .* does not have"):
         load_diffusionact_model(path, TINY)
     torch.save({"state_dict": diff}, path)
     with pytest.raises(CheckpointError, match="no 'state_dict_diff' entry"):
@@ -251,13 +253,14 @@ def test_damaged_and_hostile_model_files_are_refused(tmp_path: Path, tiny_states
     diff, net = tiny_states
     path = tmp_path / "m.pt"
     torch.save({"state_dict_diff": diff, "state_dict_net": net}, path)
-    with pytest.raises(CheckpointError, match="truncated or damaged"):
+    with pytest.raises(CheckpointError, match="truncated or damaged") as caught:
         load_diffusionact_model(_truncate(path), TINY)
+    assert caught.value.action == Action("models", "diffusionact-net")
     with pytest.raises(CheckpointError, match="was not found"):
         load_diffusionact_model(tmp_path / "missing.pt", TINY)
     marker = tmp_path / "pwned.txt"
     torch.save({"state_dict_diff": diff, "state_dict_net": net, "opt": ShellCommand(f"touch {marker}")}, path)
-    with pytest.raises(CheckpointError, match=r"Refusing to load m\.pt .*system"):
+    with pytest.raises(CheckpointError, match=r"Refusing to load m\.pt: .*system"):
         load_diffusionact_model(path, TINY)
     assert not marker.exists()
 

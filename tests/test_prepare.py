@@ -9,7 +9,7 @@ import pytest
 
 from personalize.errors import Cancelled, MediaError
 from personalize.faces import detect_landmarks, load_prepared, prepare_video
-from personalize.faces.prepare import MARKER, WORK_DIR
+from personalize.faces.prepare import CROPS_PASS, LANDMARKS_PASS, MARKER, WORK_DIR
 from personalize.progress import CancelToken
 from personalize.video import iter_frames
 from tests._faces_helpers import DRIVING_SMILE, SELFSCAN2, cut_clip, truncated_copy, write_raw_video
@@ -49,10 +49,12 @@ def test_outputs_have_the_agreed_layout(prepared) -> None:
     assert quality["summary"]["n_valid"] == T
     assert (out / MARKER).is_file()
     assert not list(out.rglob("*.tmp"))
-    # progress went forward to the end
-    assert calls[-1][0] == calls[-1][1] and calls[-1][1] == 2 * T
-    dones = [d for d, _, _ in calls]
-    assert dones == sorted(dones)
+    # progress counts frames per named pass and goes forward to the end of each
+    assert calls[-1][0] == calls[-1][1] == T
+    for name in (LANDMARKS_PASS, CROPS_PASS):
+        passed = [(d, t) for d, t, m in calls if m == name]
+        assert passed and {t for _, t in passed} == {T} and passed[-1][0] == T
+        assert [d for d, _ in passed] == sorted(d for d, _ in passed)
 
 
 def test_crop_landmarks_match_mediapipe_on_the_crop(prepared) -> None:
@@ -95,7 +97,7 @@ def test_cancel_then_resume(clip, tmp_path) -> None:
     token = CancelToken()
 
     def cancel_during_crops(done: int, total: int, message: str = "") -> None:
-        if message == "writing crops" and done >= total // 2 + 10:
+        if message == CROPS_PASS and done >= 10:
             token.cancel()
 
     with pytest.raises(Cancelled):

@@ -84,3 +84,19 @@ def test_prepare_driving_into_a_take(clips, tmp_path) -> None:
     assert result.transforms.shape == (12, 3, 3) and result.valid.all()
     assert result.read_crop(11).shape == (96, 96, 3)
     assert np.isfinite(result.crop_landmarks).all()
+
+
+def test_the_progress_bar_starts_again_for_a_jobs_next_pass(capsys):
+    """Prepare counts frames per pass (issue 17: "0/150" for a 75-frame clip): the second pass
+    starts again at 0 and gets its own bar instead of running the first one backwards."""
+    from studio.cli.common import ProgressBar
+
+    bar = ProgressBar("prepare")
+    bar(0, 75, "finding landmarks (pass 1 of 2)")
+    first = bar._bar
+    bar(75, 75, "finding landmarks (pass 1 of 2)")
+    assert bar._bar is first and first.n == 75
+    bar(5, 75, "writing crops (pass 2 of 2)")
+    assert bar._bar is not first and bar._bar.n == 5 and bar._bar.total == 75
+    bar.close()
+    assert "writing crops (pass 2 of 2)" in capsys.readouterr().err

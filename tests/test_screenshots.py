@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 DOCS = ROOT / "docs" / "screenshots"
-WINDOW_SIZE = (1280, 800)
+# The smallest window the studio is laid out for (a small laptop): nothing may be cut at this size.
+WINDOW_SIZE = tuple(int(v) for v in os.environ.get("STUDIO_SHOT_SIZE", "1024x640").split("x"))
 SHOTS = ("01_start", "02_capture", "03_prepare", "04_select", "05_personalize",
          "06_personalize_running", "07_reenact", "08_edit", "09_export", "10_models",
-         "11_settings", "12_error")
+         "11_settings", "12_error", "13_stop_job", "14_licence")
 
 
 # ----------------------------------------------------------------------------- demo project
@@ -82,6 +84,7 @@ def render_screenshots(out_dir: Path) -> list[Path]:
 
     from personalize.errors import MissingWeightsError
     from personalize.video import read_image
+    from studio.weights import require_weights
     from studio.gui.main_window import StudioWindow
     from studio.gui.settings import StudioSettings
     from tests import _gui_helpers as helpers
@@ -128,11 +131,28 @@ def render_screenshots(out_dir: Path) -> list[Path]:
     shoot("04_select")
     win.go_to_stage("personalize")
     shoot("05_personalize")
-    helpers.use_fakes(win, personalize=lambda project, progress=None, cancel=None, **_: helpers.slow_job(
-        project, stage="personalize", progress=progress, cancel=cancel, steps=2000, delay=0.01))
+    def inverting(project, progress=None, cancel=None, **_):
+        """Reports like the personalize job's inversion phase (a phase name before a colon)."""
+        project.mark_running("personalize")
+        try:
+            for step in range(16000):
+                cancel.check()
+                progress(step, 16000, f"inverting: frames {1 + 8 * (step // 500)}-{8 + 8 * (step // 500)} "
+                         f"loss {0.6 - step / 60000:.3f}")
+                time.sleep(0.005)
+        finally:
+            project.mark_stopped("personalize")
+    helpers.use_fakes(win, personalize=inverting)
     win.pages["personalize"].start()
-    settle(1500)
+    settle(2000)
     shoot("06_personalize_running")
+    import studio.gui.context as context
+    context.CONFIRM_CANCEL_AFTER_S = 1.0
+    prompt = win.ctx.request_cancel()
+    settle(200)
+    shoot("13_stop_job", prompt)
+    prompt.close()
+    win.ctx.cancel_prompt = None
     win.ctx.runner.cancel()
     win.ctx.runner.wait(10000)
     settle(300)
@@ -157,15 +177,21 @@ def render_screenshots(out_dir: Path) -> list[Path]:
     win.go_to_stage("export")
     shoot("09_export")
     dialog = win.show_models()
-    dialog.resize(820, 360)
+    dialog.resize(900, 520)
     shoot("10_models", dialog)
+    dialog.select("hyperreenact-net")
+    licence = dialog.fetch_selected()
+    settle(200)
+    shoot("14_licence", licence)
+    licence.close()
     dialog.hide()
     settings_dialog = win.show_settings()
     shoot("11_settings", settings_dialog)
     settings_dialog.reject()
-    box = win.ctx.error("Personalize", MissingWeightsError(
-        "The 'ffhq' weights are not installed.",
-        "Download them in Tools ▸ Models, or run: studio-cli models fetch ffhq"), "Traceback: …")
+    try:
+        require_weights("ffhq")
+    except MissingWeightsError as exc:
+        box = win.ctx.error("Personalize", exc, "Traceback: …")
     settle(200)
     shoot("12_error", box)
     box.close()

@@ -88,6 +88,14 @@ def test_killed_run_resumes_bit_exact(tmp_path, targets, metric):
     assert (work / "previews" / "step_00003.png").is_file() and (work / "previews" / "step_00006.png").is_file()
 
 
+def test_a_short_run_shows_a_preview_at_its_start_and_end(tmp_path, targets, metric):
+    """Issue 17: previews came every 100 steps only, so a short run never showed one."""
+    G = make_generator(seed=0)
+    cfg = TuningConfig(steps=3, batch=2, checkpoint_every=100, preview_count=2)
+    tune_generator(G, _anchors(G, 8), targets, metric, cfg, work_dir=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "previews").iterdir()) == ["step_00000.png", "step_00003.png"]
+
+
 def test_failed_checkpoint_write_keeps_previous(tmp_path, targets, metric, monkeypatch):
     cfg = TuningConfig(steps=4, batch=2, checkpoint_every=2)
     G = make_generator(seed=0)

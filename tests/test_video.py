@@ -46,6 +46,28 @@ def test_write_video_roundtrip_with_audio(tmp_path) -> None:
     assert not list(tmp_path.glob(".*tmp"))  # no temp files left
 
 
+def _audio_seconds(path) -> float:
+    """Length of a file's (first) audio stream, from its decoded samples."""
+    import subprocess
+
+    from personalize.video import ffmpeg_exe
+    pcm = subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0",
+                          "-f", "s16le", "-ac", "1", "-ar", "48000", "-"], capture_output=True, check=True).stdout
+    return len(pcm) / 2 / 48000
+
+
+@pytest.mark.parametrize("n_frames", [78, 250])   # audio cut (8 s source) and padded with silence
+def test_the_audio_ends_with_the_last_frame(tmp_path, n_frames) -> None:
+    """Issue 17: the exported MP4's audio ran past (or stopped short of) the last video frame."""
+    frames = [np.full((32, 32, 3), i % 256, np.uint8) for i in range(n_frames)]
+    out = tmp_path / "take.mp4"
+    write_video(out, frames, fps=25, audio_from=DRIVING_SPEECH)
+    video_seconds = n_frames / 25
+    one_aac_frame = 1024 / 16000     # the source's sample rate: the encoder's granularity
+    assert video_seconds - 1e-3 <= _audio_seconds(out) <= video_seconds + one_aac_frame
+    assert probe_video(out).n_frames == n_frames
+
+
 def test_write_video_without_audio_source_and_odd_size(tmp_path) -> None:
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (33, 47, 3), dtype=np.uint8) for _ in range(5)]

@@ -9,8 +9,8 @@ Per batch of driving frames:
   20 steps with the fine-tuned (non-EMA) UNet conditioned on z_r.
 
 Speed (the paper reports 1.7 s per frame): frames are batched (x_T and the source are broadcast),
-the inversion is never repeated, and the render step count is a parameter (``bench/
-oneshot_diffusionact.py`` measures it against quality).
+the inversion is never repeated (a take caches it), and the render step count is a parameter
+(``bench/oneshot.py --diffusion-steps`` measures it against quality; ``INFO.step_presets``).
 
 Precision: the official configuration runs the UNet under CUDA fp16 autocast (``conf.fp16 =
 True``; the encoders stay fp32). ``precision="auto"`` does the same on CUDA and stays fp32 on the
@@ -25,11 +25,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
+from optimize.backends.base import BackendInfo, FaceBatch, OneShotBackend, SourceState as StateTensors, require_files
 from optimize.ddim import DDIMSchedule, StepCallback
 from optimize.face_crops import deca_crop
 from optimize.nets.diffae import DiffAELitModel, DiffAEUNet
@@ -170,3 +172,107 @@ def reenact_official(model: DiffusionActModel, conditioner: Conditioner, source:
     """The official per-frame step for a batch: frames (B,3,256,256) [-1,1] + landmarks (B,68,2) -> (B,3,256,256)."""
     stickman, _ = conditioner(frames, lm68, source.shape)
     return model.reenact(source, stickman, steps=steps, on_step=on_step)
+
+
+INFO = BackendInfo(
+    name="diffusionact",
+    title="DiffusionAct (one-shot)",
+    summary="one source photo, no personalization; keeps hair, accessories and background; slow "
+            "(a diffusion render per frame: 20 steps, 10 with the draft preset); 256 px face; "
+            "FLAME (free registration) or MediaPipe landmarks; official weights (research only)",
+    output="images", needs_personalization=False, resolution=256, crop="ffhq",
+    weights=("diffusionact-net",),
+    landmark_weights=("gaze-xgaze", "emoca-v2", "flame", "flame-landmarks"),
+    landmark_sources=("flame", "mediapipe"),
+    # 'draft' is chosen a priori (half the official steps), not measured with the real weights: a
+    # user who has them gets the real LPIPS-to-20-steps figure per step count from bench/oneshot.py.
+    step_presets={"standard": RENDER_STEPS, "draft": 10},
+    default_steps=RENDER_STEPS)
+
+
+class DiffusionActBackend(OneShotBackend):
+    """DiffusionAct behind the backend interface.
+
+    ``landmarks='flame'``: the official conditioning (EMOCA + FLAME + gaze network);
+    ``'mediapipe'``: ``optimize.mediapipe_stickman`` (not the official path; no FLAME, no gaze
+    network). The source state is the inversion (x_T), the source's code and image, its EMOCA
+    shape (flame) or its MediaPipe mesh (mediapipe).
+    """
+
+    info = INFO
+
+    def __init__(self, model: DiffusionActModel, conditioner: EmocaConditioner | None, *,
+                 steps: int = RENDER_STEPS, inversion_steps: int = INVERSION_STEPS) -> None:
+        schedule(steps), schedule(inversion_steps)       # refuse step counts DDIM cannot space, early
+        self.model, self.conditioner = model, conditioner
+        self.steps, self.inversion_steps = int(steps), int(inversion_steps)
+
+    @classmethod
+    def load(cls, weights: Mapping[str, Path], device: torch.device | str = "cpu", *,
+             landmarks: str = "flame", steps: int = RENDER_STEPS, inversion_steps: int = INVERSION_STEPS,
+             precision: str = "auto", **options: object) -> "DiffusionActBackend":
+        from optimize.nets.diffusionact_checkpoints import load_diffusionact_model, load_emoca_encoders, load_gaze_network
+        from optimize.nets.flame import FlameLandmarks, read_flame_model, read_landmark_embedding
+
+        if landmarks not in INFO.landmark_sources:
+            raise ValueError(f"landmarks must be one of {INFO.landmark_sources}, not {landmarks!r}")
+        require_files(INFO, weights, INFO.weights_for(landmarks))
+        diffae, encoder, _ = load_diffusionact_model(weights["diffusionact-net"])
+        conditioner = None
+        if landmarks == "flame":
+            emoca, _ = load_emoca_encoders(weights["emoca-v2"])
+            flame = FlameLandmarks(read_flame_model(weights["flame"]), read_landmark_embedding(weights["flame-landmarks"]))
+            conditioner = EmocaConditioner(emoca, flame, load_gaze_network(weights["gaze-xgaze"])).to(device).eval()
+        model = DiffusionActModel(diffae, encoder, precision=precision).to(device).eval()
+        return cls(model, conditioner, steps=steps, inversion_steps=inversion_steps)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.encoder.parameters()).device
+
+    @property
+    def landmarks(self) -> str:
+        return "flame" if self.conditioner is not None else "mediapipe"
+
+    @property
+    def settings(self) -> dict[str, object]:
+        fp16 = self.model.precision == "fp16" or (self.model.precision == "auto" and self.device.type == "cuda")
+        return {"landmarks": self.landmarks, "steps": self.steps, "inversion_steps": self.inversion_steps,
+                "unet_precision": "fp16" if fp16 else "fp32"}
+
+    @property
+    def source_settings(self) -> dict[str, object]:
+        """The inversion does not depend on the render step count."""
+        return {k: v for k, v in self.settings.items() if k != "steps"}
+
+    def prepare_source(self, source: FaceBatch, on_step: StepCallback | None = None) -> StateTensors:
+        image, lm68 = source.images.to(self.device), source.lm68.to(self.device)
+        if self.conditioner is not None:
+            state = prepare_source_official(self.model, self.conditioner, image, lm68, steps=self.inversion_steps,
+                                            on_step=on_step)
+            return state.to_tensors()
+        from optimize.mediapipe_stickman import conditioning_from_mesh
+
+        if source.mesh is None:
+            raise ValueError("the MediaPipe conditioning needs the source's mesh")
+        stickman = conditioning_from_mesh(source.mesh, source.lm68).to(self.device)
+        state = self.model.prepare_source(image, stickman, steps=self.inversion_steps, on_step=on_step)
+        return {**state.to_tensors(), "mesh": source.mesh.detach().float().cpu()}
+
+    def reenact(self, state: StateTensors, frames: FaceBatch, on_step: StepCallback | None = None) -> torch.Tensor:
+        source = SourceState.from_tensors(state, self.device)
+        images, lm68 = frames.images.to(self.device), frames.lm68.to(self.device)
+        if self.conditioner is not None:
+            return reenact_official(self.model, self.conditioner, source, images, lm68, steps=self.steps,
+                                    on_step=on_step)
+        from optimize.mediapipe_stickman import conditioning_from_mesh, transfer_shape
+
+        if frames.mesh is None or frames.reference is None:
+            raise ValueError("the MediaPipe conditioning needs the frames' meshes and the driving reference face")
+        faces = transfer_shape(state["mesh"], frames.mesh, frames.reference)
+        stickman = conditioning_from_mesh(faces, frames.lm68).to(self.device)
+        return self.model.reenact(source, stickman, steps=self.steps, on_step=on_step)
+
+    def batch_size(self) -> int:
+        """The UNet dominates: 8 frames per call on a GPU, 1 on the CPU (a 256-px call takes seconds there)."""
+        return 8 if self.device.type == "cuda" else 1

@@ -16,10 +16,10 @@ pixels; outputs (B, 3, 256, 256), not clamped. Batched frames give the per-frame
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 import torch
 
-from optimize.backends.voxceleb_base import VoxCelebComposition
+from optimize.backends.base import BackendInfo, FaceBatch, SourceState
+from optimize.backends.voxceleb_base import VoxCelebBackend, VoxCelebComposition
 from optimize.face_crops import deca_crop
 from optimize.nets.deca import axis_angle_to_euler_degrees, split_deca_params
 from optimize.nets.direction_matrix import DirectionMatrix, add_layer_shift, shift_vector
@@ -75,3 +75,35 @@ class DirectionsModel(VoxCelebComposition):
     def reenact(self, source: DirectionsSource, frames: torch.Tensor, lm68: torch.Tensor) -> torch.Tensor:
         """Driving frames (B, 3, 256, 256) [-1, 1] + landmarks (B, 68, 2) -> images (B, 3, 256, 256)."""
         return self.render(self.reenact_latents(source, frames, lm68))
+
+
+INFO = BackendInfo(
+    name="directions",
+    title="Latent directions (one-shot)",
+    summary="one source photo, no personalization; fastest (a latent shift per frame); 256 px face; "
+            "official VoxCeleb weights (research only)",
+    output="images", needs_personalization=False, resolution=256, crop="landmarks68",
+    weights=("stylegan2-voxceleb", "e4e-voxceleb", "deca", "directions-a"))
+
+
+class DirectionsBackend(VoxCelebBackend):
+    """``DirectionsModel`` behind the backend interface; the source state is its e4e codes + DECA parameters."""
+
+    info = INFO
+    model: DirectionsModel
+
+    @staticmethod
+    def build(files, device: torch.device | str) -> DirectionsModel:  # noqa: ANN001 - OneShotWeights
+        from optimize.nets.official_checkpoints import build_directions
+
+        return build_directions(files, device)
+
+    def prepare_source(self, source: FaceBatch, on_step=None) -> SourceState:  # noqa: ANN001
+        encoded = self.model.encode_source(source.images.to(self.device), source.lm68.to(self.device))
+        p = encoded.parameters
+        return {"codes": encoded.codes, "angles": p.angles, "pose": p.pose, "exp": p.exp}
+
+    def reenact(self, state: SourceState, frames: FaceBatch, on_step=None) -> torch.Tensor:  # noqa: ANN001
+        s = {k: v.to(self.device) for k, v in state.items()}
+        source = DirectionsSource(s["codes"], FaceParameters(s["angles"], s["pose"], s["exp"]))
+        return self.model.reenact(source, frames.images.to(self.device), frames.lm68.to(self.device))

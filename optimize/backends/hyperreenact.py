@@ -15,10 +15,10 @@ Inputs are the official 256 px crops (``optimize.face_crops.crop_using_landmarks
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 import torch
 
-from optimize.backends.voxceleb_base import VoxCelebComposition
+from optimize.backends.base import BackendInfo, FaceBatch, SourceState
+from optimize.backends.voxceleb_base import VoxCelebBackend, VoxCelebComposition
 from optimize.face_crops import deca_crop
 from optimize.nets.arcface import ArcFaceEncoder
 from optimize.nets.hypernet import HyperNetwork
@@ -65,3 +65,33 @@ class HyperReenactModel(VoxCelebComposition):
         """Driving frames (B, 3, 256, 256) [-1, 1] + landmarks (B, 68, 2) -> images (B, 3, 256, 256)."""
         deltas = self.weight_deltas(source, frames, lm68)
         return self.render(source.codes.expand(frames.shape[0], -1, -1), deltas)
+
+
+INFO = BackendInfo(
+    name="hyperreenact",
+    title="HyperReenact (one-shot)",
+    summary="one source photo, no personalization; fast (one network pass per frame); 256 px face; "
+            "official VoxCeleb weights (research only)",
+    output="images", needs_personalization=False, resolution=256, crop="landmarks68",
+    weights=("stylegan2-voxceleb", "e4e-voxceleb", "hyperreenact-net", "arcface-irse50", "deca"))
+
+
+class HyperReenactBackend(VoxCelebBackend):
+    """``HyperReenactModel`` behind the backend interface; the source state is e4e codes + ArcFace features."""
+
+    info = INFO
+    model: HyperReenactModel
+
+    @staticmethod
+    def build(files, device: torch.device | str) -> HyperReenactModel:  # noqa: ANN001 - OneShotWeights
+        from optimize.nets.official_checkpoints import build_hyperreenact
+
+        return build_hyperreenact(files, device)
+
+    def prepare_source(self, source: FaceBatch, on_step=None) -> SourceState:  # noqa: ANN001
+        encoded = self.model.encode_source(source.images.to(self.device), source.lm68.to(self.device))
+        return {"codes": encoded.codes, "f_app": encoded.f_app, "identity": encoded.identity}
+
+    def reenact(self, state: SourceState, frames: FaceBatch, on_step=None) -> torch.Tensor:  # noqa: ANN001
+        source = HyperReenactSource(**{k: state[k].to(self.device) for k in ("codes", "f_app", "identity")})
+        return self.model.reenact(source, frames.images.to(self.device), frames.lm68.to(self.device))

@@ -7,9 +7,13 @@ latent, with the stored noise. The official mean latent is drawn unseeded on eve
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Mapping
+
 import torch
 from torch import nn
 
+from optimize.backends.base import OneShotBackend, require_files
 from optimize.nets.deca import DecaResnetEncoder
 from optimize.nets.stylegan2_rosinality import RosinalityGenerator
 from personalize.encoders.e4e import Encoder4Editing
@@ -40,3 +44,31 @@ class VoxCelebComposition(nn.Module):
         """W+ codes (B, 14, 512) (+ weight deltas) -> images (B, 3, 256, 256), truncated, fixed noise."""
         images, _ = self.generator(codes, deltas, self.truncation, self.truncation_target)
         return images
+
+
+class VoxCelebBackend(OneShotBackend):
+    """What the HyperReenact and directions backends share: one composition (``model``), loaded from
+    the official files by registry name; subclasses set ``info`` and ``build`` (the composition
+    builder of ``optimize.nets.official_checkpoints``)."""
+
+    def __init__(self, model: VoxCelebComposition) -> None:
+        self.model = model
+
+    @staticmethod
+    def build(files, device: torch.device | str) -> VoxCelebComposition:  # noqa: ANN001 - OneShotWeights
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, weights: Mapping[str, Path], device: torch.device | str = "cpu",
+             **options: object) -> "VoxCelebBackend":
+        from optimize.nets.official_checkpoints import OneShotWeights
+
+        require_files(cls.info, weights, cls.info.weights)
+        files = OneShotWeights(generator=weights["stylegan2-voxceleb"], e4e=weights["e4e-voxceleb"],
+                               deca=weights["deca"], arcface=weights.get("arcface-irse50"),
+                               hypernetwork=weights.get("hyperreenact-net"), a_matrix=weights.get("directions-a"))
+        return cls(cls.build(files, device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.truncation_target.device

@@ -11,86 +11,33 @@ Where the official code loads with strict=False, tensors it does not have stay a
 initialised (random) weights, which would silently wreck the output; so here every tensor of our
 module must be in the file except the ``x_T`` sample buffer, which inference never uses. Extra
 tensors are ignored and listed in the returned ``LoadReport``. Networks are built on the meta
-device and take the file's tensors directly (no 1.3 GB random initialisation first).
+device and take the file's tensors directly (no 1.3 GB random initialisation first); the reading
+and the checks are ``personalize.torch_files``'s, shared with every other official file.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
 
 import torch
-from torch import nn
 
-from personalize.errors import CheckpointError
-from personalize.torch_checkpoint import load_torch_file
 from optimize.nets.diffae import FFHQ256, DiffAEConfig, DiffAELitModel
 from optimize.nets.emoca import N_EXP, EmocaEncoders
 from optimize.nets.gaze import GazeNetwork
 from optimize.nets.reenactment_encoder import ReenactmentEncoder
+from personalize.errors import Action, CheckpointError, fixed_by
+from personalize.torch_files import LoadReport, build_checked, load_torch_file, tensor_dict
 
-DIFFUSIONACT_HINT = ("Run: studio-cli models fetch diffusionact-net   "
-                     "(or: studio-cli models import diffusionact-net FILE with diffusionact_model.pt)")
-DIFFAE_HINT = "Run: studio-cli models fetch diffae-ffhq256   (DiffAE's ffhq256_autoenc/last.ckpt)"
-GAZE_HINT = "Run: studio-cli models fetch gaze-xgaze   (gaze_estimation_model.tar)"
-EMOCA_HINT = ("Run: studio-cli models fetch emoca-v2   (EMOCA_v2_lr_mse_20/detail/checkpoints/*.ckpt; "
-              "EMOCA's licence is non-commercial research only)")
+# Hints are words; the step that fixes a bad file is the Action naming its weights registry entry.
+DIFFUSIONACT_HINT = "Get DiffusionAct's model file (diffusionact_model.pt) again."
+DIFFAE_HINT = "Get DiffAE's FFHQ-256 checkpoint (ffhq256_autoenc/last.ckpt) again."
+GAZE_HINT = "Get the gaze estimation model (gaze_estimation_model.tar) again."
+EMOCA_HINT = ("Get EMOCA v2 (EMOCA_v2_lr_mse_20/detail/checkpoints/*.ckpt) again; its licence is "
+              "non-commercial research only.")
 # Objects Lightning-era checkpoints carry next to the weights (hyper-parameters, callbacks, configs):
 # they are kept as inert data and never used.
 LIGHTNING_INERT = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.", "typing.", "pathlib.",
                    "argparse.", "gdl.", "gdl_apps.", "libs.", "experiment.", "config.", "choices.", "templates.",
                    "enum.")
-M = TypeVar("M", bound=nn.Module)
-
-
-@dataclass
-class LoadReport:
-    """Which file tensors were not used (``extra``) and which module tensors were absent (``missing``)."""
-
-    extra: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-
-def build_from_state(factory: Callable[[], M], tensors: Mapping[str, torch.Tensor], *, source: str, hint: str,
-                     allow_missing: frozenset[str] = frozenset()) -> tuple[M, LoadReport]:
-    """Build ``factory()`` on the meta device and give it ``tensors`` (checked: names, shapes).
-
-    Missing tensors other than ``allow_missing`` (zero-filled) and shape mismatches raise a
-    ``CheckpointError`` naming the file, the tensor and both shapes. Floating tensors become float32.
-    """
-    with torch.device("meta"):
-        module = factory()
-    expected = module.state_dict()
-    report = LoadReport(extra=sorted(k for k in tensors if k not in expected))
-    state: dict[str, torch.Tensor] = {}
-    for name, ref in expected.items():
-        value = tensors.get(name)
-        if value is None:
-            if name not in allow_missing:
-                report.missing.append(name)
-                continue
-            value = torch.zeros(ref.shape, dtype=ref.dtype)
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{source}: '{name}' is a {type(value).__name__}, not a tensor.", hint)
-        if tuple(value.shape) != tuple(ref.shape):
-            raise CheckpointError(f"{source}: tensor '{name}' has the wrong shape {tuple(value.shape)}; "
-                                  f"expected {tuple(ref.shape)}. This is not the expected file.", hint)
-        state[name] = value.float() if value.is_floating_point() else value.to(ref.dtype)
-    if report.missing:
-        few = ", ".join(report.missing[:5]) + (" ..." if len(report.missing) > 5 else "")
-        raise CheckpointError(f"{source} lacks {len(report.missing)} tensors the network needs ({few}).", hint)
-    module.load_state_dict(state, strict=True, assign=True)
-    return module.eval().requires_grad_(False), report
-
-
-def _dict_entry(obj: object, key: str, path: Path, what: str, hint: str) -> Mapping[str, torch.Tensor]:
-    if not isinstance(obj, dict) or key not in obj:
-        found = sorted(map(str, obj))[:6] if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(f"{path.name} is not {what}: no '{key}' entry (found {found}).", hint)
-    entry = obj[key]
-    if not isinstance(entry, Mapping):
-        raise CheckpointError(f"{path.name}: '{key}' is not a dictionary of tensors.", hint)
-    return entry
 
 
 def load_diffusionact_model(path: str | Path, config: DiffAEConfig = FFHQ256
@@ -98,42 +45,44 @@ def load_diffusionact_model(path: str | Path, config: DiffAEConfig = FFHQ256
     """DiffusionAct's model file -> (DiffAE with fine-tuned ``model`` and ``ema_model``, encoder, report).
 
     ``global_noise`` (an optional module of the official code that inference leaves unused) and
-    other entries are ignored.
+    other entries are ignored; so are extra tensors of ``state_dict_diff`` (listed in the report).
+    The official code builds its ControlNet from DiffAE's ``last.ckpt`` and then overwrites every
+    tensor with ``state_dict_net`` (strict), so that checkpoint is not needed here.
     """
     path = Path(path)
     what = "the DiffusionAct model file"
-    ckpt = load_torch_file(path, what=what, hint=DIFFUSIONACT_HINT, inert_modules=LIGHTNING_INERT)
-    diff = _dict_entry(ckpt, "state_dict_diff", path, what, DIFFUSIONACT_HINT)
-    net = _dict_entry(ckpt, "state_dict_net", path, what, DIFFUSIONACT_HINT)
-    diffae, report = build_from_state(lambda: DiffAELitModel(config), diff, source=f"{path.name}['state_dict_diff']",
-                                      hint=DIFFUSIONACT_HINT, allow_missing=frozenset({"x_T"}))
-    encoder, net_report = build_from_state(lambda: ReenactmentEncoder(config), net,
-                                           source=f"{path.name}['state_dict_net']", hint=DIFFUSIONACT_HINT)
-    if net_report.extra:   # the official loader is strict here
-        raise CheckpointError(f"{path.name}['state_dict_net'] has unexpected tensors "
-                              f"({', '.join(net_report.extra[:5])}); not a DiffusionAct model file.",
-                              DIFFUSIONACT_HINT)
+    with fixed_by(Action("models", "diffusionact-net")):
+        ckpt = load_torch_file(path, what, DIFFUSIONACT_HINT, inert_modules=LIGHTNING_INERT)
+        diff = tensor_dict(ckpt, path.name, what, DIFFUSIONACT_HINT, key="state_dict_diff")
+        net = tensor_dict(ckpt, path.name, what, DIFFUSIONACT_HINT, key="state_dict_net")
+        diffae, report = build_checked(lambda: DiffAELitModel(config), diff, f"{path.name}['state_dict_diff']",
+                                       "DiffusionAct's diffusion autoencoder", DIFFUSIONACT_HINT,
+                                       optional={"x_T"}, ignore_unexpected=True)
+        encoder, _ = build_checked(lambda: ReenactmentEncoder(config), net, f"{path.name}['state_dict_net']",
+                                   "DiffusionAct's reenactment encoder", DIFFUSIONACT_HINT)
     return diffae, encoder, report
 
 
 def load_diffae_checkpoint(path: str | Path, config: DiffAEConfig = FFHQ256) -> tuple[DiffAELitModel, LoadReport]:
     """DiffAE's Lightning ``last.ckpt`` (``state_dict``: ``model.*``, ``ema_model.*``, ``x_T``)."""
     path = Path(path)
-    ckpt = load_torch_file(path, what="the DiffAE checkpoint", hint=DIFFAE_HINT, inert_modules=LIGHTNING_INERT)
-    state = _dict_entry(ckpt, "state_dict", path, "a DiffAE Lightning checkpoint", DIFFAE_HINT)
-    return build_from_state(lambda: DiffAELitModel(config), state, source=f"{path.name}['state_dict']",
-                            hint=DIFFAE_HINT, allow_missing=frozenset({"x_T"}))
+    what = "a DiffAE Lightning checkpoint"
+    with fixed_by(Action("models", "diffae-ffhq256")):
+        ckpt = load_torch_file(path, what, DIFFAE_HINT, inert_modules=LIGHTNING_INERT)
+        state = tensor_dict(ckpt, path.name, what, DIFFAE_HINT, key="state_dict")
+        return build_checked(lambda: DiffAELitModel(config), state, f"{path.name}['state_dict']",
+                             "the DiffAE FFHQ-256 autoencoder", DIFFAE_HINT, optional={"x_T"},
+                             ignore_unexpected=True)
 
 
 def load_gaze_network(path: str | Path) -> GazeNetwork:
     """``gaze_estimation_model.tar['model_state']`` (strict, as the official loader)."""
     path = Path(path)
-    ckpt = load_torch_file(path, what="the gaze estimation model", hint=GAZE_HINT, inert_modules=LIGHTNING_INERT)
-    state = _dict_entry(ckpt, "model_state", path, "the gaze estimation model", GAZE_HINT)
-    net, report = build_from_state(GazeNetwork, state, source=f"{path.name}['model_state']", hint=GAZE_HINT)
-    if report.extra:
-        raise CheckpointError(f"{path.name}['model_state'] has unexpected tensors ({', '.join(report.extra[:5])}).",
-                              GAZE_HINT)
+    what = "the gaze estimation model"
+    with fixed_by(Action("models", "gaze-xgaze")):
+        ckpt = load_torch_file(path, what, GAZE_HINT, inert_modules=LIGHTNING_INERT)
+        state = tensor_dict(ckpt, path.name, what, GAZE_HINT, key="model_state")
+        net, _ = build_checked(GazeNetwork, state, f"{path.name}['model_state']", what, GAZE_HINT)
     return net
 
 
@@ -145,17 +94,19 @@ def load_emoca_encoders(path: str | Path, expression_pose: str | None = None) ->
     one pose part; pass "global" for the other).
     """
     path = Path(path)
-    ckpt = load_torch_file(path, what="the EMOCA checkpoint", hint=EMOCA_HINT, inert_modules=LIGHTNING_INERT)
-    state = _dict_entry(ckpt, "state_dict", path, "an EMOCA Lightning checkpoint", EMOCA_HINT)
-    prefix = "deca."
-    tensors = {k[len(prefix):]: v for k, v in state.items()
-               if k.startswith(prefix + "E_flame.") or k.startswith(prefix + "E_expression.")}
-    if expression_pose is None:
-        head = tensors.get("E_expression.layers.2.weight")
-        size = int(head.shape[0]) if isinstance(head, torch.Tensor) else N_EXP
-        expression_pose = {N_EXP: "none", N_EXP + 3: "jaw", N_EXP + 6: "both"}.get(size)
+    what = "an EMOCA Lightning checkpoint"
+    with fixed_by(Action("models", "emoca-v2")):
+        ckpt = load_torch_file(path, what, EMOCA_HINT, inert_modules=LIGHTNING_INERT)
+        state = tensor_dict(ckpt, path.name, what, EMOCA_HINT, key="state_dict")
+        prefix = "deca."
+        tensors = {k[len(prefix):]: v for k, v in state.items()
+                   if k.startswith(prefix + "E_flame.") or k.startswith(prefix + "E_expression.")}
         if expression_pose is None:
-            raise CheckpointError(f"{path.name}: the expression encoder predicts {size} values; EMOCA's have "
-                                  f"{N_EXP}, {N_EXP + 3} or {N_EXP + 6}.", EMOCA_HINT)
-    return build_from_state(lambda: EmocaEncoders(expression_pose), tensors, source=f"{path.name}['state_dict']",
-                            hint=EMOCA_HINT)
+            head = tensors.get("E_expression.layers.2.weight")
+            size = int(head.shape[0]) if isinstance(head, torch.Tensor) else N_EXP
+            expression_pose = {N_EXP: "none", N_EXP + 3: "jaw", N_EXP + 6: "both"}.get(size)
+            if expression_pose is None:
+                raise CheckpointError(f"{path.name}: the expression encoder predicts {size} values; EMOCA's have "
+                                      f"{N_EXP}, {N_EXP + 3} or {N_EXP + 6}.", EMOCA_HINT)
+        return build_checked(lambda: EmocaEncoders(expression_pose), tensors, f"{path.name}['state_dict']",
+                             "EMOCA's encoders", EMOCA_HINT)

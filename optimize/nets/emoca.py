@@ -1,7 +1,7 @@
 """EMOCA's encoders (Danecek et al. 2022) as DiffusionAct uses them: 68 3D-model landmarks per frame.
 
-- ``E_flame``: DECA's coarse encoder, a ResNet-50 (torchvision layout, no ``fc``) -> Linear(2048,
-  1024) -> ReLU -> Linear(1024, 236) = shape 100, texture 50, expression 50, pose 6 (global
+- ``E_flame``: DECA's coarse encoder (``optimize.nets.deca.DecaResnetEncoder``: a ResNet-50,
+  torchvision layout, no ``fc`` -> Linear(2048, 1024) -> ReLU -> Linear(1024, 236)) = shape 100, texture 50, expression 50, pose 6 (global
   rotation + jaw, axis-angle), camera 3 (scale, tx, ty), light 27.
 - ``E_expression``: EMOCA's own copy of that encoder predicting the expression (50 values, +3/+6
   when the checkpoint also predicts the jaw and/or global pose); it replaces E_flame's expression.
@@ -19,24 +19,11 @@ The checkpoint is EMOCA's Lightning file (``EMOCA_v2_lr_mse_20``): ``state_dict`
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
-N_SHAPE, N_TEX, N_EXP, N_POSE, N_CAM, N_LIGHT = 100, 50, 50, 6, 3, 27
-CODE_SIZES = {"shape": N_SHAPE, "tex": N_TEX, "exp": N_EXP, "pose": N_POSE, "cam": N_CAM, "light": N_LIGHT}
+from optimize.nets.deca import DECA_PARAMS, E_FLAME_SIZE, DecaResnetEncoder, split_deca_params
 
-
-class ResnetEncoder(nn.Module):
-    """``encoder`` (torchvision ResNet-50 without ``fc``) + ``layers`` (2048 -> 1024 -> out)."""
-
-    def __init__(self, out_size: int) -> None:
-        super().__init__()
-        self.encoder = torchvision.models.resnet50(weights=None)
-        self.encoder.fc = nn.Identity()       # the features are the 2048-d pooled vector
-        self.layers = nn.Sequential(nn.Linear(2048, 1024), nn.ReLU(), nn.Linear(1024, out_size))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.encoder(x))
+N_EXP = dict(DECA_PARAMS)["exp"]
 
 
 class EmocaEncoders(nn.Module):
@@ -50,13 +37,13 @@ class EmocaEncoders(nn.Module):
         super().__init__()
         extra = {"none": 0, "jaw": 3, "global": 3, "both": 6}[expression_pose]
         self.expression_pose = expression_pose
-        self.E_flame = ResnetEncoder(sum(CODE_SIZES.values()))
-        self.E_expression = ResnetEncoder(N_EXP + extra)
+        self.E_flame = DecaResnetEncoder(E_FLAME_SIZE)
+        self.E_expression = DecaResnetEncoder(N_EXP + extra)
 
     def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        code = self.E_flame(crops)
-        parts = dict(zip(CODE_SIZES, code.split(list(CODE_SIZES.values()), dim=1)))
-        expression = self.E_expression(crops)
+        code, _ = self.E_flame(crops)
+        parts = split_deca_params(code)
+        expression, _ = self.E_expression(crops)
         parts["exp"] = expression[:, :N_EXP]
         pose_extra = expression[:, N_EXP:]
         if self.expression_pose == "both":
@@ -65,5 +52,4 @@ class EmocaEncoders(nn.Module):
             parts["pose"] = torch.cat([pose_extra, parts["pose"][:, 3:]], dim=1)
         elif self.expression_pose == "jaw":
             parts["pose"] = torch.cat([parts["pose"][:, :3], pose_extra], dim=1)
-        parts["light"] = parts["light"].reshape(-1, 9, 3)
         return parts

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from personalize.errors import CheckpointError, MissingWeightsError
+from personalize.errors import Action, CheckpointError, MissingWeightsError, fixed_by
 from personalize.stylegan2.checkpoint_pkl import UnsafePickleError, unpickle_safely
-from personalize.torch_checkpoint import SAFE_DATA_GLOBALS
+from personalize.torch_files import SAFE_DATA_GLOBALS
 
 FLAME_HINT = ("FLAME needs a free registration: download FLAME 2020 from https://flame.is.tue.mpg.de "
-              "and import it with `studio-cli models import flame FILE` (FLAME2020.zip or generic_model.pkl).")
-EMBEDDING_HINT = ("Run: studio-cli models fetch flame-landmarks   (DECA's data/landmark_embedding.npy)")
+              "and import FLAME2020.zip (or the generic_model.pkl inside it) as the 'flame' weights.")
+EMBEDDING_HINT = "Get FLAME's landmark embedding (DECA's data/landmark_embedding.npy) again."
 MODEL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights", "f")
 EMBEDDING_KEYS = ("static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",
                   "dynamic_lmk_bary_coords")
@@ -160,12 +160,14 @@ def _npy_payload(data: bytes, name: str, hint: str) -> bytes:
 
 def read_flame_model(path: str | Path) -> dict[str, np.ndarray]:
     """FLAME's arrays (``MODEL_KEYS``) from ``generic_model.pkl`` (chumpy pickle) or an .npz."""
-    return _read_file(path, MODEL_KEYS, "the FLAME model", FLAME_HINT)
+    with fixed_by(Action("models", "flame")):
+        return _read_file(path, MODEL_KEYS, "the FLAME model", FLAME_HINT)
 
 
 def read_landmark_embedding(path: str | Path) -> dict[str, np.ndarray]:
     """FLAME's 68-landmark embedding (``EMBEDDING_KEYS``) from ``landmark_embedding.npy`` or an .npz."""
-    return _read_file(path, EMBEDDING_KEYS, "FLAME's landmark embedding", EMBEDDING_HINT)
+    with fixed_by(Action("models", "flame-landmarks")):
+        return _read_file(path, EMBEDDING_KEYS, "FLAME's landmark embedding", EMBEDDING_HINT)
 
 
 # --------------------------------------------------------------------------- the model

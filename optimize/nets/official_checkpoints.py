@@ -42,12 +42,12 @@ from optimize.nets.direction_matrix import N_DIRECTIONS, N_LAYERS, SHIFT_DIM, Di
 from optimize.nets.hypernet import HyperNetwork
 from optimize.nets.stylegan2_rosinality import RosinalityGenerator, rosinality_blur_kernel
 from personalize.encoders.e4e import Encoder4Editing, load_e4e
-from personalize.errors import CheckpointError
+from personalize.errors import Action, CheckpointError, fixed_by
 from personalize.torch_files import load_checked, load_torch_file, tensor_dict
 
 NOISE_SEED = 1234
-_HR = "Download it again from the HyperReenact release (pretrained_models/) or `studio-cli models fetch`."
-_DIR = "Download it again from the latent-directions release (pretrained_models/) or `studio-cli models fetch`."
+_HR = "Get the file again from the HyperReenact release (its pretrained_models/ folder)."
+_DIR = "Get the file again from the latent-directions release (its pretrained_models/ folder)."
 
 
 @dataclass
@@ -71,6 +71,7 @@ def _generator_defaults(g: RosinalityGenerator) -> dict[str, torch.Tensor]:
     return out
 
 
+@fixed_by(Action("models", "stylegan2-voxceleb"))
 def load_generator(path: str | Path) -> GeneratorLoad:
     """``stylegan-voxceleb.pt`` -> the 256 px VoxCeleb generator (eval, CPU) and a load report."""
     path = Path(path)
@@ -79,13 +80,13 @@ def load_generator(path: str | Path) -> GeneratorLoad:
     tensors = tensor_dict(ckpt, path.name, what, _HR, key="g_ema")
     with torch.device("meta"):
         g = RosinalityGenerator(256, 512, 8, channel_multiplier=1)
-    filled = load_checked(g, tensors, path.name, what, _HR, defaults=_generator_defaults(g), ignore_unexpected=True)
-    ignored = sorted(k for k in tensors if k not in g.state_dict())
+    report = load_checked(g, tensors, path.name, what, _HR, defaults=_generator_defaults(g), ignore_unexpected=True)
     latent_avg = ckpt.get("latent_avg") if isinstance(ckpt, Mapping) else None
     latent_avg = latent_avg.float() if isinstance(latent_avg, torch.Tensor) else None
-    return GeneratorLoad(g.eval().requires_grad_(False), filled, ignored, latent_avg)
+    return GeneratorLoad(g.eval().requires_grad_(False), report.filled_in, report.extra, latent_avg)
 
 
+@fixed_by(Action("models", "hyperreenact-net"))
 def load_hypernetwork(path: str | Path) -> HyperNetwork:
     """``hypernetwork.pt`` -> HyperNetwork (keys ``hypernet.*`` of ``['state_dict']`` or the top level)."""
     path = Path(path)
@@ -99,6 +100,7 @@ def load_hypernetwork(path: str | Path) -> HyperNetwork:
     return net.eval().requires_grad_(False)
 
 
+@fixed_by(Action("models", "e4e-voxceleb"))
 def load_e4e_voxceleb(path: str | Path) -> Encoder4Editing:
     """``e4e-voxceleb.pt`` -> the 256 px e4e (14 styles). No latent_avg is used by the one-shot modes."""
     encoder, _ = load_e4e(path)
@@ -108,6 +110,7 @@ def load_e4e_voxceleb(path: str | Path) -> Encoder4Editing:
     return encoder
 
 
+@fixed_by(Action("models", "arcface-irse50"))
 def load_arcface(path: str | Path) -> ArcFaceEncoder:
     """``insight_face.pth`` (flat IR-SE-50 ``Backbone`` dict) -> ArcFaceEncoder."""
     path = Path(path)
@@ -120,6 +123,7 @@ def load_arcface(path: str | Path) -> ArcFaceEncoder:
     return net.eval().requires_grad_(False)
 
 
+@fixed_by(Action("models", "deca"))
 def load_deca(path: str | Path, part: str = "E_flame") -> DecaResnetEncoder:
     """``deca_model.tar`` -> DECA's ``E_flame`` (236 codes) or ``E_detail`` (128) encoder."""
     path = Path(path)
@@ -131,6 +135,7 @@ def load_deca(path: str | Path, part: str = "E_flame") -> DecaResnetEncoder:
     return net.eval().requires_grad_(False)
 
 
+@fixed_by(Action("models", "directions-a"))
 def load_direction_matrix(path: str | Path) -> tuple[DirectionMatrix, dict[str, Any]]:
     """``A_matrix.pt`` -> (DirectionMatrix, its stored settings); settings other than the VoxCeleb
     model's (15 directions, W+, 8 layers, 512, shift scale 6) are refused."""

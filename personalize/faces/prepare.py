@@ -48,6 +48,10 @@ MARKER = "prepare.json"
 LANDMARKS_FILE = "landmarks.npz"
 QUALITY_FILE = "quality.json"
 CROPS_DIR = "crops"
+# Progress reports count frames per pass (a 75-frame clip reads "30 / 75", not "105 / 150") and
+# name the pass, so a progress bar can say which of the two passes over the video runs.
+LANDMARKS_PASS = "finding landmarks (pass 1 of 2)"
+CROPS_PASS = "writing crops (pass 2 of 2)"
 PNG_COMPRESSION = 1  # fast: crops are written once per frame; level 1 is ~5x faster than 3
 # Run-length strategy: about as fast as the default at level 1 and ~20 % smaller files for
 # upscaled (smooth) 1024 px crops.
@@ -136,7 +140,6 @@ def _track(video: Path, n_expected: int, max_faces: int, progress: ProgressFn,
     landmarks: list[np.ndarray] = []
     n_faces: list[int] = []
     nan_face = np.full((N_LANDMARKS, 3), np.nan, dtype=np.float32)
-    total = 2 * n_expected
     with LandmarkTracker(max_faces=max_faces) as tracker:
         for t, frame in enumerate(iter_frames(video)):
             cancel.check()
@@ -144,7 +147,8 @@ def _track(video: Path, n_expected: int, max_faces: int, progress: ProgressFn,
             landmarks.append(faces.landmarks if faces.landmarks is not None else nan_face)
             n_faces.append(faces.n_faces)
             if t % 10 == 0:
-                progress(min(t + 1, n_expected), total, "finding landmarks")
+                progress(min(t + 1, n_expected), n_expected, LANDMARKS_PASS)
+    progress(n_expected, n_expected, LANDMARKS_PASS)
     if not landmarks:
         raise MediaError(f"{video} holds no decodable frames.", "Record or export the video again.")
     return np.stack(landmarks), np.asarray(n_faces, dtype=np.int32)
@@ -227,7 +231,7 @@ def _write_crops(video: Path, transforms: np.ndarray, size: int, padding: str, c
                     break
                 n_decoded = t + 1
                 if t % 5 == 0 or t == T - 1:
-                    progress(T + t + 1, 2 * T, "writing crops")
+                    progress(t + 1, T, CROPS_PASS)
                 path = crops_dir / f"{t:06d}.png"
                 if path.name in existing:
                     value = _existing_sharpness(path, size)
@@ -272,7 +276,7 @@ def prepare_video(video: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         raise MediaError(f"{video} has only {info.n_frames} frame(s).",
                          f"Use a video of at least {min_frames} frames (a self-scan should be "
                          "20-30 s long).")
-    progress(0, 2 * info.n_frames, "reading video")
+    progress(0, info.n_frames, LANDMARKS_PASS)
     source_sha = sha256_file(video)
     tracking_key = _key({"v": PREPARE_VERSION, "sha": source_sha, "max_faces": max_faces})
     settings = {"size": size, "smooth_sigma": float(smooth_sigma), "padding": padding,
@@ -286,7 +290,7 @@ def prepare_video(video: str | os.PathLike[str], out_dir: str | os.PathLike[str]
             if read_json(marker).get("key") == final_key:
                 result = load_prepared(out_dir)
                 result.reused = True
-                progress(2 * len(result), 2 * len(result), "already prepared")
+                progress(len(result), len(result), "already prepared")
                 return result
         except (OSError, ValueError, MediaError):
             pass
@@ -316,7 +320,7 @@ def prepare_video(video: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         if cached is None:
             atomic_save_npz(tracking_path, key=np.array(tracking_key), landmarks=landmarks,
                             n_faces=n_faces)
-        progress(T, 2 * T, "smoothing")
+        progress(0, T, CROPS_PASS)
 
         transforms, raw_quads, quads = crop_transforms(landmarks, valid, size, smooth_sigma)
         sharp = _write_crops(video, transforms, size, padding, crops_dir, progress, cancel)
@@ -333,7 +337,7 @@ def prepare_video(video: str | os.PathLike[str], out_dir: str | os.PathLike[str]
                       quads=quads, fps=np.array(info.fps), size=np.array(size),
                       source_sha256=np.array(source_sha),
                       settings=np.array(json.dumps(settings))))
-        progress(2 * T, 2 * T, "done")
+        progress(T, T, "done")
     except MediaError:
         # Unusable input: remove everything this call created, keep earlier complete results.
         if created_out:

@@ -109,6 +109,29 @@ def assess(landmarks: np.ndarray, valid: np.ndarray, n_faces: np.ndarray,
     return frames
 
 
+def sharpest_frontal(records: list[dict[str, Any]], tolerance_deg: float = 5.0) -> int | None:
+    """The frame to use as a one-shot source: the sharpest of those that face the camera best.
+
+    ``records``: ``quality.json``'s per-frame records (``t``, ``yaw``, ``pitch``, ``sharpness``,
+    ``flags``). Candidates are the usable frames (no ``BAD_FLAGS``; any frame with a face if none
+    is usable) whose head angle (hypot of yaw and pitch) is within ``tolerance_deg`` of the most
+    frontal one; the sharpest wins. Why not the sharpest overall: a one-shot model copies the
+    source's pose into every frame's identity, so a turned head costs more than a little blur.
+    None when no frame has a face.
+    """
+    def angle(rec: dict[str, Any]) -> float:
+        return float(np.hypot(rec["yaw"], rec["pitch"]))
+
+    with_face = [r for r in records if "no_face" not in r.get("flags", []) and r.get("yaw") is not None
+                 and r.get("pitch") is not None]
+    usable = [r for r in with_face if not set(r.get("flags", [])) & set(BAD_FLAGS)] or with_face
+    if not usable:
+        return None
+    best_angle = min(angle(r) for r in usable)
+    near = [r for r in usable if angle(r) <= best_angle + tolerance_deg]
+    return int(max(near, key=lambda r: r.get("sharpness") or 0.0)["t"])
+
+
 def usable_mask(frames: list[FrameQuality]) -> np.ndarray:
     """(T,) bool: frames without any of ``BAD_FLAGS``."""
     return np.array([not any(f in BAD_FLAGS for f in fq.flags) for fq in frames], dtype=bool)

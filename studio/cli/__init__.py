@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "studio.cli.generate_cmd",     # generate
     "studio.cli.prepare_cmd",      # prepare
     "studio.cli.personalize_cmds", # select, personalize
+    "studio.cli.motion_cmds",      # motion-model, live
     "studio.cli.reenact_cmds",     # reenact, render
     "studio.cli.editing_cmds",     # directions, stylize
 )

@@ -31,6 +31,7 @@ NEXT_STEPS = {
     "learn-direction": "run: studio-cli directions learn {project} --attribute smile",
     "import-direction": "run: studio-cli directions import {project} FILE --name {subject}",
     "models": "run: studio-cli models fetch {subject}   (or: studio-cli models import {subject} FILE)",
+    "motion-model": "run: studio-cli motion-model {project}",
     "force": "to replace it, run the same command with --force",
 }
 
@@ -46,7 +47,8 @@ class ProgressBar:
         self._bar: tqdm | None = None
 
     def __call__(self, done: int, total: int, message: str = "") -> None:
-        if self._bar is None or self._bar.total != total:
+        # A new total, or a count that starts again (a job's next pass), is a new bar.
+        if self._bar is None or self._bar.total != (total or None) or done < self._bar.n:
             if self._bar is not None:
                 self._bar.close()
             self._bar = tqdm(total=total or None, desc=self.desc, unit=self.unit,

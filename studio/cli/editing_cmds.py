@@ -29,8 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("project", help="the project folder")
     imp.add_argument("file", help="the direction file (.pt / .pth torch tensor, or .npy)")
     imp.add_argument("--name", required=True, help="name used by --edit NAME=STRENGTH")
-    imp.add_argument("--project-to-anchors", action="store_true",
-                     help="keep only the part of the direction inside this person's latent space (P)")
+    imp.add_argument("--no-project", dest="project_to_anchors", action="store_false",
+                     help="keep the FFHQ-wide direction as it is (default: keep only its part inside "
+                          "this person's latent space P, as MyStyle and the paper edit)")
+    imp.add_argument("--project-to-anchors", dest="project_to_anchors", action="store_true", default=True,
+                     help=argparse.SUPPRESS)  # older scripts: projecting is the default now
     imp.add_argument("--force", action="store_true", help="replace an existing direction of that name")
     imp.set_defaults(handler=_import)
 
@@ -91,7 +94,7 @@ def _import(args: argparse.Namespace) -> int:
           + (" (projected)" if d.meta.get("projected") else ""))
     if rel is not None and rel < 0.5 and not d.meta.get("projected"):
         print("note: much of this direction points outside the person's space; edits may change identity. "
-              "Consider --project-to-anchors or 'directions learn'.", file=sys.stderr)
+              "Consider importing it without --no-project, or 'directions learn'.", file=sys.stderr)
     return 0
 
 

@@ -5,7 +5,7 @@ import argparse
 import json
 import shlex
 
-from studio.project import STAGES, Project
+from studio.project import PIPELINE, Project
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def _info(args: argparse.Namespace) -> int:
                           "takes": takes, "styles": styles, "directions": directions}, indent=2))
         return 0
     print(f"project '{project.name}' at {project.root}")
-    for stage in STAGES:
+    for stage in PIPELINE:
         info = project.stage_info(stage)
         detail = ", ".join(f"{k}={v}" for k, v in info.items() if not isinstance(v, (dict, list)))
         print(f"  {stage:<12} {statuses[stage]:<9} {detail}")

@@ -21,31 +21,57 @@ from studio.project import Project
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from optimize.backends import BACKENDS
+
+    modes = "; ".join(f"{name}: {info.one_line}" for name, info in BACKENDS.items())
     re = sub.add_parser(
-        "reenact", help="re-enact the person from a driving video (per-frame latent optimization)",
-        description="Prepare the driving video with the self-scan's smoothed alignment, then find, "
-                    "frame by frame, the code of the personalized generator (in its P+ space) that "
-                    "matches the frame's keypoints, mouth and irises. Writes PROJECT/takes/TAKE/. "
-                    "Interrupted runs resume where they stopped.")
-    re.add_argument("project", help="the project folder (personalized already)")
+        "reenact", help="re-enact the person from a driving video (personal generator or a one-shot mode)",
+        description="Prepare the driving video with the self-scan's smoothed alignment, then re-enact it "
+                    "with a mode (--backend). 'personal' finds, frame by frame, the code of the "
+                    "personalized generator (in its P+ space) that matches the frame's keypoints, mouth "
+                    "and irises; the one-shot modes need no personalization (only a prepared self-scan "
+                    "or a --source photo) and write the re-enacted face crops. Writes "
+                    f"PROJECT/takes/TAKE/. Interrupted runs resume where they stopped. Modes: {modes}.")
+    re.add_argument("project", help="the project folder (personalized already for --backend personal)")
     re.add_argument("--driving", action="append", default=None,
                     help="the driving video (default: the take's copy, to resume a take); give "
                          "--driving and --name again to queue more takes")
     re.add_argument("--name", action="append", required=True, help="take name (folder PROJECT/takes/NAME/)")
+    re.add_argument("--backend", choices=tuple(BACKENDS), default=None,
+                    help="the re-enactment mode (default: the take's own mode when resuming it, else personal)")
+    re.add_argument("--source", default=None, metavar="FRAME_OR_IMAGE",
+                    help="one-shot modes: the face to animate, a self-scan frame number or an image file "
+                         "(default: the self-scan's sharpest frontal frame)")
+    re.add_argument("--landmarks", choices=("flame", "mediapipe"), default=None,
+                    help="diffusionact: draw the conditioning from EMOCA + FLAME (official; FLAME needs a "
+                         "registration) or from MediaPipe's landmarks and irises (not the official path)")
     re.add_argument("--steps", type=int, default=None,
-                    help="optimization steps per frame at most (default 40; early stopping may end sooner)")
-    re.add_argument("--lr", type=float, default=None, help="Adam learning rate of the warm-started frames (default 0.05, cosine-decayed "
-                         "within each frame; the first frame uses 4x this)")
+                    help="personal: optimization steps per frame at most (default 40; early stopping may "
+                         "end sooner); diffusionact: diffusion steps per frame (default 20)")
+    presets = BACKENDS["diffusionact"].step_presets
+    re.add_argument("--quality", choices=tuple(presets), default=None,
+                    help="diffusionact: " + ", ".join(f"'{k}' = {v} steps" for k, v in presets.items())
+                         + " (the official inference uses 20)")
+    re.add_argument("--inversion-steps", type=int, default=None, metavar="N",
+                    help="diffusionact: steps of the source's inversion, done once per take (default 50)")
+    re.add_argument("--lr", type=float, default=None, help="personal: Adam learning rate of the warm-started frames "
+                         "(default 0.05, cosine-decayed within each frame; the first frame uses 4x this)")
     re.add_argument("--no-smooth", action="store_true",
-                    help="skip the temporal filter on the latent codes (sigma 2 frames)")
+                    help="personal: skip the temporal filter on the latent codes (sigma 2 frames)")
     re.add_argument("--first-frame", choices=("nearest-anchor", "center"), default=None,
-                    help="where the first frame starts: the anchor with the nearest keypoints "
+                    help="personal: where the first frame starts: the anchor with the nearest keypoints "
                          "(default) or the center of the person's space")
     re.add_argument("--restart", action="store_true",
-                    help="discard an existing track of this take and start over")
+                    help="discard an existing take of this name and start over")
     re.add_argument("--chunks", type=int, default=None, metavar="K",
-                    help="split each take into K overlapping chunks, each started from its own first "
-                         "frame and blended where they overlap (default: one per process with --gpus)")
+                    help="personal, exact mode: split each take into K overlapping chunks, each started from "
+                         "its own first frame and blended where they overlap (default: one per process with --gpus)")
+    re.add_argument("--mode", choices=("exact", "fast", "refine"), default="exact",
+                    help="personal: exact: optimize every frame (default); fast: the motion model's "
+                         "prediction, one generator pass per frame; refine: a few optimizer steps from the "
+                         "prediction (fast and refine need 'studio-cli motion-model' first)")
+    re.add_argument("--refine-steps", type=int, default=None,
+                    help="personal, refine mode: optimizer steps per frame (default 6)")
     add_device_arg(re)
     add_gpus_arg(re, "re-enact")
     re.set_defaults(handler=_reenact)
@@ -63,10 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     layout.add_argument("--crops", action="store_true", help="output the aligned crops (the default)")
     rd.add_argument("--side-by-side", action="store_true", help="driving | result, side by side")
     rd.add_argument("--edit", action="append", default=[], metavar="NAME=STRENGTH",
-                    help="apply a semantic direction from PROJECT/directions (repeatable), e.g. smile=1.5")
+                    help="apply a semantic direction from PROJECT/directions (repeatable), e.g. smile=1.5 "
+                         "(takes of the personal generator only)")
     rd.add_argument("--style", default=None, metavar="NAME",
-                    help="render with the stylized generator PROJECT/styles/NAME")
-    rd.add_argument("--raw", action="store_true", help="render the codes before temporal smoothing")
+                    help="render with the stylized generator PROJECT/styles/NAME (personal takes only)")
+    rd.add_argument("--raw", action="store_true",
+                    help="render the codes before temporal smoothing (personal takes only)")
     rd.add_argument("--feather", type=float, default=0.08,
                     help="soft edge of the pasted face, as a fraction of the crop (default 0.08)")
     rd.add_argument("--height", type=int, default=None, metavar="PX",
@@ -78,9 +106,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _reenact(args: argparse.Namespace) -> int:
+    from optimize.backends import BACKENDS
+    from optimize.reenact_settings import ReenactSettings
     from personalize.distributed import SINGLE, init_from_env, launched_by_torchrun, shutdown
     from personalize.errors import UserError
-    from optimize.reenact_settings import ReenactSettings
+    from studio.jobs.oneshot import OneShotOptions
     from studio.jobs.reenact_chunks import reenact_queue
 
     names, drivings = args.name, args.driving or []
@@ -91,20 +121,43 @@ def _reenact(args: argparse.Namespace) -> int:
                         "Give one --driving per --name (or none, to resume the takes).")
     if args.chunks is not None and args.chunks < 1:
         raise UserError(f"--chunks must be at least 1 (got {args.chunks}).")
+    first = names[0]
+    backend = args.backend or (project.take_backend(first) if first in project.takes() else "personal")
+    if backend not in BACKENDS:
+        raise UserError(f"The take '{first}' does not say which mode made it.", "Give the mode with --backend.")
+    personal = backend == "personal"
+    if personal:
+        only_oneshot = [flag for flag, value in (("--source", args.source), ("--quality", args.quality),
+                                                 ("--landmarks", args.landmarks),
+                                                 ("--inversion-steps", args.inversion_steps)) if value is not None]
+        if only_oneshot:
+            raise UserError(f"{', '.join(only_oneshot)} apply to the one-shot modes, not to the personal generator.",
+                            "Choose a one-shot mode with --backend, or leave them out.")
+    elif (args.lr is not None or args.no_smooth or args.first_frame is not None or args.mode != "exact"
+          or args.refine_steps is not None):
+        raise UserError("--lr, --no-smooth, --first-frame, --mode and --refine-steps apply to the personal "
+                        "generator only.", "Leave them out for a one-shot mode.")
+    if (args.gpus > 1 or (args.chunks or 1) > 1) and not (personal and args.mode == "exact"):
+        raise UserError("--gpus and --chunks serve the personal generator's exact mode only.",
+                        "Leave them out for this mode.")
     if wants_launch(args):
         return launch(args.argv, args.gpus, args.device)
     dist = init_from_env(args.device, backend="gloo") if launched_by_torchrun() else SINGLE
-    settings = ReenactSettings().adjusted(steps=args.steps, lr=args.lr, smooth=not args.no_smooth,
-                                          first_frame=args.first_frame)
+    settings = ReenactSettings().adjusted(steps=args.steps if personal else None, lr=args.lr,
+                                          smooth=not args.no_smooth, first_frame=args.first_frame)
+    oneshot = OneShotOptions(source=args.source, landmarks=args.landmarks, steps=None if personal else args.steps,
+                             quality=args.quality, inversion_steps=args.inversion_steps)
     token = CancelToken()
     done = timed("re-enacted")
     try:
         device = dist.device if dist.is_distributed else resolve_device(args)
-        with ProgressBar(f"reenact {names[0]}" if len(names) == 1 else "reenact") as bar, \
+        with ProgressBar(f"reenact {first}" if len(names) == 1 else "reenact") as bar, \
                 ctrl_c_cancels(token, quiet=not dist.is_main):
             records = reenact_queue(project, list(zip(drivings or [None] * len(names), names)), settings,
                                     device, chunks=args.chunks or dist.world_size, dist=dist, restart=args.restart,
-                                    progress=bar, cancel=token, notify=lambda m: print(m, file=sys.stderr))
+                                    progress=bar, cancel=token, notify=lambda m: print(m, file=sys.stderr),
+                                    backend=backend, oneshot=oneshot, mode=args.mode,
+                                    refine_steps=args.refine_steps)
     finally:
         if dist.is_distributed:
             shutdown()
@@ -112,11 +165,20 @@ def _reenact(args: argparse.Namespace) -> int:
         return 0
     done()
     for record in records:
-        print(f"take '{record['take']}': {record['n_frames']} frames at {record['fps']:g} fps, "
-              f"{record['frames_optimized_this_run']} optimized this run "
-              f"({record['seconds_per_frame']:.2f} s/frame)")
-        if record["flagged_frames"]:
-            print(f"{len(record['flagged_frames'])} frame(s) without a face held the previous code")
+        if record.get("output") == "images":
+            print(f"take '{record['take']}' ({record['backend']}, source: {record['source']}): "
+                  f"{record['n_frames']} frames at {record['fps']:g} fps, {record['frames_rendered_this_run']} "
+                  f"rendered this run ({record['seconds_per_frame']:.2f} s/frame"
+                  + ("; the cached source was reused)" if record["source_reused"]
+                     else f"; source encoded in {record['source_seconds']:.1f} s)"))
+            if record["flagged_frames"]:
+                print(f"{len(record['flagged_frames'])} frame(s) without a face used interpolated landmarks")
+        else:
+            print(f"take '{record['take']}' ({record['mode']}): {record['n_frames']} frames at {record['fps']:g} fps, "
+                  f"{record['frames_optimized_this_run']} optimized this run "
+                  f"({record['seconds_per_frame']:.2f} s/frame)")
+            if record["flagged_frames"]:
+                print(f"{len(record['flagged_frames'])} frame(s) without a face held the previous code")
         print(f"render it with: studio-cli render {shlex.quote(str(project.root))} "
               f"--take {shlex.quote(record['take'])} --paste-back --out FILE.mp4")
     return 0

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 from studio.jobs.capture import capture_scan
 from studio.jobs.editing import import_direction, learn_direction, preview_frame, stylize
+from studio.jobs.live import open_live_driver
+from studio.jobs.motion import train_motion_job
 from studio.jobs.personalize import personalize_project, select_frames
 from studio.jobs.prepare import prepare_scan
 from studio.jobs.reenact import reenact_take, render_take_job
@@ -31,6 +33,8 @@ class Jobs:
     personalize: Job = personalize_project
     reenact: Job = reenact_take
     render: Job = render_take_job
+    train_motion: Job = train_motion_job
+    live_driver: Job = open_live_driver
     import_direction: Job = import_direction
     learn_direction: Job = learn_direction
     stylize: Job = stylize

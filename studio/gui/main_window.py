@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QColor, QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QMainWindow, QProgressBar, QPushButton, QSplitter, QStackedWidget,
@@ -18,7 +18,7 @@ from personalize.errors import UserError
 from studio import __version__
 from studio.gui.context import StudioContext
 from studio.gui.job_functions import Jobs
-from studio.gui.models_dialog import REQUIRED, ModelsDialog, weights_status
+from studio.gui.models_dialog import REQUIRED, STYLES, ModelsDialog
 from studio.gui.pages.base import STAGE_TITLES, STATUS_COLORS, StagePage
 from studio.gui.pages.capture import CapturePage
 from studio.gui.pages.edit import EditPage
@@ -46,55 +46,75 @@ def status_icon(state: str) -> QIcon:
     return QIcon(pix)
 
 
+def split_phase(message: str) -> tuple[str, str]:
+    """(phase, detail) of a job's progress message: jobs that run in phases name the phase
+    before a colon ("inverting: frames 1-8 loss 0.31"); a message without one is all phase
+    ("finding landmarks")."""
+    phase, sep, detail = message.partition(":")
+    return (phase.strip(), detail.strip()) if sep else (message.strip(), "")
+
+
 class JobPanel(QWidget):
-    """Progress of the running job: bar, message, time left, Cancel."""
+    """The job strip: the running job, its phase, bar, details, time left and Cancel."""
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
         self.title = QLabel()
+        self.phase = QLabel()
+        self.phase.setToolTip("The part of the job that runs now (each part has its own count "
+                              "and time estimate).")
         self.bar = QProgressBar()
-        self.bar.setMinimumWidth(200)
+        self.bar.setMinimumWidth(160)
         self.message = QLabel()
+        self.message.setMinimumWidth(40)
         self.eta = QLabel()
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop the job after its current step; finished work is kept "
-                                      "and starting it again resumes (Esc).")
+        self.cancel_button = QPushButton("Cancel…")
+        self.cancel_button.setToolTip("Stop the job after its current step (asks first when it has "
+                                      "run for more than a few seconds).")
         self.cancel_button.clicked.connect(self.cancel)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(6, 2, 6, 2)
         layout.addWidget(self.title)
+        layout.addWidget(self.phase)
         layout.addWidget(self.bar, 2)
-        layout.addWidget(self.message, 2)
+        layout.addWidget(self.message, 1)
         layout.addWidget(self.eta)
         layout.addWidget(self.cancel_button)
         runner = ctx.runner
         runner.started.connect(self._started)
         runner.progressed.connect(self._progress)
+        runner.stopping.connect(self._stopping)
         runner.finished.connect(lambda _o: self.setVisible(False))
         self.setVisible(False)
 
     def _started(self, title: str) -> None:
         self.title.setText(f"<b>{title}</b>")
+        self.phase.setText("")
         self.bar.setRange(0, 0)  # busy until the first report
         self.message.setText("starting…")
         self.eta.setText("")
         self.cancel_button.setEnabled(True)
-        self.cancel_button.setText("Cancel")
+        self.cancel_button.setText("Cancel…")
         self.setVisible(True)
 
     def _progress(self, done: int, total: int, message: str, eta: float) -> None:
+        phase, detail = split_phase(message)
+        self.phase.setText(f"— {phase}" if phase else "")
         if total > 0:
             self.bar.setRange(0, total)
             self.bar.setValue(min(done, total))
             self.bar.setFormat(f"{done} / {total}")
-        self.message.setText(message)
+        self.message.setText(detail)
+        self.message.setToolTip(message)
         self.eta.setText(format_eta(None if eta < 0 else eta))
 
-    def cancel(self) -> None:
-        self.ctx.runner.cancel()
+    def _stopping(self) -> None:
         self.cancel_button.setEnabled(False)
         self.cancel_button.setText("Stopping…")
+
+    def cancel(self) -> None:
+        self.ctx.request_cancel()
 
 
 class StudioWindow(QMainWindow):
@@ -105,9 +125,11 @@ class StudioWindow(QMainWindow):
         self.settings.apply_environment()
         self.ctx = StudioContext(self.settings, jobs, self)
         self.ctx.dialog_parent = self
+        self.ctx.open_models = self.show_models
         self.setWindowTitle("Self-Scan Avatar Studio")
         self.setAcceptDrops(True)
         self.models_dialog: ModelsDialog | None = None
+        self._quit_confirmed = False
 
         self.start_screen = StartScreen()
         self.start_screen.new_requested.connect(self.new_project_dialog)
@@ -116,8 +138,8 @@ class StudioWindow(QMainWindow):
 
         self.stage_list = QListWidget()
         self.stage_list.setIconSize(QSize(14, 14))
-        self.stage_list.setMinimumWidth(190)
-        self.stage_list.setMaximumWidth(280)
+        self.stage_list.setMinimumWidth(150)
+        self.stage_list.setMaximumWidth(240)
         self.stage_list.setToolTip("The steps, in order. Ctrl+1 … Ctrl+7 jump to a step.")
         self.pages: dict[str, StagePage] = {}
         self.page_stack = QStackedWidget()
@@ -129,6 +151,7 @@ class StudioWindow(QMainWindow):
             item.setData(Qt.ItemDataRole.UserRole, page.stage)
             self.stage_list.addItem(item)
         self.stage_list.currentRowChanged.connect(self.page_stack.setCurrentIndex)
+        self.stage_list.currentRowChanged.connect(lambda _row: self.update_weights_label())
         self.project_label = QLabel()
         self.project_label.setWordWrap(True)
         side = QWidget()
@@ -141,6 +164,7 @@ class StudioWindow(QMainWindow):
         splitter.addWidget(self.page_stack)
         splitter.setStretchFactor(1, 1)
         splitter.setChildrenCollapsible(False)
+        splitter.setSizes([170, 1000])
         self.job_panel = JobPanel(self.ctx)
         self.project_view = QWidget()
         pv = QVBoxLayout(self.project_view)
@@ -203,7 +227,9 @@ class StudioWindow(QMainWindow):
         self._action(go_menu, "Previous step", lambda: self._step(-1), "Ctrl+Left")
         job_menu = bar.addMenu("&Job")
         self._action(job_menu, "&Run this step", self.run_current, "Ctrl+R")
-        self._action(job_menu, "&Cancel the running job", self.ctx.runner.cancel, "Esc")
+        # No shortcut on purpose: Esc belongs to text boxes and dialogs, and one key must never
+        # throw away a long job (issue 17).
+        self._action(job_menu, "&Cancel the running job…", self.ctx.request_cancel)
         tools = bar.addMenu("&Tools")
         self._action(tools, "&Models…", self.show_models, "Ctrl+M")
         self._action(tools, "&Settings…", self.show_settings, QKeySequence.StandardKey.Preferences)
@@ -331,30 +357,48 @@ class StudioWindow(QMainWindow):
                                         "faster." if slow else ""))
 
     def update_weights_label(self) -> None:
-        rows = weights_status()
-        parts = [f"{name} {'✔' if present else '✘'}" for name, _d, present, _p in rows]
-        missing = [name for name, _d, present, _p in rows if not present and name in REQUIRED]
-        self.weights_button.setText("Weights: " + " · ".join(parts))
-        self.weights_button.setStyleSheet("color: #b35900;" if missing else "")
+        """The weights the personal pipeline needs (CLIP too on the Edit & Stylize step); the
+        one-shot modes' files are in the Models window."""
+        from studio.weights import list_weights
 
-    def show_models(self) -> ModelsDialog:
+        names = REQUIRED + (STYLES if self.ctx.project is not None
+                            and self.current_stage() == "edit" else ())
+        rows = list_weights(list(names))
+        missing = [row.name for row in rows if not row.present]
+        self.weights_button.setText("Weights: " + " · ".join(
+            f"{row.name} {'✔' if row.present else '✘'}" for row in rows))
+        self.weights_button.setStyleSheet("color: #b35900;" if missing else "")
+        self.weights_button.setToolTip(
+            ("Missing: " + ", ".join(missing) + ". " if missing else "")
+            + "Pretrained weights of your personal avatar. Click to see every file (also those of "
+              "the one-shot modes) and get the missing ones.")
+
+    def show_models(self, name: str | None = None) -> ModelsDialog:
+        """Open the Models window, with the weights ``name`` selected when given."""
         if self.models_dialog is None:
             self.models_dialog = ModelsDialog(self.ctx.jobs, self)
             self.models_dialog.weights_changed.connect(self.update_weights_label)
             self.models_dialog.weights_changed.connect(self.pages["personalize"].fill_bases)
         self.models_dialog.refresh()
+        if isinstance(name, str):
+            self.models_dialog.select(name)
         self.models_dialog.show()
         self.models_dialog.raise_()
         return self.models_dialog
 
     def show_settings(self) -> SettingsDialog:
         dialog = SettingsDialog(self.settings, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # one per opening, not kept
         dialog.accepted.connect(self.update_device_label)
         dialog.accepted.connect(self.update_weights_label)
         dialog.open()
         return dialog
 
     # ------------------------------------------------------------------ window
+    def _quit_after_stop(self) -> None:
+        self._quit_confirmed = True
+        QTimer.singleShot(0, self.close)
+
     def dragEnterEvent(self, event) -> None:  # noqa: N802
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
@@ -374,16 +418,38 @@ class StudioWindow(QMainWindow):
             return
         self.start_screen.dropEvent(event)
 
+    def _runners(self) -> list:
+        """Every job runner of the window: the main one, the pages' previews, the Models window's."""
+        runners = [self.ctx.runner]
+        runners += [page.preview_runner for page in self.pages.values() if hasattr(page, "preview_runner")]
+        if self.models_dialog is not None:
+            runners.append(self.models_dialog.runner)
+        return runners
+
+    def _close_when_idle(self, *_args) -> None:
+        if not any(runner.busy for runner in self._runners()):
+            QTimer.singleShot(0, self.close)
+
     def closeEvent(self, event) -> None:  # noqa: N802
-        self.settings.set_geometry(self.saveGeometry())
-        if self.ctx.runner.busy:
-            self.ctx.runner.cancel()
-            self.ctx.runner.wait(30000)
-        for page in self.pages.values():
-            runner = getattr(page, "preview_runner", None)
-            if runner is not None:
+        if self.ctx.runner.busy and not self._quit_confirmed:
+            # Quitting stops the job: ask first, like Cancel (Ctrl+Q must not lose a long job).
+            event.ignore()
+            self.ctx.request_cancel(then=self._quit_after_stop)
+            return
+        busy = [runner for runner in self._runners() if runner.busy]
+        if busy:
+            # Never let a job's thread outlive the window: Python would be finalized under it
+            # (a crash on the way out). Stop every job; the window closes when the last one has
+            # saved its work and ended.
+            event.ignore()
+            self.ctx.closing = True
+            for runner in busy:
                 runner.cancel()
-                runner.wait(10000)
+                runner.finished.connect(self._close_when_idle)
+            self.statusBar().showMessage("Stopping the running job; the window closes when it has "
+                                         "saved its work.")
+            return
+        self.settings.set_geometry(self.saveGeometry())
         capture = self.pages.get("capture")
         if capture is not None:
             capture.webcam.stop_camera()

@@ -13,6 +13,54 @@ from personalize.errors import ProjectError
 from studio.project import Project
 
 
+# The prepare stage's quality flags (``personalize.faces.quality.FLAGS``) in words.
+FLAG_WORDS = {
+    "no_face": "no face found",
+    "multiple_faces": "several faces",
+    "too_small": "face too small",
+    "blurry": "blurry",
+    "extreme_pose": "head turned too far",
+}
+
+
+def flag_words(flag: str) -> str:
+    return FLAG_WORDS.get(flag, flag.replace("_", " "))
+
+
+def describe_scan(summary: dict[str, Any], n_pictures: int) -> str:
+    """The prepare stage's summary as a sentence or two (never a dump of its keys)."""
+    if not n_pictures:
+        return "Nothing prepared yet."
+    size, fps = summary.get("size"), summary.get("fps")
+    shape = ", ".join(part for part in (f"{size} × {size} px" if size else "",
+                                        f"from a {fps:.0f} fps video" if fps else "") if part)
+    text = f"{n_pictures} face pictures" + (f" ({shape})" if shape else "") + "."
+    frames, usable = summary.get("n_frames"), summary.get("n_usable")
+    if isinstance(frames, int) and isinstance(usable, int):
+        text += f" {usable} of {frames} can be used for training"
+        counts = summary.get("counts") or {}
+        problems = [f"{n} {flag_words(flag)}" for flag, n in counts.items()
+                    if isinstance(n, int) and n]
+        text += f"; problems: {', '.join(problems)}." if problems else "; no problems found."
+    return text
+
+
+def first_frame(video: Path | None):
+    """The first frame of ``video`` (HWC uint8 RGB) for a thumbnail, or None when unreadable."""
+    from personalize.errors import MediaError
+    from personalize.video import iter_frames
+
+    if video is None:
+        return None
+    frames = iter_frames(video)
+    try:
+        return next(frames, None)
+    except (MediaError, OSError):
+        return None
+    finally:
+        frames.close()
+
+
 def frame_index(path: Path) -> int:
     """The video frame index of a crop (``{t:06d}.png``), -1 for other names."""
     return int(path.stem) if path.stem.isdigit() else -1

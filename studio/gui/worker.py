@@ -51,12 +51,17 @@ def format_eta(seconds: float | None) -> str:
     """'about 3 min left' style text for the progress panel."""
     if seconds is None:
         return "estimating time left…"
+    return f"about {format_duration(seconds)} left"
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '3 min 05 s', '1 h 02 min' (how long a job has run)."""
     seconds = int(round(seconds))
     if seconds < 60:
-        return f"about {seconds} s left"
+        return f"{seconds} s"
     if seconds < 3600:
-        return f"about {seconds // 60} min {seconds % 60:02d} s left"
-    return f"about {seconds // 3600} h {(seconds % 3600) // 60:02d} min left"
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
 
 
 @dataclass
@@ -70,6 +75,21 @@ class JobOutcome:
     cancelled: bool = False
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Forget the frames of a failed job (its text is in ``JobOutcome.details``).
+
+    Why: the traceback holds ``run()``'s frame, whose locals are this thread object and the
+    outcome that holds the exception: a reference cycle, kept with every local of the failed job
+    (generators, tensors) until the cyclic garbage collector frees it — on whatever thread runs
+    that collection, usually the next job's. Nothing Qt-owned may be freed that way.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 class _JobThread(QThread):
@@ -104,7 +124,9 @@ class _JobThread(QThread):
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the user as a dialog
             outcome.error = exc
             outcome.details = "".join(traceback.format_exception(exc))
+            _drop_tracebacks(exc)
         outcome.seconds = time.monotonic() - start
+        self.fn = self.args = self.kwargs = None  # a finished thread keeps none of the job's inputs
         self.ended.emit(outcome)
 
 
@@ -114,7 +136,8 @@ class JobRunner(QObject):
     ``start(title, fn, *args, **kwargs)`` calls ``fn(*args, progress=..., cancel=..., **kwargs)``
     in a thread: every job takes a progress callback and a cancel token. Signals: ``started(title)``,
     ``progressed(done, total, message, eta_seconds or -1)``, ``succeeded(outcome)``,
-    ``failed(outcome)``, ``cancelled(outcome)``, and ``finished(outcome)`` after any of the three.
+    ``failed(outcome)``, ``cancelled(outcome)``, and ``finished(outcome)`` after any of the three;
+    ``stopping()`` when a cancel was asked for (the job still runs until its next check).
     """
 
     started = Signal(str)
@@ -124,6 +147,7 @@ class JobRunner(QObject):
     cancelled = Signal(object)
     finished = Signal(object)
     busy_changed = Signal(bool)
+    stopping = Signal()
 
     def __init__(self, parent: QObject | None = None, min_interval: float = 0.05) -> None:
         super().__init__(parent)
@@ -133,10 +157,16 @@ class JobRunner(QObject):
         self._min_interval = min_interval
         self.title = ""
         self.last_outcome: JobOutcome | None = None
+        self._started_at = 0.0
 
     @property
     def busy(self) -> bool:
         return self._thread is not None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds the running job has run (0 when none runs)."""
+        return time.monotonic() - self._started_at if self._thread is not None else 0.0
 
     def start(self, title: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
         """Start a job; returns False (and does nothing) if one is already running."""
@@ -149,6 +179,7 @@ class JobRunner(QObject):
         thread.progressed.connect(self._on_progress)
         thread.ended.connect(self._on_ended)
         self._thread = thread
+        self._started_at = time.monotonic()
         self.started.emit(title)
         self.busy_changed.emit(True)
         thread.start()
@@ -156,8 +187,9 @@ class JobRunner(QObject):
 
     def cancel(self) -> None:
         """Ask the running job to stop at its next check; it saves its progress for resume."""
-        if self._token is not None:
+        if self._token is not None and not self._token.cancelled:
             self._token.cancel()
+            self.stopping.emit()
 
     @property
     def cancel_requested(self) -> bool:

@@ -36,7 +36,7 @@ def capture_scan(project: Project, video: str | os.PathLike[str], start: float =
     or a part shorter than ``MIN_SECONDS``; nothing changes then."""
     video = Path(video).expanduser().resolve()
     info = probe_video(video)
-    trim = _trim(start, end, info.duration)
+    trim = chosen_part(start, end, info.duration)
     record = project.scan_record
     copy = project.scan_source()
     is_the_copy = copy is not None and video == copy.resolve()
@@ -72,7 +72,7 @@ def copy_suffix(video: Path) -> str:
     return video.suffix.lower() or ".mp4"
 
 
-def _trim(start: float, end: float | None, duration: float) -> list[float] | None:
+def chosen_part(start: float, end: float | None, duration: float) -> list[float] | None:
     """[start, end] in seconds, or None for the whole video (a trim within 0.05 s of the ends)."""
     start = max(0.0, float(start))
     end = duration if end is None else min(float(end), duration)

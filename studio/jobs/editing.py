@@ -21,7 +21,7 @@ from editing.directions import (Direction, direction_exists, list_directions, lo
                                 reliability, save_direction)
 from editing.render import WsEdit
 from optimize.track import load_track
-from personalize.errors import Action, UserError
+from personalize.errors import Action, ProjectError, UserError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from studio.project import Project, safe_name
 
@@ -45,14 +45,15 @@ def build_clip(device: torch.device | str = "cpu"):
 
 
 # ----------------------------------------------------------------------------- directions
-def import_direction(project: Project, file: str | Path, name: str, *, project_to_anchors: bool = False,
+def import_direction(project: Project, file: str | Path, name: str, *, project_to_anchors: bool = True,
                      force: bool = False, progress: ProgressFn = no_progress,
                      cancel: CancelToken = NEVER_CANCELLED) -> Direction:
     """Import a published W/W+ direction into ``directions/<name>``.
 
     Checked against the personalized generator's w_dim/num_ws when it exists. Its reliability
-    (cosine to its projection onto the anchors' span) is recorded when anchors exist; with
-    ``project_to_anchors`` the projected direction is stored instead of the original.
+    (cosine to its projection onto the anchors' span) is recorded when anchors exist. By default
+    the projected direction is stored (MyStyle and the paper edit within the person's space);
+    ``project_to_anchors=False`` (``--no-project``) keeps the FFHQ-wide original.
     """
     name = safe_name(name, "direction")
     cancel.check()
@@ -60,7 +61,14 @@ def import_direction(project: Project, file: str | Path, name: str, *, project_t
     vector = read_direction_file(file, w_dim=w_dim, num_ws=num_ws)
     meta: dict[str, Any] = {"source": "imported", "file": str(Path(file).resolve()), "attribute": name,
                             "projected": False, "reliability": None}
-    anchors = project.load_anchors() if project.has_anchors() or project_to_anchors else None
+    anchors = None
+    if project.has_anchors() or project_to_anchors:
+        try:
+            anchors = project.load_anchors()
+        except ProjectError as exc:
+            raise ProjectError(f"{exc.message} Importing projects the direction onto them.",
+                               "Personalize first, or import the direction without projection.",
+                               exc.action) from exc
     if anchors is not None:
         if anchors.shape[1] != vector.shape[-1]:
             raise UserError(f"The direction has dimension {vector.shape[-1]}, this person's anchors {anchors.shape[1]}.",
@@ -181,7 +189,7 @@ def edits_to_ws_edit(project: Project, edits: EditSpec, w_dim: int, num_ws: int)
             pairs.append((str(name), float(strength)))
     chosen = [(load_direction(project.directions_dir, n, w_dim=w_dim, num_ws=num_ws), s)
               for n, s in pairs if s != 0.0]
-    return make_ws_edit(chosen) if chosen else None
+    return make_ws_edit(chosen, anchors=project.load_anchors()) if chosen else None  # inside P_beta
 
 
 # ----------------------------------------------------------------------------- preview
@@ -204,6 +212,10 @@ def preview_frame(project: Project, take: str, frame: int = 0, edits: dict[str, 
                   progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> np.ndarray:
     """One frame of a take with ``edits`` (direction name -> strength) and optional ``style``:
     (R, R, 3) uint8 RGB aligned crop (the GUI's live preview)."""
+    if project.take_output(take) == "images":
+        raise UserError(f"The take '{take}' was made by a one-shot mode: it holds images, not codes of your "
+                        "generator, so edits and styles do not apply to it.",
+                        "Choose a take of the personal generator.")
     track = load_track(project.track_path(take)).best_ws()
     if not 0 <= int(frame) < track.shape[0]:
         raise UserError(f"Frame {frame} is outside the take (0..{track.shape[0] - 1}).", "Choose another frame.")

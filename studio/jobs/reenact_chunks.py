@@ -32,9 +32,10 @@ from optimize.reenact import ReenactResult, mesh_landmarks, reenact
 from optimize.reenact_settings import ReenactSettings
 from optimize.track import LatentTrack, read_track_progress, track_fingerprint
 from personalize.distributed import SINGLE, DistContext, transportable
-from personalize.errors import Action, Cancelled, ProjectError
+from personalize.errors import Action, Cancelled, ProjectError, UserError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from personalize.video import read_image
+from studio.jobs.oneshot import OneShotOptions
 from studio.jobs.reenact import load_personalized_generator, reenact_take
 from studio.project import Project
 
@@ -177,14 +178,22 @@ def reenact_queue(project: Project, takes: Sequence[tuple[str | Path | None, str
                   chunks: int = 1, overlap: int = DEFAULT_OVERLAP, dist: DistContext = SINGLE,
                   restart: bool = False, progress: ProgressFn = no_progress,
                   cancel: CancelToken = NEVER_CANCELLED, notify: Notify = _quiet,
-                  landmarks: LandmarkFn | None = None,
-                  first_start: FirstStart | None = None) -> list[dict[str, Any]]:
+                  landmarks: LandmarkFn | None = None, first_start: FirstStart | None = None,
+                  backend: str = "personal", oneshot: OneShotOptions = OneShotOptions(),
+                  mode: str = "exact", refine_steps: int | None = None) -> list[dict[str, Any]]:
     """Re-enact ``takes`` ((driving video or None to resume, take name), ...) in order; returns
     their ``track.json`` records (rank 0; other ranks return []).
 
     ``chunks`` > 1 splits each take into that many chunks (one per process is the natural
     choice); a take that already has a chunk plan continues in chunks whatever ``chunks`` says.
+    Chunks and processes serve the personal generator's exact mode (the per-frame optimizer);
+    ``backend``, ``oneshot``, ``mode`` and ``refine_steps`` are ``reenact_take``'s, and the other
+    modes run each take in one piece in this process.
     """
+    if (dist.is_distributed or chunks > 1) and (backend != "personal" or mode != "exact"):
+        raise UserError(f"Only the personal generator's exact mode runs in chunks or over several processes "
+                        f"(not {backend if backend != 'personal' else mode}).",
+                        "Run it with one process and one chunk (leave --gpus and --chunks out).")
     if not dist.is_main:
         _serve(project, dist, device, cancel, landmarks, first_start)
         return []
@@ -192,14 +201,15 @@ def reenact_queue(project: Project, takes: Sequence[tuple[str | Path | None, str
     records = []
     try:
         for driving, name in takes:
-            in_chunks = (dist.is_distributed or chunks > 1
-                         or ChunkPlan.load(project.take_chunks_dir(name)) is not None)
+            in_chunks = backend == "personal" and mode == "exact" and (
+                dist.is_distributed or chunks > 1 or ChunkPlan.load(project.take_chunks_dir(name)) is not None)
             runner = ChunkedReenact(project, name, max(1, chunks), overlap, channel, landmarks, first_start,
                                     notify) if in_chunks else None
             report = (lambda d, t, m="", name=name: progress(d, t, f"{name}: {m}" if m else name)) \
                 if len(takes) > 1 else progress
             records.append(reenact_take(project, driving, name, settings, device=device, progress=report,
-                                        cancel=cancel, restart=restart, notify=notify, runner=runner))
+                                        cancel=cancel, restart=restart, notify=notify, runner=runner,
+                                        backend=backend, oneshot=oneshot, mode=mode, refine_steps=refine_steps))
     except BaseException as exc:
         if dist.is_distributed and channel.others_waiting:
             dist.broadcast(("stop", transportable(exc) if isinstance(exc, Exception) else Cancelled()))

@@ -1,46 +1,37 @@
-"""Which weights each re-enactment mode needs: one table for the CLI, the GUI and the jobs.
+"""Which weights each re-enactment mode needs: read from the modes' own declarations.
 
-Why a table here and not in each backend: ``studio-cli models fetch --backend X``, the Models
-dialog and the mode selector (missing weights -> the Models dialog) must all agree on the list,
-and they must work without building any network.
+Why here and not a second table: every mode declares the registry names it reads
+(``optimize.backends``: ``BackendInfo.weights``, ``landmark_weights``, ``setup_weights``);
+``studio-cli models fetch --backend X``, the Models dialog and the mode selector (missing weights
+-> the Models dialog) all ask this module, so they agree with what the job will load, and none of
+them builds a network.
 """
 from __future__ import annotations
 
 from typing import Literal
 
+from optimize.backends import BACKENDS as _MODES
 from personalize.errors import UserError
 from studio.weights.registry import get_entry
 
 Landmarks = Literal["flame", "mediapipe"]
 
-_FILES: dict[str, tuple[str, ...]] = {
-    "personal": ("ffhq", "lpips-alex", "e4e-ffhq"),
-    "hyperreenact": ("stylegan2-voxceleb", "e4e-voxceleb", "hyperreenact-net", "arcface-irse50",
-                     "deca"),
-    "directions": ("stylegan2-voxceleb", "e4e-voxceleb", "deca", "directions-a"),
-    "diffusionact": ("diffae-ffhq256", "diffusionact-net", "gaze-xgaze"),
-}
-# The official DiffusionAct draws its conditioning landmarks from EMOCA + FLAME; with
-# ``--landmarks mediapipe`` it draws them from MediaPipe's landmarks instead and needs none of these.
-_OFFICIAL_LANDMARK_FILES: dict[str, tuple[str, ...]] = {
-    "diffusionact": ("emoca-v2", "flame", "flame-landmarks"),
-}
-
-BACKENDS: tuple[str, ...] = tuple(_FILES)
+BACKENDS: tuple[str, ...] = tuple(_MODES)
 
 
 def files_for(backend: str, landmarks: Landmarks = "flame") -> tuple[str, ...]:
     """Registry names ``backend`` needs, in fetch order.
 
     ``personal`` is personalization: the FFHQ generator, LPIPS, and the FFHQ e4e encoder (for
-    ``--anchors encoder``). ``landmarks='mediapipe'`` drops the EMOCA/FLAME files of DiffusionAct.
+    ``--anchors encoder``). ``landmarks='mediapipe'`` drops the files of DiffusionAct's official
+    landmark path (EMOCA, FLAME, the gaze network).
     """
-    if backend not in _FILES:
+    if backend not in _MODES:
         raise UserError(f"unknown backend {backend!r}", f"Known backends: {', '.join(BACKENDS)}.")
     if landmarks not in ("flame", "mediapipe"):
         raise UserError(f"unknown landmarks source {landmarks!r}", "Use 'flame' or 'mediapipe'.")
-    extra = _OFFICIAL_LANDMARK_FILES.get(backend, ()) if landmarks == "flame" else ()
-    return _FILES[backend] + extra
+    info = _MODES[backend]
+    return info.setup_weights + info.weights_for(landmarks)
 
 
 def backends_using(name: str) -> tuple[str, ...]:

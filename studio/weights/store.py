@@ -175,6 +175,22 @@ def record_pin_if_new(entry: WeightsFile, digest: str, size: int, source: str) -
     atomic_write_json(_pins_path(), pins)
 
 
+def forget_pin(name: str) -> bool:
+    """Drop the pinned hash of ``name`` (True if there was one).
+
+    Why: the first copy of an unhashed file is pinned on a cheap structural check; when that copy
+    then turns out not to load (a different network imported under this name), keeping its pin
+    would refuse the right file later.
+    """
+    entry = get_entry(name)
+    pins = read_pins()
+    if entry.sha256 or name not in pins:
+        return False
+    del pins[name]
+    atomic_write_json(_pins_path(), pins)
+    return True
+
+
 def check_file_identity(entry: WeightsFile, digest: str, size: int, what: str,
                         hint: str | None = None) -> None:
     """Raise ``UserError`` unless (digest, size) is the registry's file (or its pin).

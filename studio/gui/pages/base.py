@@ -2,7 +2,13 @@
 
 A page's action buttons are enabled only when the stages it needs are done and no job runs;
 otherwise the page says in words what to do first. Subclasses fill ``self.body`` and implement
-``update_buttons``/``project_loaded``.
+``reset``, ``reload`` and ``update_buttons``.
+
+Why ``reset`` + ``shows``: a page shows one project at a time. When another project opens (File ▸
+New included) every page first forgets everything it showed (``reset``), then loads what the new
+project has (``reload``); and whenever a stage the page shows (``shows``) gets a new output (its
+fingerprint or status changes — a run in this window, in another process, or an upstream re-run)
+the page reloads. Nothing a page displays can outlive the project or the output it came from.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QScrollArea, QS
                                QVBoxLayout, QWidget)
 
 from studio.gui.context import StudioContext
-from studio.project import DONE, RUNNING, STAGES, STALE
+from studio.project import DONE, STAGES, STALE
 
 STAGE_TITLES = {
     "capture": "Capture",
@@ -33,11 +39,14 @@ class StagePage(QWidget):
 
     stage = ""
     needs: tuple[str, ...] = ()
+    shows: tuple[str, ...] = ()
+    """Stages whose outputs the page displays: a new output of any of them reloads the page."""
     description = ""
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
+        self._shown: tuple | None = None
         self.title_label = QLabel(STAGE_TITLES.get(self.stage, self.stage))
         font = self.title_label.font()
         font.setPointSizeF(font.pointSizeF() * 1.6)
@@ -94,11 +103,20 @@ class StagePage(QWidget):
         return self.project is not None and not self.missing_needs() and not self.ctx.runner.busy
 
     def _on_project(self, project) -> None:
-        if project is not None:
-            self.project_loaded()
+        self._shown = None
+        self.reset()
         self._on_statuses(self.ctx.statuses)
 
+    def _outputs_key(self, statuses: dict) -> tuple | None:
+        if self.project is None:
+            return None
+        return tuple((s, self.project.fingerprint(s), statuses.get(s)) for s in self.shows)
+
     def _on_statuses(self, statuses: dict) -> None:
+        key = self._outputs_key(statuses)
+        if key is not None and key != self._shown:
+            self._shown = key
+            self.reload()
         state = statuses.get(self.stage, "not done")
         self.status_label.setText(f"● {STATUS_WORDS.get(state, state)}")
         self.status_label.setStyleSheet(f"color: {STATUS_COLORS.get(state, '#9e9e9e')};")
@@ -117,18 +135,17 @@ class StagePage(QWidget):
         self.needs_label.setVisible(bool(self.needs_label.text()))
         self.next_button.setEnabled(self.stage != STAGES[-1])
         self.update_buttons()
-        if state in (DONE, RUNNING):
-            self.stage_changed(state)
 
     # ------------------------------------------------------------------ for subclasses
-    def project_loaded(self) -> None:
-        """A project was opened: load what this stage already has on disk."""
+    def reset(self) -> None:
+        """Forget everything shown from the previous project (called before another opens)."""
+
+    def reload(self) -> None:
+        """Show what the open project has on disk for this page (first show, and after any
+        output of the ``shows`` stages changed)."""
 
     def update_buttons(self) -> None:
         """Enable/disable the page's actions (``self.ready`` is the usual condition)."""
-
-    def stage_changed(self, state: str) -> None:
-        """Called with 'done'/'running' when statuses refresh: reload outputs if needed."""
 
     def go_next(self) -> None:
         index = STAGES.index(self.stage)

@@ -16,16 +16,21 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
                                QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget)
 
+from personalize.errors import UserError
 from personalize.video import probe_video
 from studio.gui.context import StudioContext
 from studio.gui.live_coverage import read_landmarks
 from studio.gui.pages.base import StagePage, hint
+from studio.gui.scan_files import first_frame
+from studio.gui.widgets.camera_session import list_cameras, open_capture_session
 from studio.gui.widgets.coverage_meter import CoverageMeter
 from studio.gui.widgets.drop_zone import DropZone
-from studio.jobs.capture import MIN_SECONDS
+from studio.gui.widgets.image_view import ImageView
+from studio.jobs.capture import MIN_SECONDS, chosen_part
 
 TARGET_SECONDS = 30
 COUNTDOWN_SECONDS = 3
+NO_VIDEO = "No video chosen yet."
 
 
 class _DetectSignals(QObject):
@@ -120,15 +125,11 @@ class WebcamPanel(QGroupBox):
         self._update_enabled()
 
     def _list_cameras(self) -> list:
-        try:
-            from PySide6.QtMultimedia import QMediaDevices
-            cameras = list(QMediaDevices.videoInputs())
-        except Exception as exc:  # noqa: BLE001 - no multimedia backend
-            self.state_label.setText(f"Webcam recording is unavailable here ({exc}). "
+        cameras, problem = list_cameras(self.camera_box)
+        if problem:
+            self.state_label.setText(f"Webcam recording is unavailable here ({problem}). "
                                      "Use a video file instead.")
             return []
-        for cam in cameras:
-            self.camera_box.addItem(cam.description())
         if not cameras:
             self.state_label.setText("No camera found. Plug one in and reopen the project, or "
                                      "use a video file recorded with your phone.")
@@ -162,15 +163,8 @@ class WebcamPanel(QGroupBox):
 
     def _start_session(self, attach_source) -> None:
         """One capture session: the source -> a sink (live preview, landmarks) and a recorder."""
-        from PySide6.QtMultimedia import QMediaCaptureSession, QMediaRecorder, QVideoSink
-        self.session = QMediaCaptureSession()
-        attach_source(self.session)
-        self.sink = QVideoSink()
-        self.sink.videoFrameChanged.connect(self._on_frame)
-        self.session.setVideoSink(self.sink)
-        self.recorder = QMediaRecorder()
-        self.recorder.setQuality(QMediaRecorder.Quality.HighQuality)
-        self.session.setRecorder(self.recorder)
+        parts = open_capture_session(attach_source, self._on_frame)
+        self.session, self.sink, self.recorder = parts.session, parts.sink, parts.recorder
         self.recorder.recorderStateChanged.connect(self._on_recorder_state)
         self.recorder.errorOccurred.connect(lambda _e, text: self.state_label.setText(f"Recorder: {text}"))
 
@@ -267,6 +261,7 @@ class WebcamPanel(QGroupBox):
 class CapturePage(StagePage):
     stage = "capture"
     needs = ()
+    shows = ("capture",)
     description = ("Bring about 30 seconds of video of your face: turn your head slowly in every "
                    "direction and make many expressions. Drop a video file here or record one.")
 
@@ -277,8 +272,12 @@ class CapturePage(StagePage):
         self.drop = DropZone("Drop a video file here, or click to choose one (Ctrl+I)",
                              start_dir=ctx.settings.last_folder)
         self.drop.file_chosen.connect(self.load_video)
-        self.file_label = QLabel("No video chosen yet.")
+        self.file_label = QLabel(NO_VIDEO)
         self.file_label.setWordWrap(True)
+        self.pending_label = QLabel("")
+        self.pending_label.setWordWrap(True)
+        self.pending_label.setStyleSheet("color: #b35900;")
+        self.pending_label.setVisible(False)
         self.trim_in = QDoubleSpinBox()
         self.trim_out = QDoubleSpinBox()
         for spin in (self.trim_in, self.trim_out):
@@ -287,6 +286,7 @@ class CapturePage(StagePage):
             spin.setSingleStep(0.5)
             spin.setEnabled(False)
             spin.setMaximumWidth(120)
+            spin.valueChanged.connect(lambda _v: self._show_pending())
         self.trim_in.setToolTip("Skip the start of the video up to this time (e.g. while you "
                                 "were pressing record).")
         self.trim_out.setToolTip("Ignore the video after this time.")
@@ -295,6 +295,12 @@ class CapturePage(StagePage):
         self.use_button.setToolTip("Make this video (the trimmed part) the self-scan of this "
                                    "project, then continue with Prepare.")
         self.use_button.clicked.connect(self.use_video)
+        self.in_use_image = ImageView("No self-scan yet")
+        self.in_use_image.setMinimumSize(120, 90)
+        self.in_use_image.setMaximumSize(200, 150)
+        self.in_use_image.setToolTip("The first frame of the video the later steps use.")
+        self.in_use_label = QLabel("")
+        self.in_use_label.setWordWrap(True)
 
         file_box = QGroupBox("Use a video file")
         form = QFormLayout()
@@ -303,12 +309,21 @@ class CapturePage(StagePage):
         file_layout = QVBoxLayout(file_box)
         file_layout.addWidget(self.drop)
         file_layout.addWidget(self.file_label)
+        file_layout.addWidget(self.pending_label)
         file_layout.addLayout(form)
         file_layout.addWidget(self.use_button, 0, Qt.AlignmentFlag.AlignRight)
+        in_use_box = QGroupBox("The self-scan in use")
+        in_use_layout = QVBoxLayout(in_use_box)
+        in_use_layout.addWidget(self.in_use_image, 0, Qt.AlignmentFlag.AlignHCenter)
+        in_use_layout.addWidget(self.in_use_label)
+        in_use_layout.addStretch(1)
+        top = QHBoxLayout()
+        top.addWidget(file_box, 3)
+        top.addWidget(in_use_box, 1)
 
         self.webcam = WebcamPanel(lambda: self.project.capture_dir if self.project else Path.home())
         self.webcam.recorded.connect(self.load_video)
-        self.body.addWidget(file_box)
+        self.body.addLayout(top)
         self.body.addWidget(self.webcam, 1)
         self.setAcceptDrops(True)
 
@@ -318,14 +333,77 @@ class CapturePage(StagePage):
     def dropEvent(self, event) -> None:  # noqa: N802
         self.drop.dropEvent(event)
 
-    def project_loaded(self) -> None:
-        """Show the video the project captured: the chosen file with its part, else the copy."""
+    def reset(self) -> None:
+        self.webcam.stop_camera()
+        self.webcam.coverage.reset()
+        self.video_path, self.info = None, None
+        self.file_label.setText(NO_VIDEO)
+        for spin in (self.trim_in, self.trim_out):
+            spin.blockSignals(True)
+            spin.setRange(0.0, 0.0)
+            spin.setValue(0.0)
+            spin.setEnabled(False)
+            spin.blockSignals(False)
+        self.in_use_image.set_image(None)
+        self.in_use_label.setText("")
+        self._show_pending()
+
+    def reload(self) -> None:
+        """Show the self-scan in use; a page without a chosen file offers it again (the chosen
+        file with its part, else the project's copy)."""
+        self._show_in_use()
+        if self.video_path is not None:
+            self._show_pending()
+            return
         record = self.project.scan_record
         original = record.get("original")
         if original and Path(original).is_file():
             self.load_video(original, trim=record.get("trim"))
         elif self.project.scan_source() is not None:
             self.load_video(str(self.project.scan_source()))
+
+    def _show_in_use(self) -> None:
+        copy = self.project.scan_source() if self.project is not None else None
+        self.in_use_image.set_image(first_frame(copy))
+        if copy is None:
+            self.in_use_label.setText("None yet: choose a video and press 'Use this video'.")
+            return
+        record = self.project.scan_record
+        name = Path(record.get("original") or copy).name
+        trim = record.get("trim")
+        part = f", {trim[0]:.1f}–{trim[1]:.1f} s" if trim else ""
+        try:
+            info = probe_video(copy)
+            details = f" ({info.duration:.1f} s, {info.n_frames} frames)"
+        except UserError:
+            details = ""
+        self.in_use_label.setText(f"{name}{part}{details}")
+
+    def is_in_use(self) -> bool:
+        """True when the page's file and part are the project's self-scan."""
+        if self.project is None or self.video_path is None or self.info is None:
+            return False
+        record = self.project.scan_record
+        try:
+            part = chosen_part(self.trim_in.value(), self.trim_out.value(), self.info.duration)
+        except UserError:
+            return False
+        original = record.get("original")
+        chosen = Path(self.video_path).resolve()
+        copy = self.project.scan_source()
+        same_file = (original is not None and Path(original) == chosen) or (
+            copy is not None and copy.resolve() == chosen)
+        return same_file and record.get("trim") == part and self.ctx.statuses.get("capture") != "not done"
+
+    def _show_pending(self) -> None:
+        pending = self.project is not None and self.video_path is not None and not self.is_in_use()
+        if pending:
+            used = bool(self.project.scan_record)
+            self.pending_label.setText(
+                ("This file (or part) is not the self-scan yet: the later steps still use the one "
+                 "shown on the right. " if used else "Not used yet: ")
+                + "Press 'Use this video' to use it.")
+        self.pending_label.setVisible(pending)
 
     def load_video(self, path: str, trim: list[float] | None = None) -> None:
         try:
@@ -344,11 +422,13 @@ class CapturePage(StagePage):
         self.trim_out.setValue(float(trim[1]) if trim else float(info.duration))
         if info.duration < 10:
             self.file_label.setText(self.file_label.text() + " Short: 20–40 s gives a better likeness.")
+        self._show_pending()
         self.update_buttons()
 
     def update_buttons(self) -> None:
         self.use_button.setEnabled(self.video_path is not None and self.project is not None
                                    and not self.ctx.runner.busy)
+        self._show_pending()
 
     def use_video(self) -> None:
         if self.video_path is None or self.project is None:

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGridLayout,
                                QVBoxLayout, QWidget)
 
 from editing.attributes import ATTRIBUTES
-from editing.directions import direction_names, list_directions
+from editing.directions import list_directions
 from personalize.errors import UserError
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
@@ -23,13 +23,16 @@ from studio.gui.widgets.image_view import ImageView
 from studio.gui.worker import JobRunner
 
 NO_STYLE = "(no style — your own look)"
+NO_DIRECTIONS = ("No directions yet: import one (.pt/.npy from InterFaceGAN) or learn one from your "
+                 "own generator.")
 
 
 class DirectionSlider(QWidget):
     """One row: name, slider (-3..3), value, reliability."""
 
-    def __init__(self, name: str, reliability: float | None, on_change) -> None:
-        super().__init__()
+    def __init__(self, name: str, reliability: float | None, on_change,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
         self.name = name
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(-300, 300)
@@ -61,6 +64,7 @@ class DirectionSlider(QWidget):
 class EditPage(StagePage):
     stage = "edit"
     needs = ("personalize",)
+    shows = ("personalize", "reenact", "edit")
     description = ("Change an attribute (smile, age, head turn…) in a whole take with a slider, or "
                    "render it in a style you describe in words, e.g. “a pencil sketch”.")
 
@@ -70,6 +74,7 @@ class EditPage(StagePage):
         self.preview_runner = JobRunner(self)
         self.preview_runner.finished.connect(self._preview_done)
         self._preview_again = False
+        self._preview_root: Path | None = None
         self._preview_timer = QTimer(self)
         self._preview_timer.setSingleShot(True)
         self._preview_timer.setInterval(250)
@@ -78,8 +83,7 @@ class EditPage(StagePage):
         # directions
         self.directions_box = QGroupBox("Directions")
         self.directions_layout = QVBoxLayout(self.directions_box)
-        self.no_directions = hint("No directions yet: import one (.pt/.npy from InterFaceGAN) or "
-                                  "learn one from your own generator.")
+        self.no_directions = hint(NO_DIRECTIONS)
         self.directions_layout.addWidget(self.no_directions)
         self.import_button = QPushButton("Import direction…")
         self.import_button.setToolTip("Load a published StyleGAN2-FFHQ direction file (.pt or .npy).")
@@ -161,16 +165,25 @@ class EditPage(StagePage):
         self.learn_button.setEnabled(ok)
         self.style_button.setEnabled(ok and bool(self.prompt_edit.text().strip()))
 
-    def project_loaded(self) -> None:
-        self.load_all()
+    def reset(self) -> None:
+        self._preview_timer.stop()
+        self._preview_again = False
+        self._remove_sliders()
+        self.no_directions.setText(NO_DIRECTIONS)
+        self.no_directions.setVisible(True)
+        self.styles.blockSignals(True)
+        self.styles.clear()
+        self.styles.blockSignals(False)
+        self.take_box.blockSignals(True)
+        self.take_box.clear()
+        self.take_box.blockSignals(False)
+        self.frame_spin.setValue(0)
+        self.prompt_edit.clear()
+        self.style_name.clear()
+        self.preview.set_image(None)
 
-    def stage_changed(self, state: str) -> None:
-        if self.project is None:
-            return
-        if direction_names(self.project.directions_dir) != list(self.sliders):
-            self.load_directions()
-        if self.styles.count() - 1 != len(self.project.styles()):
-            self.load_styles()
+    def reload(self) -> None:
+        self.load_all()
 
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)
@@ -182,10 +195,20 @@ class EditPage(StagePage):
         self.load_styles()
         self.load_takes()
 
-    def load_directions(self) -> None:
-        for slider in self.sliders.values():
-            slider.setParent(None)
+    def _remove_sliders(self) -> None:
+        """Delete the slider rows. Why not ``setParent(None)``: a row added to the (visible) box
+        has a queued "show" pending; detached from its parent it would then open as a stray
+        top-level window (issue 17), and a detached row lives on until Python's garbage
+        collector frees it — on whatever thread happens to run the collection."""
+        for row in self.sliders.values():
+            row.hide()
+            self.directions_layout.removeWidget(row)
+            row.deleteLater()
         self.sliders.clear()
+
+    def load_directions(self) -> None:
+        self._remove_sliders()
+        self.no_directions.setText(NO_DIRECTIONS)
         try:
             found = list_directions(self.project.directions_dir) if self.project else []
         except UserError as exc:  # a damaged direction file: say so instead of showing sliders
@@ -193,7 +216,7 @@ class EditPage(StagePage):
             self.no_directions.setText(f"The directions cannot be read: {exc}")
         for direction in found:
             name = direction.name
-            row = DirectionSlider(name, direction.reliability, self._edit_changed)
+            row = DirectionSlider(name, direction.reliability, self._edit_changed, self.directions_box)
             row.slider.setValue(int(round(self.ctx.edits.get(name, 0.0) * 100)))
             self.sliders[name] = row
             self.directions_layout.addWidget(row)
@@ -213,12 +236,14 @@ class EditPage(StagePage):
         current = self.take_box.currentText()
         self.take_box.blockSignals(True)
         self.take_box.clear()
-        for name in self.project.takes():
-            if self.project.take_is_complete(name):
+        for name in self.project.takes():   # edits act on latent codes: one-shot takes (images) are not listed
+            if self.project.take_is_complete(name) and self.project.take_output(name) == "latents":
                 self.take_box.addItem(name)
         i = self.take_box.findText(current)
         self.take_box.setCurrentIndex(max(0, i))
         self.take_box.blockSignals(False)
+        if not self.take_box.count():
+            self.preview.set_image(None)
         self._schedule_preview()
 
     # ------------------------------------------------------------------ edits and preview
@@ -240,7 +265,7 @@ class EditPage(StagePage):
             self._preview_timer.start()
 
     def update_preview(self) -> None:
-        if self.project is None or not self.take_box.currentText():
+        if self.project is None or not self.take_box.currentText() or self.ctx.closing:
             return
         if self.preview_runner.busy:
             self._preview_again = True
@@ -250,12 +275,16 @@ class EditPage(StagePage):
         except Exception as exc:  # noqa: BLE001 - e.g. CUDA chosen but missing
             self.preview.show_text(f"No preview: {exc}")
             return
+        self._preview_root = self.project.root
         self.preview_runner.start("Preview", self.ctx.jobs.preview_frame, self.project,
                                   take=self.take_box.currentText(), frame=self.frame_spin.value(),
                                   edits=dict(self.ctx.edits), style=self.ctx.style, device=device)
 
     def _preview_done(self, outcome) -> None:
-        if outcome.error is not None:
+        shown = self.project is not None and self.project.root == self._preview_root
+        if not shown:
+            pass  # a preview of the project shown before: dropped
+        elif outcome.error is not None:
             message = getattr(outcome.error, "message", None) or str(outcome.error)
             self.preview.show_text(f"No preview: {message}")
         elif outcome.result is not None:

@@ -19,13 +19,14 @@ RESOLUTIONS = (("Same as the source", None), ("1080 px tall", 1080), ("720 px ta
 class ExportPage(StagePage):
     stage = "export"
     needs = ("reenact",)
+    shows = ("reenact", "export")
     description = "Save a take as a video, a GIF or a folder of pictures, with your edits and style."
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(ctx, parent)
         self.last_output: Path | None = None
         self.take_box = QComboBox()
-        self.take_box.currentIndexChanged.connect(lambda _i: self._suggest_output())
+        self.take_box.currentIndexChanged.connect(lambda _i: (self._suggest_output(), self._show_edits()))
         self.format_box = QComboBox()
         for label, fmt in FORMATS:
             self.format_box.addItem(label, fmt)
@@ -89,6 +90,9 @@ class ExportPage(StagePage):
         parts = [f"{k} {v:+.2f}" for k, v in sorted(self.ctx.edits.items())]
         if self.ctx.style:
             parts.append(f"style '{self.ctx.style}'")
+        take = self.take_box.currentText()
+        if parts and self.project is not None and take and self.project.take_output(take) == "images":
+            parts = ["none (a one-shot take: edits and styles do not apply)"]
         self.edits_label.setText(", ".join(parts) if parts else "none")
 
     def showEvent(self, event) -> None:  # noqa: N802
@@ -96,10 +100,17 @@ class ExportPage(StagePage):
         self.load_takes()
         self._show_edits()
 
-    def project_loaded(self) -> None:
-        self.load_takes()
+    def reset(self) -> None:
+        self.take_box.blockSignals(True)
+        self.take_box.clear()
+        self.take_box.blockSignals(False)
+        self.out_edit.clear()
+        self.result_label.setText("")
+        self.last_output = None
+        self.open_button.setEnabled(False)
+        self._show_edits()
 
-    def stage_changed(self, state: str) -> None:
+    def reload(self) -> None:
         self.load_takes()
 
     def load_takes(self) -> None:
@@ -159,9 +170,14 @@ class ExportPage(StagePage):
             self.open_button.setEnabled(True)
             if self.open_when_done.isChecked():
                 folder = self.last_output if self.last_output.is_dir() else self.last_output.parent
-                self.ctx.open_folder(folder)
+                if not self.ctx.open_folder(folder):
+                    self.result_label.setText(f"Saved {self.last_output}. The folder could not be "
+                                              "opened: no file manager is set up on this computer.")
+        # a one-shot mode's take holds images: edits and styles (which act on latent codes) do not apply
+        latent = self.project.take_output(self.take_box.currentText()) == "latents"
         self.ctx.run_job(f"Export '{self.take_box.currentText()}'", self.ctx.jobs.render, self.project,
                          self.take_box.currentText(), out,
                          paste_back=self.paste_back.isChecked(), side_by_side=self.side_by_side.isChecked(),
-                         edits=dict(self.ctx.edits) or None, style=self.ctx.style,
+                         edits=(dict(self.ctx.edits) or None) if latent else None,
+                         style=self.ctx.style if latent else None,
                          height=self.resolution_box.currentData(), device=self.ctx.device, on_success=done)

@@ -23,7 +23,7 @@ from studio.gui.widgets.image_view import ImageView
 from studio.gui.widgets.loss_plot import LossPlot
 from studio.gui.worker import format_eta
 from studio.jobs.personalize import PhaseEstimate, estimate_personalize
-from studio.project import DONE, RUNNING
+from studio.project import DONE
 from studio.weights import is_present
 
 CHECKPOINT_FILTER = "Generator checkpoints (*.pkl *.safetensors *.pt);;All files (*)"
@@ -32,6 +32,7 @@ CHECKPOINT_FILTER = "Generator checkpoints (*.pkl *.safetensors *.pt);;All files
 class PersonalizePage(StagePage):
     stage = "personalize"
     needs = ("select",)
+    shows = ("select", "personalize")
     description = ("Teaches a general face generator (the base model) to draw only you, from the "
                    "selected frames. This is the long step: minutes on a big GPU, hours on a CPU.")
 
@@ -75,7 +76,7 @@ class PersonalizePage(StagePage):
         self.estimate_label.setToolTip("The two phases of a run and how long they should take here. "
                                        "Times come from earlier runs on this machine with the same device, "
                                        "base model and batch.")
-        self.cancel_button.clicked.connect(ctx.runner.cancel)
+        self.cancel_button.clicked.connect(lambda: ctx.request_cancel())
         self.plot = LossPlot()
         self.preview = ImageView("Preview grids (generated | real) appear here as training goes on.")
         self.preview.setToolTip("Left of each pair: what the generator draws now; right: your frame.")
@@ -159,13 +160,14 @@ class PersonalizePage(StagePage):
         self.start_button.setText("Resume training" if has_checkpoint and state != DONE
                                   else ("Train again" if state == DONE else "Start training"))
 
-    def project_loaded(self) -> None:
-        self.load_results()
+    def reset(self) -> None:
+        self.plot.set_data([], {})
+        self.preview.set_image(None)
+        self._preview_path = None
         self.update_estimate()
 
-    def stage_changed(self, state: str) -> None:
-        if state in (DONE, RUNNING):
-            self.load_results()
+    def reload(self) -> None:
+        self.load_results()
         self.update_estimate()
 
     def _base(self) -> str:

@@ -6,7 +6,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayo
 
 from studio.gui.context import StudioContext
 from studio.gui.pages.base import StagePage, hint
-from studio.gui.scan_files import frame_index, quality_flags
+from studio.gui.scan_files import describe_scan, frame_index, quality_flags
 from studio.gui.widgets.frame_grid import FrameGrid
 from studio.project import DONE
 
@@ -14,6 +14,7 @@ from studio.project import DONE
 class PreparePage(StagePage):
     stage = "prepare"
     needs = ("capture",)
+    shows = ("prepare",)
     description = ("Finds your face in every frame, marks 478 face points, and cuts out an aligned "
                    "square picture of the face (like a passport photo) from each frame.")
 
@@ -63,12 +64,12 @@ class PreparePage(StagePage):
         done = self.ctx.statuses.get(self.stage) == DONE
         self.run_button.setText("Prepare again" if done else "Prepare frames")
 
-    def project_loaded(self) -> None:
-        self.load_results()
+    def reset(self) -> None:
+        self.grid.clear_frames()
+        self.summary_label.setText("")
 
-    def stage_changed(self, state: str) -> None:
-        if state == DONE and len(self.grid.paths) != len(self.project.scan_crop_paths()):
-            self.load_results()
+    def reload(self) -> None:
+        self.load_results()
 
     def load_results(self) -> None:
         if self.project is None:
@@ -80,16 +81,7 @@ class PreparePage(StagePage):
         flags, summary = quality_flags(self.project)
         by_position = {pos: flags.get(frame_index(p), []) for pos, p in enumerate(paths)}
         self.grid.set_frames(paths, {k: v for k, v in by_position.items() if v})
-        flagged = sum(1 for v in by_position.values() if v)
-        if paths:
-            text = f"{len(paths)} face pictures; {flagged} with a problem."
-            if summary:
-                extra = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()
-                                  if isinstance(v, (int, float, str)))
-                text += f" ({extra})" if extra else ""
-            self.summary_label.setText(text)
-        else:
-            self.summary_label.setText("Nothing prepared yet.")
+        self.summary_label.setText(describe_scan(summary, len(paths)))
 
     def start(self) -> None:
         if not self.ready:

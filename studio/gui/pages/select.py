@@ -14,6 +14,7 @@ from studio.project import DONE
 class SelectPage(StagePage):
     stage = "select"
     needs = ("prepare",)
+    shows = ("prepare", "select")
     description = ("Chooses the frames that differ most from each other (poses, expressions), so "
                    "training sees as much variety as possible without near-duplicates.")
 
@@ -29,7 +30,7 @@ class SelectPage(StagePage):
         self.run_button.clicked.connect(self.start)
         self.summary_label = QLabel("")
         self.summary_label.setWordWrap(True)
-        self.coverage = CoverageMeter()
+        self.coverage = CoverageMeter(show_expressions=False)
         self.coverage.setToolTip("Head directions of the selected frames / of all frames. "
                                  "Empty squares are poses the avatar will do less well.")
         self.coverage.setMaximumHeight(180)
@@ -51,12 +52,13 @@ class SelectPage(StagePage):
         self.run_button.setText("Select again" if self.ctx.statuses.get(self.stage) == DONE
                                 else "Select frames")
 
-    def project_loaded(self) -> None:
-        self.load_results()
+    def reset(self) -> None:
+        self.grid.clear_frames()
+        self.coverage.reset()
+        self.summary_label.setText("")
 
-    def stage_changed(self, state: str) -> None:
-        if state == DONE and not self.grid.selected:
-            self.load_results()
+    def reload(self) -> None:
+        self.load_results()
 
     def load_results(self) -> None:
         if self.project is None:
@@ -72,6 +74,8 @@ class SelectPage(StagePage):
         sel_grid = pose_grid(self.project, selected) if selected else None
         if all_grid is not None:
             self.coverage.set_grid(sel_grid or [[0] * len(all_grid[0]) for _ in all_grid], all_grid)
+        else:
+            self.coverage.reset()
         if selected:
             text = f"{len(selected)} of {len(paths)} frames selected."
             coverage = data.get("coverage")

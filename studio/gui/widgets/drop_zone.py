@@ -36,11 +36,17 @@ class DropZone(QFrame):
         self.setMinimumHeight(90)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.start_dir = start_dir
+        self.prompt = text
         self.label = QLabel(text, self)
         self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.label.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.label)
+
+    def reset(self) -> None:
+        """Back to the prompt (nothing chosen)."""
+        self.label.setText(self.prompt)
+        self.setToolTip("")
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802
         if dropped_video(event.mimeData()) is not None:

@@ -12,14 +12,8 @@ from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QWidget
 
-FLAG_WORDS = {
-    "no_face": "no face found",
-    "multiple_faces": "several faces",
-    "small_face": "face too small",
-    "face_too_small": "face too small",
-    "blurry": "blurry",
-    "extreme_pose": "head turned too far",
-}
+from studio.gui.scan_files import flag_words
+
 
 
 class FrameGrid(QListWidget):
@@ -44,6 +38,11 @@ class FrameGrid(QListWidget):
         self._timer.setInterval(15)
         self._timer.timeout.connect(self._load_some)
 
+    def clear_frames(self) -> None:
+        """Show nothing (another project opened). Not ``reset``: QListWidget's own ``reset``
+        slot is called by ``clear``."""
+        self.set_frames([])
+
     def set_frames(self, paths: Iterable[Path], flags: dict[int, list[str]] | None = None,
                    selected: Iterable[int] = ()) -> None:
         self.clear()
@@ -66,7 +65,7 @@ class FrameGrid(QListWidget):
         return f"{mark}{i}"
 
     def _tooltip(self, i: int, path: Path) -> str:
-        words = [FLAG_WORDS.get(f, f.replace("_", " ")) for f in self.flags.get(i, [])]
+        words = [flag_words(f) for f in self.flags.get(i, [])]
         lines = [f"Frame {i} ({path.name})"]
         lines.append("Selected for training" if i in self.selected else "Not selected")
         lines.append("Problems: " + ", ".join(words) if words else "No problems found")

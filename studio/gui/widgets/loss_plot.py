@@ -2,6 +2,10 @@
 
 Reads the tuning job's ``model/log.csv`` (a header row, then one row per logged step); the first
 column named like 'step'/'iter' is the x axis and every other numeric column is one curve.
+
+Why a logarithmic y axis: the curves differ by orders of magnitude (the pixel term is ~0.01, the
+total ~1) and fall by a factor of several; on one linear axis the small one is a flat line at the
+bottom. The legend sits above the plot, never on a curve.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import math
 from pathlib import Path
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 COLORS = ["#2f80ed", "#eb5757", "#27ae60", "#f2994a", "#9b51e0", "#56ccf2"]
@@ -71,19 +75,33 @@ class LossPlot(QWidget):
         self.set_data(xs, curves)
         return len(xs)
 
+    def uses_log_axis(self) -> bool:
+        """Log scale when every value is positive (losses are); linear otherwise."""
+        return all(y > 0 for ys in self.curves.values() for y in ys)
+
+    def legend_area(self) -> QRectF:
+        line = QFontMetrics(self.font()).height()
+        return QRectF(self.rect()).adjusted(48, 4, -12, -(self.height() - 4 - line))
+
+    def plot_area(self) -> QRectF:
+        line = QFontMetrics(self.font()).height()
+        return QRectF(self.rect()).adjusted(48, 10 + line, -12, -(line + 12))
+
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.fillRect(self.rect(), self.palette().base())
-        area = QRectF(self.rect()).adjusted(48, 12, -12, -28)
+        area = self.plot_area()
         p.setPen(QPen(self.palette().mid().color()))
         p.drawRect(area)
         if len(self.xs) < 2 or not self.curves:
             p.setPen(self.palette().placeholderText().color())
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.empty_text)
             return
+        log = self.uses_log_axis()
+        scale = (lambda y: math.log10(y)) if log else (lambda y: y)
         x0, x1 = min(self.xs), max(self.xs)
-        all_y = [y for ys in self.curves.values() for y in ys]
+        all_y = [scale(y) for ys in self.curves.values() for y in ys]
         y0, y1 = min(all_y), max(all_y)
         if y1 - y0 < 1e-12:
             y0, y1 = y0 - 0.5, y1 + 0.5
@@ -92,22 +110,48 @@ class LossPlot(QWidget):
 
         def point(x: float, y: float) -> QPointF:
             return QPointF(area.left() + (x - x0) / (x1 - x0) * area.width(),
-                           area.bottom() - (y - y0) / (y1 - y0) * area.height())
+                           area.bottom() - (scale(y) - y0) / (y1 - y0) * area.height())
 
+        metrics = QFontMetrics(self.font())
         text = self.palette().text().color()
-        p.setPen(text)
-        p.drawText(QRectF(0, area.top() - 6, 44, 14), Qt.AlignmentFlag.AlignRight, f"{y1:.3g}")
-        p.drawText(QRectF(0, area.bottom() - 8, 44, 14), Qt.AlignmentFlag.AlignRight, f"{y0:.3g}")
-        p.drawText(QRectF(area.left(), area.bottom() + 4, 80, 14), Qt.AlignmentFlag.AlignLeft, f"{x0:g}")
-        p.drawText(QRectF(area.right() - 120, area.bottom() + 4, 120, 14), Qt.AlignmentFlag.AlignRight,
-                   f"step {x1:g}")
-        legend_x = area.left() + 8
+        grid = QColor(self.palette().mid().color())
+        grid.setAlpha(90)
+        ticks = _log_ticks(y0, y1) if log else [y0, y1]
+        for t in ticks:
+            y = area.bottom() - (t - y0) / (y1 - y0) * area.height()
+            p.setPen(QPen(grid, 1, Qt.PenStyle.DotLine))
+            p.drawLine(QPointF(area.left(), y), QPointF(area.right(), y))
+            p.setPen(text)
+            p.drawText(QRectF(0, y - 7, 44, 14), Qt.AlignmentFlag.AlignRight, f"{10 ** t if log else t:.3g}")
+        base = area.bottom() + 4
+        p.drawText(QRectF(area.left(), base, 80, metrics.height()), Qt.AlignmentFlag.AlignLeft, f"{x0:g}")
+        p.drawText(QRectF(area.right() - 160, base, 160, metrics.height()), Qt.AlignmentFlag.AlignRight,
+                   f"step {x1:g}" + (" · log scale" if log else ""))
+        legend = self.legend_area()
+        x = legend.left()
         for i, (name, ys) in enumerate(self.curves.items()):
             color = QColor(COLORS[i % len(COLORS)])
             path = QPainterPath(point(self.xs[0], ys[0]))
-            for x, y in zip(self.xs[1:], ys[1:]):
-                path.lineTo(point(x, y))
+            for px, py in zip(self.xs[1:], ys[1:]):
+                path.lineTo(point(px, py))
             p.setPen(QPen(color, 2))
             p.drawPath(path)
-            p.drawText(QPointF(legend_x, area.top() + 16 + 14 * i), f"— {name}: {ys[-1]:.4g}")
+            label = f"— {name} {ys[-1]:.3g}"
+            if x + metrics.horizontalAdvance(label) > legend.right():
+                label = f"— {name}"
+            p.drawText(QRectF(x, legend.top(), legend.right() - x, legend.height()),
+                       Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
+            x += metrics.horizontalAdvance(label) + 14
         p.end()
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """log10 positions of the decades (1, 2, 5 × 10^k when fewer than two decades fit) in
+    [lo, hi], always including both ends."""
+    ticks = [lo, hi]
+    for k in range(math.floor(lo), math.ceil(hi) + 1):
+        for m in ((1,) if hi - lo > 2 else (1, 2, 5)):
+            t = k + math.log10(m)
+            if lo + 0.08 * (hi - lo) < t < hi - 0.08 * (hi - lo):
+                ticks.append(t)
+    return sorted(ticks)

@@ -47,8 +47,12 @@ def to_pixmap(rgb: np.ndarray) -> QPixmap:
 
 
 class _Screen(QLabel):
+    """Shows a frame scaled to fit, or its caption when there is no frame."""
+
     def __init__(self, caption: str) -> None:
         super().__init__(caption)
+        self.caption = caption
+        self.setWordWrap(True)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setMinimumSize(160, 160)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -57,7 +61,14 @@ class _Screen(QLabel):
 
     def show_pixmap(self, pix: QPixmap | None) -> None:
         self._pix = pix
+        if pix is None:
+            self.setText(self.caption)
         self._rescale()
+
+    def set_caption(self, caption: str) -> None:
+        self.caption = caption
+        if self._pix is None:
+            self.setText(caption)
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
@@ -122,8 +133,9 @@ class SideBySidePlayer(QWidget):
         self.slider.blockSignals(False)
         fps = next((s.fps for s in self.sources if s is not None), 25.0)
         self.timer.setInterval(int(1000 / max(1.0, fps)))
-        self.left_screen.setText("Driving video" if left else "No driving video")
-        self.right_screen.setText("Result" if right else "Not rendered yet")
+        self.left_screen.set_caption("Driving video" if left else "No driving video")
+        self.right_screen.set_caption("Result" if right else
+                                      ("Not rendered yet" if left else "The result of a take plays here"))
         self.show_frame(0)
 
     def show_frame(self, index: int) -> None:

@@ -1,0 +1,279 @@
+"""Benchmark: fast / refine / exact re-enactment side by side, and live driving fps (issue #14).
+
+Prints:
+1. quality on the known-answer stand-in (``optimize.standin.WarpFaceGenerator``: a real portrait
+   moved by the code; random StyleGAN2 weights draw no face, so errors need it): a motion model is
+   learned on it (linear A, and the MLP variant), then the same driving clip rendered from known
+   codes is re-enacted in the three modes: keypoint error per mode (MediaPipe on the result vs
+   MediaPipe on the driving frame, px of the crop), generator passes per frame (making the track +
+   the render), and the ratios the issue sets as targets;
+2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
+   present): seconds per frame of the fast mode (descriptor + motion model + one generator pass)
+   measured, one optimizer step measured, and exact / refine per frame from their passes in part 1;
+3. live: ``optimize.live.LiveDriver`` on the real self-scan video (MediaPipe tracking, alignment,
+   descriptor, motion model, one generator pass) on the FFHQ-shaped generator: frames per second.
+
+Targets (issue #14): fast >= 20x faster than exact at <= 2x its keypoint error; refine >= 5x faster
+at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on one H100.
+
+    OMP_NUM_THREADS=2 .venv/bin/python -P bench/fastmode.py              # CPU 256 (+ CUDA 1024 if present)
+    .venv/bin/python -P bench/fastmode.py --quick                         # shorter clip, fewer training steps
+    .venv/bin/python -P bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
+(-P: without it Python puts bench/ first on the path, where bench/personalize.py hides the
+``personalize`` package.) Not a test: it only prints figures.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from optimize.driving import DrivingFrames, detect_crop_landmarks, tensor_to_uint8
+from optimize.fast_directions import MotionModel, MotionModelFiles, MotionSettings, sample_codes, train_motion_model
+from optimize.fast_reenact import REFINE_STEPS, MotionPredictor, fast_track, refine_settings, refine_track
+from optimize.latent_space import PersonalizedSpace
+from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
+from optimize.pose_expression import fit_descriptor
+from optimize.reenact import FrameOptimizer, identity_reference, reenact
+from optimize.reenact_settings import ReenactSettings
+from optimize.standin import WarpFaceGenerator, warp_anchors
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = ROOT.parent / "shared" / "media"
+SELFSCAN = MEDIA / "selfscan_woman2_12s.mp4"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _render(generator, space, coefficients) -> np.ndarray:
+    with torch.no_grad():
+        ws = space.coefficients_to_ws(torch.as_tensor(np.asarray(coefficients), dtype=torch.float32))
+        return tensor_to_uint8(generator.synthesis(ws))
+
+
+def _errors(generator, ws: np.ndarray, driving: DrivingFrames, size: int) -> np.ndarray:
+    images = _render_ws(generator, ws)
+    landmarks, valid = detect_crop_landmarks(images.__getitem__, len(images))
+    got = keypoints_from_landmarks(torch.from_numpy(landmarks), size)
+    want = keypoints_from_landmarks(torch.from_numpy(driving.landmarks), size)
+    errors = ((got[..., :2] - want[..., :2]).norm(dim=-1).mean(dim=-1) * size).numpy()
+    errors[~valid] = np.nan
+    return errors
+
+
+def _render_ws(generator, ws: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return tensor_to_uint8(generator.synthesis(torch.as_tensor(ws)))
+
+
+def quality(size: int, n_frames: int, steps: int, pool: int) -> dict[str, float]:
+    """Part 1; returns the mean optimizer steps per frame of the exact and refine modes."""
+    from personalize.faces.facemesh import FaceMesh
+
+    generator = WarpFaceGenerator.from_media(MEDIA, size)
+    anchors = warp_anchors(generator)
+    space = PersonalizedSpace(anchors, generator.num_ws)
+    mesh = MeshLandmarks(FaceMesh.from_mediapipe(), size)
+    scan_codes = sample_codes(space.n_anchors, 41, 3, torch.Generator().manual_seed(5))[1:]
+    scan_images = _render(generator, space, scan_codes)
+    scan, ok = detect_crop_landmarks(scan_images.__getitem__, len(scan_images))
+    path = [[0.6 - 0.5 * t / (n_frames - 1), 0.1, 0.0, 0.3, 0.5 * t / (n_frames - 1), 0.0] for t in range(n_frames)]
+    driving = DrivingFrames.from_arrays(list(_render(generator, space, path)))
+    settings = ReenactSettings(smooth_sigma=0.0)
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        models = {}
+        for kind in ("linear", "mlp"):
+            t0 = time.perf_counter()
+            trained = train_motion_model(generator, anchors, scan[ok], size, tmp / kind,
+                                         MotionSettings(kind=kind, steps=steps, pool=pool, batch=4, mesh_input=size,
+                                                        checkpoint_every=10 ** 6),
+                                         landmarks=mesh)
+            held = trained.files.info["held_out_keypoint_px"]
+            print(f"[quality] motion model {kind}: {steps} steps, {pool} samples, {time.perf_counter() - t0:.0f} s; "
+                  f"held-out keypoint error {held['trained']:.3f} px (least-squares start {held['regression']:.3f} px)")
+            models[kind] = MotionPredictor(trained.files, space)
+        results = {}
+        t0 = time.perf_counter()
+        fast = fast_track(anchors, generator.num_ws, driving, tmp / "fast.npz", models["linear"], settings=settings)
+        results["fast"] = (fast, time.perf_counter() - t0)
+        mlp = fast_track(anchors, generator.num_ws, driving, tmp / "mlp.npz", models["mlp"], settings=settings)
+        results["fast (mlp)"] = (mlp, 0.0)
+        t0 = time.perf_counter()
+        refine = refine_track(generator, anchors, driving, tmp / "refine.npz", models["linear"], mesh, settings=settings)
+        results["refine"] = (refine, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        exact = reenact(generator, anchors, driving, tmp / "exact.npz", mesh, settings=settings)
+        results["exact"] = (exact, time.perf_counter() - t0)
+    errors = {name: _errors(generator, r.track.ws, driving, size) for name, (r, _) in results.items()}
+    print(f"[quality] stand-in {size}px, {n_frames} driving frames rendered from known codes; keypoint error = "
+          "MediaPipe on the result vs on the driving frame (mean over frames)")
+    for name, (result, seconds) in results.items():
+        passes = result.generator_passes / n_frames
+        print(f"  {name:<11} error {np.nanmean(errors[name]):.3f} px (max {np.nanmax(errors[name]):.3f}); generator "
+              f"passes/frame {passes:.1f} + 1 render; stand-in s/frame {seconds / n_frames:.3f}")
+    e = {k: float(np.nanmean(v)) for k, v in errors.items()}
+    passes = {k: results[k][0].generator_passes / n_frames for k in ("exact", "refine")}
+    print(f"[quality] fast/exact error {e['fast'] / e['exact']:.2f}x (target <= 2x); refine/exact "
+          f"{e['refine'] / e['exact']:.2f}x (target <= 1.1x); generator passes exact/refine "
+          f"{(passes['exact'] + 1) / (passes['refine'] + 1):.1f}x (target >= 5x); mlp/linear fast error "
+          f"{e['fast (mlp)'] / e['fast']:.2f}x")
+    out["exact_steps"], out["refine_steps"] = passes["exact"], passes["refine"]
+    return out
+
+
+def _ffhq_generator(size: int, device: torch.device):
+    from personalize.stylegan2 import generator_from_kwargs
+    from personalize.stylegan2.configs import FFHQ256_KWARGS, FFHQ1024_KWARGS
+
+    torch.manual_seed(0)
+    generator = generator_from_kwargs({256: FFHQ256_KWARGS, 1024: FFHQ1024_KWARGS}[size]).eval().to(device)
+    generator.requires_grad_(False)
+    return generator
+
+
+def _predictor(generator, n_anchors: int, device: torch.device) -> MotionPredictor:
+    """A motion model of the right shape on the FFHQ-shaped generator (its values do not change
+    the cost): descriptor fitted on the real self-scan, random directions."""
+    from personalize.faces import LandmarkTracker
+    from personalize.faces.alignment import quad_from_landmarks, quad_transform, transform_points
+    from personalize.video import iter_frames
+
+    with torch.no_grad():
+        anchors = generator.mapping(torch.randn(n_anchors, generator.z_dim, device=device), None)[:, 0]
+    space = PersonalizedSpace(anchors, generator.num_ws, device=device)
+    scan = []
+    with LandmarkTracker() as tracker:
+        for t, frame in zip(range(120), iter_frames(SELFSCAN)):
+            faces = tracker.process(frame)
+            if t % 4 == 0 and faces.landmarks is not None:
+                scan.append(transform_points(quad_transform(quad_from_landmarks(faces.landmarks), 256), faces.landmarks))
+    descriptor = fit_descriptor(np.asarray(scan, np.float32), 256)
+    descriptor.set_range(descriptor.describe(np.asarray(scan, np.float32), 256))
+    model = MotionModel(descriptor.dim, n_anchors, min(8, generator.num_ws))
+    torch.nn.init.normal_(model.directions.weight, std=0.1)
+    info = {"source_p": descriptor.describe(np.asarray(scan[:1], np.float32), 256)[0].tolist(), "model_id": "bench"}
+    return MotionPredictor(MotionModelFiles(model.eval(), descriptor, info), space)
+
+
+def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, refine_steps: float) -> None:
+    from personalize.faces import detect_landmarks
+    from personalize.faces.facemesh import FaceMesh
+    from optimize.driving import image_to_tensor
+    from optimize.standin import aligned_image
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    generator = _ffhq_generator(size, device)
+    predictor = _predictor(generator, n_anchors, device)
+    image = aligned_image(MEDIA / "aligned" / "watson.jpg", size)
+    landmarks = detect_landmarks(image)
+    frames = 8
+    batch = np.repeat(landmarks[None], frames, axis=0).astype(np.float32)
+    with torch.no_grad():
+        generator.synthesis(predictor.ws(batch[:1], size).to(device), noise_mode="const")   # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for t in range(frames):
+            tensor_to_uint8(generator.synthesis(predictor.ws(batch[t:t + 1], size).to(device), noise_mode="const"))
+    _sync(device)
+    fast_s = (time.perf_counter() - t0) / frames
+    batched = 8 if device.type == "cuda" else 4
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        tensor_to_uint8(generator.synthesis(predictor.ws(batch[:batched], size).to(device), noise_mode="const"))
+    _sync(device)
+    fast_batched_s = (time.perf_counter() - t0) / batched
+
+    mesh = MeshLandmarks(FaceMesh.from_mediapipe(device=device), input_size=min(256, size))
+    settings = ReenactSettings(steps=4, patience=10 ** 6)
+    loss = ReenactLoss(mesh, settings.weights)
+    target = loss.driving_target(image_to_tensor(image, size, device), torch.from_numpy(landmarks)[None].to(device))
+    space = predictor.space
+    reference = identity_reference(generator, space, mesh)
+    optimizer = FrameOptimizer(generator, space, loss, refine_settings(settings, 4))
+    optimizer.optimize(space.center_code(), target, reference, steps=2)      # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    result = optimizer.optimize(space.center_code(), target, reference, steps=4)
+    _sync(device)
+    step_s = (time.perf_counter() - t0) / len(result.loss_curve)
+    exact_s = exact_steps * step_s + fast_s          # the optimization, then the render
+    refine_s = refine_steps * step_s + fast_s
+    print(f"[speed] {device.type} {size}px, {n_anchors} anchors: fast {fast_s:.3f} s/frame "
+          f"({fast_batched_s:.3f} s/frame in batches of {batched}); one optimizer step {step_s:.3f} s; "
+          f"exact {exact_steps:.1f} steps -> {exact_s:.2f} s/frame; refine {refine_steps:.0f} steps -> {refine_s:.2f} s/frame")
+    print(f"[speed] {device.type} {size}px: fast is {exact_s / fast_s:.0f}x faster than exact (target >= 20x), "
+          f"refine {exact_s / refine_s:.1f}x (target >= 5x)")
+
+
+def live(size: int, device: torch.device, n_anchors: int, seconds_limit: float) -> None:
+    from optimize.live import LiveDriver
+    from personalize.video import iter_frames
+
+    generator = _ffhq_generator(size, device)
+    predictor = _predictor(generator, n_anchors, device)
+    driver = LiveDriver(generator, predictor, device=device)
+    frames = [f for _, f in zip(range(150), iter_frames(SELFSCAN))]
+    driver.process(frames[0])  # warm-up
+    parts: dict[str, float] = {}
+    count = 0
+    _sync(device)
+    t0 = time.perf_counter()
+    for frame in frames[1:]:
+        result = driver.process(frame)
+        for k, v in result.seconds.items():
+            parts[k] = parts.get(k, 0.0) + v
+        count += 1
+        if time.perf_counter() - t0 > seconds_limit:
+            break
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    driver.close()
+    target = "5 fps on a 2-core CPU" if device.type == "cpu" else "30 fps at 1024 px on one H100"
+    print(f"[live] {device.type} {size}px: {count / elapsed:.1f} fps over {count} frames of a {frames[0].shape[1]}px "
+          f"video (" + ", ".join(f"{k} {v / count * 1000:.0f} ms" for k, v in parts.items())
+          + f"; target {target})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: CPU at 256, and CUDA at 1024 if present)")
+    parser.add_argument("--size", type=int, default=None, help="256 or 1024 (speed and live parts)")
+    parser.add_argument("--anchors", type=int, default=250)
+    parser.add_argument("--quick", action="store_true", help="6 driving frames, 20 training steps")
+    parser.add_argument("--skip-quality", action="store_true")
+    args = parser.parse_args()
+    torch.set_grad_enabled(True)
+    frames, steps = (6, 20) if args.quick else (12, 100)
+    counts = {"exact_steps": 30.0, "refine_steps": float(REFINE_STEPS)}
+    if not args.skip_quality:
+        counts = quality(256, frames, steps, pool=128 if args.quick else 256)
+    runs = []
+    if args.device:
+        runs.append((torch.device(args.device), args.size or (1024 if args.device.startswith("cuda") else 256)))
+    else:
+        runs.append((torch.device("cpu"), args.size or 256))
+        if torch.cuda.is_available():
+            runs.append((torch.device("cuda"), 1024))
+        else:
+            print("[speed] no CUDA device here: the 1024 px GPU figures are not measured")
+    for device, size in runs:
+        speed(size, device, args.anchors, counts["exact_steps"], counts["refine_steps"])
+        live(size, device, args.anchors, seconds_limit=20.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Live driving: a camera frame in, the avatar out, one generator pass per frame.
+
+Per frame (``LiveDriver.process``): MediaPipe in tracking mode on the camera frame (the subject
+is followed as in ``personalize.faces.prepare``) -> the FFHQ alignment square of those landmarks,
+smoothed causally (``CausalAlignment``) -> the landmarks in that aligned crop's pixels (mapped by
+the alignment transform: no warp and no second MediaPipe pass, the descriptor only needs points)
+-> the motion model's code (``optimize.fast_reenact.MotionPredictor``) -> the generator.
+
+Why causal smoothing here: an offline take is smoothed with a centered Gaussian along time, which
+needs future frames; live, an exponential filter on the alignment and on the code removes
+MediaPipe's jitter at the cost of about ``s / (1 - s)`` frames of lag (one frame at s = 0.5).
+
+A frame without a face keeps the last avatar (``LiveFrame.face_found`` False), so a preview or a
+virtual camera never shows a black frame when the person looks away for a moment.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from optimize.driving import tensor_to_uint8
+from optimize.fast_reenact import MotionPredictor
+
+LIVE_SMOOTHING = 0.5
+"""Weight of the past in the exponential filters (0: none)."""
+
+
+class CausalAlignment:
+    """The FFHQ square of each frame's landmarks, exponentially smoothed over frames."""
+
+    def __init__(self, smoothing: float = LIVE_SMOOTHING) -> None:
+        self.smoothing = float(smoothing)
+        self._c: np.ndarray | None = None
+        self._x: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._c = self._x = None
+
+    def transform(self, landmarks: np.ndarray, size: int) -> np.ndarray:
+        """(478,3) frame-pixel landmarks -> the 3x3 frame->crop transform of side ``size``."""
+        from personalize.faces.alignment import Quad, alignment_anchors, quad_params_from_anchors, quad_transform
+
+        c, x = quad_params_from_anchors(alignment_anchors(landmarks))
+        if self._c is not None and self.smoothing > 0:
+            s = self.smoothing
+            c, x = s * self._c + (1 - s) * c, s * self._x + (1 - s) * x
+        self._c, self._x = c, x
+        return quad_transform(Quad(c, x), size)
+
+
+@dataclass
+class LiveFrame:
+    """One processed camera frame. avatar (R,R,3) uint8 (the last one when no face was found, None
+    before the first face); ws (num_ws, w_dim) of this frame's code; seconds per part."""
+
+    avatar: np.ndarray | None
+    face_found: bool
+    ws: np.ndarray | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class LiveDriver:
+    """Camera frames -> avatar frames with the person's generator and motion model.
+
+    Not thread-safe (MediaPipe's tracker keeps state): one driver per camera, used by one thread.
+    """
+
+    def __init__(self, generator: torch.nn.Module, predictor: MotionPredictor, *,
+                 device: torch.device | str = "cpu", smoothing: float = LIVE_SMOOTHING) -> None:
+        from personalize.faces import LandmarkTracker
+
+        self.generator = generator.to(device).eval()
+        self.predictor = predictor
+        self.device = torch.device(device)
+        self.size = int(generator.img_resolution)
+        self.smoothing = float(smoothing)
+        self.alignment = CausalAlignment(smoothing)
+        self.tracker = LandmarkTracker(max_faces=1)
+        self._coefficients: torch.Tensor | None = None
+        self._avatar: np.ndarray | None = None
+
+    def process(self, frame_rgb: np.ndarray) -> LiveFrame:
+        """(H,W,3) uint8 RGB camera frame -> ``LiveFrame``."""
+        from personalize.faces.alignment import transform_points
+
+        t0 = time.perf_counter()
+        faces = self.tracker.process(frame_rgb)
+        t1 = time.perf_counter()
+        if faces.landmarks is None:
+            self.alignment.reset()
+            return LiveFrame(self._avatar, False, None, {"landmarks": t1 - t0})
+        crop_landmarks = transform_points(self.alignment.transform(faces.landmarks, self.size), faces.landmarks)
+        coefficients = self.predictor.coefficients(crop_landmarks[None].astype(np.float32), self.size)
+        if self._coefficients is not None and self.smoothing > 0:
+            coefficients = self.smoothing * self._coefficients + (1 - self.smoothing) * coefficients
+        self._coefficients = coefficients
+        with torch.no_grad():
+            ws = self.predictor.space.coefficients_to_ws(coefficients)
+            t2 = time.perf_counter()
+            image = self.generator.synthesis(ws.to(self.device), noise_mode="const")
+            avatar = tensor_to_uint8(image)[0]
+        t3 = time.perf_counter()
+        self._avatar = avatar
+        return LiveFrame(avatar, True, ws[0].cpu().numpy(),
+                         {"landmarks": t1 - t0, "predict": t2 - t1, "render": t3 - t2})
+
+    def close(self) -> None:
+        self.tracker.close()
+
+    def __enter__(self) -> "LiveDriver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["LiveDriver", "LiveFrame", "CausalAlignment", "LIVE_SMOOTHING"]

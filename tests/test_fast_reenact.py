@@ -1,0 +1,185 @@
+"""Fast and refine re-enactment on the known-answer stand-in: the motion model learned on it, its
+track files, training resume, and the issue's targets against the exact optimizer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from optimize.driving import DrivingFrames, detect_crop_landmarks, tensor_to_uint8
+from optimize.fast_directions import (CHECKPOINTS_DIR, MotionModel, apply_shift, load_motion_model)
+from optimize.fast_reenact import MotionPredictor, fast_track, refine_track
+from optimize.latent_space import PersonalizedSpace
+from optimize.losses import MeshLandmarks, keypoints_from_landmarks
+from optimize.reenact import reenact
+from optimize.reenact_settings import ReenactSettings
+from optimize.track import load_track
+from personalize.errors import Cancelled, ProjectError, UserError
+from personalize.progress import CancelToken
+from tests._fast_helpers import render, train_standin_motion
+from tests._reenact_helpers import warp_anchors, warp_face_generator
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The stand-in, its anchors and space, the FaceMesh, and a motion model trained 4 steps."""
+    from personalize.faces.facemesh import FaceMesh
+
+    generator = warp_face_generator(SIZE)
+    anchors = warp_anchors(generator)
+    space = PersonalizedSpace(anchors, generator.num_ws)
+    mesh = MeshLandmarks(FaceMesh.from_mediapipe(), SIZE)
+    folder = tmp_path_factory.mktemp("motion")
+    trained = train_standin_motion(generator, anchors, folder, steps=4, landmarks=mesh)
+    return generator, anchors, space, mesh, trained, folder
+
+
+def _path(n: int) -> list[list[float]]:
+    """A driving path between anchor mixtures (head shift and turn, mouth opening), as
+    test_reenact's warm-started take."""
+    return [[0.6 - 0.5 * t / (n - 1), 0.1, 0.0, 0.3, 0.5 * t / (n - 1), 0.0] for t in range(n)]
+
+
+def _keypoint_errors(generator, ws: np.ndarray, driving: DrivingFrames) -> np.ndarray:
+    """Per frame, mean distance (px) between MediaPipe's keypoints of the rendered codes and of the
+    driving frames: the same independent judge for every mode."""
+    with torch.no_grad():
+        images = tensor_to_uint8(generator.synthesis(torch.as_tensor(ws)))
+    landmarks, valid = detect_crop_landmarks(images.__getitem__, len(images))
+    assert valid.all()
+    got = keypoints_from_landmarks(torch.from_numpy(landmarks), SIZE)
+    want = keypoints_from_landmarks(torch.from_numpy(driving.landmarks), SIZE)
+    return ((got[..., :2] - want[..., :2]).norm(dim=-1).mean(dim=-1) * SIZE).numpy()
+
+
+def test_the_model_shifts_nothing_without_motion_and_keeps_the_coefficients_summing_to_one() -> None:
+    torch.manual_seed(0)
+    for kind in ("linear", "mlp"):
+        model = MotionModel(dim=9, n_anchors=7, layers=3, kind=kind, hidden=16)
+        torch.nn.init.normal_(model.directions.weight)
+        if model.mlp is not None:
+            torch.nn.init.normal_(model.mlp[-1].weight)
+        p_source = torch.randn(4, 9)
+        assert float(model(torch.zeros(4, 9), p_source).detach().abs().max()) == 0.0   # no motion, no shift
+        shift = model(torch.randn(4, 9), p_source)
+        assert shift.shape == (4, 3, 7)
+        torch.testing.assert_close(shift.sum(dim=2), torch.zeros(4, 3), atol=1e-6, rtol=0)
+    mlp = MotionModel(dim=9, n_anchors=7, layers=3, kind="mlp", hidden=16)
+    linear = MotionModel(dim=9, n_anchors=7, layers=3, kind="linear")
+    linear.directions.weight.data.normal_()
+    mlp.directions.weight.data.copy_(linear.directions.weight)
+    dp = torch.randn(4, 9)
+    torch.testing.assert_close(mlp(dp, dp), linear(dp, dp))            # the MLP starts as A
+    source = torch.full((4, 7), 1 / 7)
+    coefficients = apply_shift(source, linear(dp, dp), num_ws=5)
+    assert coefficients.shape == (4, 5, 7)
+    torch.testing.assert_close(coefficients[:, 3:], source[:, None].expand(-1, 2, -1))  # upper layers untouched
+    torch.testing.assert_close(coefficients.sum(dim=2), torch.ones(4, 5))
+
+
+@pytest.mark.slow  # ~60 s on an idle 2-core machine: the exact optimizer runs 6 frames x ~40 steps
+def test_fast_and_refine_meet_the_issue_targets_against_the_exact_optimizer(setup, tmp_path) -> None:
+    """A learned on the stand-in predicts codes for a driving sequence rendered from known codes.
+
+    Issue #14: fast keypoint error within 2x of the exact optimizer's on the same frames; refine
+    within 1.1x at >= 5x fewer generator passes. The judge is MediaPipe on both sides.
+    """
+    generator, anchors, space, mesh, trained, _ = setup
+    assert trained.files.info["held_out_keypoint_px"]["trained"] < 1.0
+    driving = DrivingFrames.from_arrays(list(render(generator, space, _path(6))))
+    assert driving.valid.all()
+    predictor = MotionPredictor(trained.files, space)
+    settings = ReenactSettings(smooth_sigma=0.0)
+    fast = fast_track(anchors, generator.num_ws, driving, tmp_path / "fast.npz", predictor, settings=settings)
+    refine = refine_track(generator, anchors, driving, tmp_path / "refine.npz", predictor, mesh, settings=settings)
+    exact = reenact(generator, anchors, driving, tmp_path / "exact.npz", mesh, settings=settings)
+    errors = {name: _keypoint_errors(generator, result.track.ws, driving)
+              for name, result in (("fast", fast), ("refine", refine), ("exact", exact))}
+    means = {name: float(e.mean()) for name, e in errors.items()}
+    assert fast.generator_passes == 0                       # the render is its one pass per frame
+    assert means["fast"] <= 2.0 * means["exact"], means
+    assert means["refine"] <= 1.1 * means["exact"], means
+    assert exact.generator_passes >= 5 * refine.generator_passes, (exact.generator_passes, refine.generator_passes)
+    assert refine.generator_passes == 6 * driving.n_frames
+
+
+def test_fast_track_holds_faceless_frames_is_reused_and_checked(setup, tmp_path) -> None:
+    generator, anchors, space, _, trained, _ = setup
+    frames = list(render(generator, space, _path(5)))
+    frames[0] = np.full_like(frames[0], 128)
+    frames[3] = np.full_like(frames[3], 128)
+    driving = DrivingFrames.from_arrays(frames)
+    assert driving.valid.tolist() == [False, True, True, False, True]
+    predictor = MotionPredictor(trained.files, space)
+    path = tmp_path / "latents.npz"
+    result = fast_track(anchors, generator.num_ws, driving, path, predictor)
+    track = load_track(path)
+    assert track.complete and track.frames_done == 5 and result.flagged_frames == [0, 3]
+    np.testing.assert_allclose(track.ws[0], space.final_ws(space.center_code())[0].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(track.ws[3], track.ws[2])             # no face: the previous code held
+    assert track.smooth_sigma == 2.0 and not np.allclose(track.ws_smooth, track.ws)
+    want = predictor.ws(driving.landmarks[[1, 2, 4]], SIZE).numpy()
+    np.testing.assert_allclose(track.ws[[1, 2, 4]], want, atol=1e-5)
+    # the stored optimizer codes give the same ws (what refine and resume start from)
+    code = predictor.code(predictor.coefficients(driving.landmarks[[1]], SIZE))
+    np.testing.assert_allclose(space.final_ws(code)[0].numpy(), track.ws[1], atol=1e-4)
+    again = fast_track(anchors, generator.num_ws, driving, path, predictor,
+                       settings=ReenactSettings(smooth_sigma=0.0))
+    assert again.frames_optimized == 0 and again.track.smooth_sigma == 0.0   # reused, re-smoothed only
+    with pytest.raises(ProjectError, match="another driving video, generator, motion model"):
+        fast_track(anchors, generator.num_ws, DrivingFrames.from_arrays(frames[:4]), path, predictor)
+    with pytest.raises(ProjectError, match="another driving video"):     # exact refuses a fast track too
+        reenact(generator, anchors, driving, path, MeshLandmarks(None, SIZE), settings=ReenactSettings())
+
+
+@pytest.mark.slow  # ~20 s idle: 2 + 2 training steps and a stand-in scan
+def test_training_resumes_where_it_was_cancelled(setup, tmp_path) -> None:
+    """Cancelled after 2 of 4 steps and resumed = 4 steps in one go (same weights)."""
+    generator, anchors, _, mesh, trained, folder = setup
+    whole = load_motion_model(folder).model.state_dict()   # the fixture: 4 steps, uninterrupted
+    assert (folder / CHECKPOINTS_DIR / "last.pt").is_file()
+    (tmp_path / "pool.npz").write_bytes((folder / "pool.npz").read_bytes())   # same samples
+    token = CancelToken()
+
+    def stop_after_two(done: int, total: int, message: str = "") -> None:
+        if done == 2 and "loss" in message:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        _train(generator, anchors, tmp_path, mesh, progress=stop_after_two, cancel=token)
+    assert not (tmp_path / "motion.json").exists()            # no finished model yet
+    resumed = _train(generator, anchors, tmp_path, mesh)
+    assert resumed.resumed_from == 2 and resumed.steps_done == 4
+    for name, tensor in resumed.files.model.state_dict().items():
+        torch.testing.assert_close(tensor, whole[name], atol=1e-5, rtol=1e-4)
+    info = resumed.files.info
+    assert info["steps"] == 4 and len(info["source_p"]) == resumed.files.descriptor.dim
+
+
+def _train(generator, anchors, folder, mesh, **kwargs):
+    from optimize.fast_directions import MotionSettings, train_motion_model
+    from tests._fast_helpers import standin_scan
+
+    space = PersonalizedSpace(anchors, generator.num_ws)
+    settings = MotionSettings(steps=4, pool=32, batch=2, mesh_input=SIZE, checkpoint_every=2)
+    return train_motion_model(generator, anchors, standin_scan(generator, space), SIZE, folder, settings,
+                              landmarks=mesh, **kwargs)
+
+
+def test_a_generator_without_faces_is_reported(tmp_path) -> None:
+    class Grey(torch.nn.Module):
+        num_ws, w_dim, img_resolution = 2, 4, 64
+
+        def synthesis(self, ws, noise_mode="const"):
+            return torch.zeros(ws.shape[0], 3, 64, 64)
+
+    from optimize.fast_directions import MotionSettings, train_motion_model
+
+    scan = np.random.default_rng(0).uniform(0, 64, (4, 478, 3)).astype(np.float32)
+    with pytest.raises(UserError, match="found a face in only 0 of 16 samples"):
+        train_motion_model(Grey(), np.eye(3, 4, dtype=np.float32), scan, 64, tmp_path,
+                           MotionSettings(pool=16, steps=0), landmarks=lambda images: images)
+    with pytest.raises(ProjectError, match="no motion model yet"):
+        load_motion_model(tmp_path)

@@ -1,0 +1,86 @@
+"""The Re-enact page's mode selector (one line per mode, missing weights -> the Models dialog) and
+how the page runs a one-shot take: available after Prepare, the job called with the mode's options."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_LOGGING_RULES", "qt.multimedia*=false")
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from optimize.backends import BACKENDS  # noqa: E402
+from studio.gui.widgets.mode_selector import ModeSelector  # noqa: E402
+from studio.jobs.oneshot import OneShotOptions  # noqa: E402
+from studio.weights import REGISTRY  # noqa: E402
+from tests.conftest import MEDIA  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+def test_one_line_per_mode_and_what_each_needs(qtbot, studio_cache):
+    selector = ModeSelector()
+    qtbot.addWidget(selector)
+    assert list(selector.buttons) == list(BACKENDS) and selector.backend() == "personal"
+    assert all(selector.buttons[n].toolTip() == BACKENDS[n].one_line for n in BACKENDS)
+    assert selector.needs() == ("personalize",) and selector.weights_ready()
+    assert selector.get_weights.isHidden()
+
+    selector.set_backend("hyperreenact")
+    assert selector.needs() == ("prepare",) and not selector.weights_ready()
+    assert "stylegan2-voxceleb" in selector.weights_label.text() and not selector.get_weights.isHidden()
+    with qtbot.waitSignal(selector.models_requested) as asked:
+        selector.get_weights.click()
+    assert asked.args == ["stylegan2-voxceleb"]
+    selector.set_source(str(MEDIA / "aligned" / "pitt.jpg"))
+    assert selector.needs() == () and selector.options() == OneShotOptions(source=str(MEDIA / "aligned" / "pitt.jpg"))
+
+    selector.set_backend("diffusionact")
+    studio_cache.mkdir()
+    (studio_cache / REGISTRY["diffusionact-net"].filename).write_bytes(b"present")
+    selector.refresh()
+    assert not selector.weights_ready()                       # the official landmarks need FLAME & co.
+    selector.landmarks_box.setCurrentIndex(selector.landmarks_box.findData("mediapipe"))
+    assert selector.weights_ready() and selector.get_weights.isHidden()
+    selector.quality_box.setCurrentIndex(selector.quality_box.findData("draft"))
+    assert selector.options() == OneShotOptions(source=str(MEDIA / "aligned" / "pitt.jpg"), landmarks="mediapipe",
+                                                quality="draft")
+
+
+# ------------------------------------------------------------------------------ the Re-enact page
+from tests import _gui_helpers as helpers  # noqa: E402
+from tests.test_gui import project_window, settings, wait_job, window  # noqa: E402,F401 - the GUI tests' fixtures
+
+
+def test_reenact_page_runs_a_one_shot_take_right_after_prepare(project_window, qtbot, studio_cache):
+    win = project_window
+    project = win.ctx.project
+    for stage in ("capture", "prepare"):
+        project.mark_done(stage)
+    win.ctx.force_refresh()
+    seen = {}
+
+    def fake(project, driving, name, settings=None, progress=None, cancel=None, **options):
+        seen.update(options)
+        helpers.fake_reenact(project, driving, name, settings, progress, cancel)
+
+    helpers.use_fakes(win, reenact=fake, render=helpers.fake_render)
+    page = win.pages["reenact"]
+    win.go_to_stage("reenact")
+    page.set_driving(str(helpers.DRIVING))
+    assert not page.run_button.isEnabled() and "Personalize" in page.needs_label.text()
+    page.modes.set_backend("directions")
+    assert not page.needs_label.isVisibleTo(page) and not page.run_button.isEnabled()   # its weights are missing
+    page.modes.get_weights.click()                                   # -> the Models dialog
+    assert win.models_dialog is not None and win.models_dialog.isVisible()
+    win.models_dialog.close()
+    studio_cache.mkdir()
+    for name in BACKENDS["directions"].weights:
+        (studio_cache / REGISTRY[name].filename).write_bytes(b"present")
+    page.modes.refresh()
+    assert page.run_button.isEnabled() and not page.lr_spin.isEnabled()   # the optimizer's settings do not apply
+    page.start()
+    wait_job(qtbot, win)
+    assert seen["backend"] == "directions" and seen["oneshot"] == OneShotOptions()
+    assert win.ctx.statuses["reenact"] == "done"
