@@ -443,8 +443,8 @@ def estimate_personalize(project: Project, base: str, frames: int | None, steps:
         inv.basis = "at most; measured on this machine"
     tuning_steps = steps or measured.get("default_steps") or (default_steps(1024) if base.lower() == "ffhq" else None)
     tune = PhaseEstimate("tuning", int(tuning_steps) if tuning_steps else None)
-    if project.has_tuning_checkpoint() and project.status("personalize") != DONE:
-        tune.done = _checkpoint_step(project)
+    if project.has_tuning_checkpoint():  # the next run resumes from it (a finished run: nothing left)
+        tune.done = min(_checkpoint_step(project), tune.steps or 0)
     if measured.get("tuning_seconds_per_step") is not None and tune.steps is not None:
         tune.seconds = float(measured["tuning_seconds_per_step"]) * max(0, tune.steps - tune.done)
         tune.basis = "measured on this machine"
