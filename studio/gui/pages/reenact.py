@@ -6,7 +6,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog,
                                QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu, QMessageBox,
-                               QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
+                               QPushButton, QSpinBox, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from optimize.reenact_settings import ReenactSettings
 from personalize.errors import UserError
@@ -93,6 +93,7 @@ class ReenactPage(StagePage):
         form = QFormLayout()
         form.addRow(self.modes)
         form.addRow("Take name:", self.name_edit)
+        form.addRow("Method:", self.fast.mode_box)
         form.addRow("Steps per frame:", self.steps_spin)
         form.addRow("Learning rate:", self.lr_spin)
         form.addRow("", self.smooth_box)
@@ -106,7 +107,6 @@ class ReenactPage(StagePage):
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(QLabel("Takes"))
         left_layout.addWidget(self.takes, 1)
         left_layout.addLayout(take_buttons)
         left_layout.addWidget(self.render_button)
@@ -118,8 +118,10 @@ class ReenactPage(StagePage):
         self.body.addLayout(top)
         self.body.addWidget(hint("Tip: a driving video with one face, looking roughly at the "
                                  "camera, in good light, works best."))
-        self.body.addWidget(self.fast)
-        self.body.addWidget(splitter, 1)
+        self.tabs = QTabWidget()  # takes, or live driving (personal mode): one at a time fits 1024x640
+        self.tabs.addTab(splitter, "Takes")
+        self.tabs.addTab(self.fast, "Motion model && Live")
+        self.body.addWidget(self.tabs, 1)
         self.setAcceptDrops(True)
         ctx.runner.progressed.connect(self._render_progress)
         ctx.runner.finished.connect(lambda _o: setattr(self, "_rendering", None))
@@ -152,9 +154,9 @@ class ReenactPage(StagePage):
 
     def _mode_changed(self) -> None:
         personal = self.modes.backend() == "personal"
-        for widget in (self.lr_spin, self.smooth_box, self.steps_spin):
+        for widget in (self.lr_spin, self.smooth_box, self.steps_spin, self.fast.mode_box):
             widget.setEnabled(personal)
-        self.fast.setVisible(personal)  # fast/refine and live drive the personalized generator only
+        self.tabs.setTabVisible(1, personal)  # the motion model and live drive the personalized generator only
         self._on_statuses(self.ctx.statuses)
 
     def _open_models(self, name: str) -> None:

@@ -1,7 +1,8 @@
 """The Re-enact page's mode selector: one line per re-enactment mode, and what each one needs.
 
-Every mode of ``optimize.backends.BACKENDS`` gets a radio button with its title and its one line
-(speed, what it needs, whether personalization is required). Under the choice: whether its
+Every mode of ``optimize.backends.BACKENDS`` gets a radio button with its title (its one line as
+the tooltip), two by two, and the chosen mode's line (speed, what it needs, whether
+personalization is required) is shown under them. Under the choice: whether its
 weights are present -- a mode whose files are missing offers "Get the weights…", which asks the
 window to open the Models dialog (``models_requested``) -- and, for the one-shot modes, the source
 face (the self-scan's sharpest frontal frame, or a photo) and DiffusionAct's landmarks and quality.
@@ -13,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
+                               QHBoxLayout, QLabel,
                                QPushButton, QRadioButton, QVBoxLayout, QWidget)
 
 from optimize.backends import BACKENDS
@@ -44,17 +46,20 @@ class ModeSelector(QGroupBox):
         self.group = QButtonGroup(self)
         self.buttons: dict[str, QRadioButton] = {}
         layout = QVBoxLayout(self)
-        for name, info in BACKENDS.items():
+        grid = QGridLayout()  # the modes two by two; the chosen one's line below (fits 1024x640)
+        for i, (name, info) in enumerate(BACKENDS.items()):
             button = QRadioButton(info.title)
             button.setObjectName(f"mode_{name}")
             button.setToolTip(info.one_line)
             self.buttons[name] = button
             self.group.addButton(button)
-            line = QLabel(info.summary)
-            line.setWordWrap(True)
-            line.setStyleSheet("color: #666; margin-left: 22px;")
-            layout.addWidget(button)
-            layout.addWidget(line)
+            grid.addWidget(button, i // 2, i % 2)
+        layout.addLayout(grid)
+        self.summary_label = QLabel()
+        self.summary_label.setObjectName("modeSummary")
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setStyleSheet("color: #555;")
+        layout.addWidget(self.summary_label)
         self.buttons["personal"].setChecked(True)
         self.group.buttonToggled.connect(lambda _b, on: on and self._changed())
 
@@ -148,12 +153,14 @@ class ModeSelector(QGroupBox):
         name = self.backend()
         info = BACKENDS[name]
         one_shot = info.output == "images"
+        self.summary_label.setText(info.summary[:1].upper() + info.summary[1:] + ".")
         self.oneshot_box.setVisible(one_shot)
         self.landmarks_box.setEnabled(bool(info.landmark_sources))
         self.quality_box.setEnabled(bool(info.step_presets))
         missing = missing_weights(name, self.landmarks())
+        self.weights_label.setVisible(one_shot)  # the personal mode's weights are the project's own
         if not one_shot:
-            self.weights_label.setText("Uses your personalized generator.")
+            self.weights_label.setText("")
         elif missing:
             self.weights_label.setText(f"Missing weights: {', '.join(missing)}.")
         else:
