@@ -37,6 +37,8 @@ class RenderResult:
     kind: str
     """'mp4', 'gif' or 'png'."""
     fps: float
+    edit_report: str | None = None
+    """What keeping the edits inside the person's space did (``editing.directions.HullReport``)."""
 
 
 def output_kind(out: str | Path) -> str:

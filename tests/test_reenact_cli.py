@@ -89,8 +89,10 @@ def test_reenact_and_render_through_the_cli(tmp_path, clip, capsys) -> None:
 
     save_direction(project.directions_dir, Direction("smile", torch.ones(1, 64) * 3.0))
     edited_dir = tmp_path / "edited"
+    capsys.readouterr()
     assert main(["render", str(project.root), "--take", "speech", "--edit", "smile=1.5",
                  "--out", str(edited_dir)]) == 0
+    assert "edits: " in capsys.readouterr().out  # how often P_beta shortened the edit, in words
     from personalize.video import read_image
 
     crops_dir = tmp_path / "crops"
@@ -139,7 +141,7 @@ def test_render_edits_and_styles_go_through_the_job(tmp_path, monkeypatch) -> No
         seen.update(kwargs, take=take)
 
         class R:
-            frames, fps, path, kind = 1, 25.0, Path(out), "mp4"
+            frames, fps, path, kind, edit_report = 1, 25.0, Path(out), "mp4", None
         return R()
 
     monkeypatch.setattr(job, "render_take_job", fake)

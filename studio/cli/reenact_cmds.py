@@ -199,4 +199,6 @@ def _render(args: argparse.Namespace) -> int:
                                  cancel=token)
     done()
     print(f"{result.frames} frames at {result.fps:g} fps -> {result.path} ({result.kind})")
+    if result.edit_report:
+        print(f"edits: {result.edit_report}")
     return 0

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
+from editing.directions import TrackEdit
 from editing.render import (RenderResult, check_output_height, output_kind, read_crops, render_crops, render_take,
                             warped_driving_crops)
 from optimize.driving import DrivingFrames
@@ -290,6 +291,8 @@ def render_take_job(project: Project, take: str, out: str | Path, paste_back: bo
         result = render_take(generator, ws, out, edit_ws=edit, transforms=prepared.transforms,
                              crop_size=prepared.size, driving_crops=prepared.crop_paths, device=device,
                              batch_size=batch_size, **layout)
+        if isinstance(edit, TrackEdit) and edit.report.codes:
+            result = replace(result, edit_report=edit.report.summary())
     if mark_export:
         project.mark_done("export", take=take, out=str(Path(out).resolve()), kind=result.kind,
                           frames=result.frames, style=style, edits=json.dumps(_edit_record(edits)))

@@ -166,7 +166,8 @@ class ExportPage(StagePage):
 
         def done(outcome) -> None:  # the render job recorded the Export stage itself
             self.last_output = Path(outcome.result.path)
-            self.result_label.setText(f"Saved {self.last_output}")
+            report = outcome.result.edit_report
+            self.result_label.setText(f"Saved {self.last_output}" + (f"\nEdits: {report}." if report else ""))
             self.open_button.setEnabled(True)
             if self.open_when_done.isChecked():
                 folder = self.last_output if self.last_output.is_dir() else self.last_output.parent
