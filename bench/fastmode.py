@@ -220,32 +220,47 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
 
 
 def live(size: int, device: torch.device, n_anchors: int, seconds_limit: float) -> None:
-    from optimize.live import LiveDriver
+    """Live fps at the default precision (``optimize.live.live_precision``) and, side by side, in
+    fp32, with how far the default's images are from fp32's on the same codes."""
+    from optimize.live import LiveDriver, live_precision
     from personalize.video import iter_frames
 
     generator = _ffhq_generator(size, device)
     predictor = _predictor(generator, n_anchors, device)
-    driver = LiveDriver(generator, predictor, device=device)
     frames = [f for _, f in zip(range(150), iter_frames(SELFSCAN))]
-    driver.process(frames[0])  # warm-up
-    parts: dict[str, float] = {}
-    count = 0
-    _sync(device)
-    t0 = time.perf_counter()
-    for frame in frames[1:]:
-        result = driver.process(frame)
-        for k, v in result.seconds.items():
-            parts[k] = parts.get(k, 0.0) + v
-        count += 1
-        if time.perf_counter() - t0 > seconds_limit:
-            break
-    _sync(device)
-    elapsed = time.perf_counter() - t0
-    driver.close()
     target = "5 fps on a 2-core CPU" if device.type == "cpu" else "30 fps at 1024 px on one H100"
-    print(f"[live] {device.type} {size}px: {count / elapsed:.1f} fps over {count} frames of a {frames[0].shape[1]}px "
-          f"video (" + ", ".join(f"{k} {v / count * 1000:.0f} ms" for k, v in parts.items())
-          + f"; target {target})")
+    precisions = dict.fromkeys((live_precision(device), "fp32"))
+    codes: dict[str, list[np.ndarray]] = {}
+    for precision in precisions:
+        driver = LiveDriver(generator, predictor, device=device, precision=precision)
+        driver.process(frames[0])  # warm-up
+        parts: dict[str, float] = {}
+        count = 0
+        codes[precision] = []
+        _sync(device)
+        t0 = time.perf_counter()
+        for frame in frames[1:]:
+            result = driver.process(frame)
+            for k, v in result.seconds.items():
+                parts[k] = parts.get(k, 0.0) + v
+            if result.ws is not None and len(codes[precision]) < 3:
+                codes[precision].append(result.ws)
+            count += 1
+            if time.perf_counter() - t0 > seconds_limit:
+                break
+        _sync(device)
+        elapsed = time.perf_counter() - t0
+        print(f"[live] {device.type} {size}px, {precision}: {count / elapsed:.1f} fps over {count} frames of a "
+              f"{frames[0].shape[1]}px video (" + ", ".join(f"{k} {v / count * 1000:.0f} ms" for k, v in parts.items())
+              + f"; target {target})")
+        if precision != "fp32" and codes[precision]:
+            with torch.no_grad():
+                ws = torch.from_numpy(np.stack(codes[precision])).to(device)
+                low = torch.cat([driver.render(w[None]) for w in ws])
+                full = generator.synthesis(ws, noise_mode="const").float()
+            print(f"[live] {precision} vs fp32 on the same codes: mean |difference| {float((low - full).abs().mean()):.4f}, "
+                  f"max {float((low - full).abs().max()):.3f} (images in [-1, 1])")
+        driver.close()
 
 
 def main() -> None:

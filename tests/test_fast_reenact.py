@@ -183,3 +183,27 @@ def test_a_generator_without_faces_is_reported(tmp_path) -> None:
                            MotionSettings(pool=16, steps=0), landmarks=lambda images: images)
     with pytest.raises(ProjectError, match="no motion model yet"):
         load_motion_model(tmp_path)
+
+
+def test_live_renders_in_bf16_where_the_cpu_has_it_close_to_fp32() -> None:
+    """The live pass's precision (optimize.live): fp16 on CUDA, bf16 on a CPU with native bf16,
+    else fp32; the bf16 image stays within a few grey levels of the fp32 one on the same code."""
+    from optimize.live import LiveDriver, live_precision
+    from personalize.stylegan2.configs import FFHQ256_KWARGS, generator_from_kwargs
+
+    assert live_precision("cuda") == "fp16"
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert live_precision("cpu") == ("bf16" if native else "fp32")
+    with pytest.raises(ValueError, match="precision"):
+        LiveDriver(torch.nn.Identity(), None, precision="int8")  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    generator = generator_from_kwargs(FFHQ256_KWARGS).eval().requires_grad_(False)
+    ws = generator.mapping(torch.randn(2, generator.z_dim), None)
+    with LiveDriver(generator, None, precision="bf16") as bf16, LiveDriver(generator, None, precision="fp32") as fp32:  # type: ignore[arg-type]
+        with torch.no_grad():
+            low = torch.cat([bf16.render(w[None]) for w in ws])
+            full = torch.cat([fp32.render(w[None]) for w in ws])
+    assert low.dtype == torch.float32 and low.shape == full.shape == (2, 3, 256, 256)
+    difference = (low - full).abs()
+    assert float(difference.mean()) < 0.03 and float(difference.max()) < 0.3, (difference.mean(), difference.max())
+    assert float(full.std()) > 0.05  # the random generator draws something to compare
