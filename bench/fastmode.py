@@ -16,11 +16,10 @@ Prints:
 Targets (issue #14): fast >= 20x faster than exact at <= 2x its keypoint error; refine >= 5x faster
 at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on one H100.
 
-    OMP_NUM_THREADS=2 .venv/bin/python -P bench/fastmode.py              # CPU 256 (+ CUDA 1024 if present)
-    .venv/bin/python -P bench/fastmode.py --quick                         # shorter clip, fewer training steps
-    .venv/bin/python -P bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
-(-P: without it Python puts bench/ first on the path, where bench/personalize.py hides the
-``personalize`` package.) Not a test: it only prints figures.
+    OMP_NUM_THREADS=2 .venv/bin/python bench/fastmode.py              # CPU 256 (+ CUDA 1024 if present)
+    .venv/bin/python bench/fastmode.py --quick                         # shorter clip, fewer training steps
+    .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
+Not a test: it only prints figures.
 """
 from __future__ import annotations
 

@@ -20,12 +20,9 @@ reference's deterministic filled weights (HyperReenact, directions) or random we
 with ``--real`` for the real answer. CUDA runs every mode in fp32; DiffusionAct also with its
 official fp16 autocast (the only reduced precision tested against fp32: tests/test_oneshot_diffusionact.py).
 
-    .venv/bin/python -m bench.oneshot                           # CPU, small defaults
-    .venv/bin/python -m bench.oneshot --device cuda --frames 16 --batches 1,8,16
-    .venv/bin/python -m bench.oneshot --real --backends diffusionact --diffusion-steps 20 10 5 4
-
-(Run it as a module from the project root: as a script, ``bench/personalize.py`` and
-``bench/editing.py`` would shadow the packages of the same names.)
+    .venv/bin/python bench/oneshot.py                         # CPU, small defaults
+    .venv/bin/python bench/oneshot.py --device cuda --frames 16 --batches 1,8,16
+    .venv/bin/python bench/oneshot.py --real --backends diffusionact --diffusion-steps 20 10 5 4
 
 Targets (issues 13 and 15, one H100): HyperReenact and directions <= 0.05 s/frame, DiffusionAct
 <= 0.3 s/frame. Not a test: it only prints figures.

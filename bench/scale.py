@@ -14,7 +14,7 @@ Prints:
    ``2 (N-1)/N * bytes / bus_bandwidth``; efficiency = t_step / (t_step + t_exposed), with
    t_exposed = the whole all-reduce (no overlap, a lower bound) or only the last 25 MB bucket
    (DDP overlaps the others with the backward pass). ``--gpu-step-seconds`` is the measured
-   single-GPU step time (``bench/personalize.py`` prints it on CUDA); its default is an
+   single-GPU step time (``bench/personalization.py`` prints it on CUDA); its default is an
    ASSUMPTION, printed as such.
 
 On this machine the 2 processes share its cores (and other jobs'), so CPU figures show the

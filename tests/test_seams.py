@@ -74,3 +74,5 @@ def test_benchmarks_import_only_the_packages():
         path_edits = [c.lineno for c in _calls(tree, "insert") + _calls(tree, "append")
                       if isinstance(c.func.value, ast.Attribute) and c.func.value.attr == "path"]
         assert not path_edits, f"{path.name} changes sys.path at lines {path_edits}"
+        # run as a script, bench/ comes first on sys.path: a file named like a package would hide it
+        assert path.stem not in PACKAGES, f"bench/{path.name} hides the {path.stem} package when a bench runs"

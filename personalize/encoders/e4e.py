@@ -121,7 +121,7 @@ def encode_w_anchors(encoder: Encoder4Editing, crops: torch.Tensor, latent_avg: 
     per-layer offsets are trained with a delta-regularization loss (and a W discriminator on w0),
     so ``w0`` is the encoder's estimate of the image's W code, while the offsets of the fine layers
     carry what W cannot express. Averaging over layers (``reduce="mean"``, offered for comparison
-    in ``bench/personalize.py``) mixes those fine-layer offsets into the coarse layers.
+    in ``bench/personalization.py``) mixes those fine-layer offsets into the coarse layers.
     """
     codes = []
     for s in range(0, crops.shape[0], batch):

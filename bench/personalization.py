@@ -14,11 +14,10 @@
    them a random 256 px generator, a random e4e and a random LPIPS backbone only show the plumbing
    and the relative cost, and the LPIPS numbers mean nothing.
 
-Run it as a module (as a script, ``bench/`` would come first on the path and this file would
-hide the ``personalize`` package):
+Run it from the project root:
 
-    OMP_NUM_THREADS=2 .venv/bin/python -m bench.personalize [--work-size 128] [--skip-tuning]
-    OMP_NUM_THREADS=2 .venv/bin/python -m bench.personalize --skip-selection --skip-tuning --anchors \
+    OMP_NUM_THREADS=2 .venv/bin/python bench/personalization.py [--work-size 128] [--skip-tuning]
+    OMP_NUM_THREADS=2 .venv/bin/python bench/personalization.py --skip-selection --skip-tuning --anchors \
         [--ffhq ffhq.pkl --e4e e4e_ffhq_encode.pt --lpips alexnet.pth] [--anchor-steps 500]
 """
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Prints figures; asserts nothing. Run from the repository root:
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/editing.py                 # everything, CPU
-    .venv/bin/python bench/editing.py --device cuda --res 256 1024      # on a GPU
-    .venv/bin/python bench/editing.py --skip-nada --samples 2000        # only the direction
+    OMP_NUM_THREADS=2 .venv/bin/python bench/stylize.py                 # everything, CPU
+    .venv/bin/python bench/stylize.py --device cuda --res 256 1024      # on a GPU
+    .venv/bin/python bench/stylize.py --skip-nada --samples 2000        # only the direction
 
 What is timed (say so when quoting the numbers):
 - NADA: RANDOM weights with the real shapes: an FFHQ-shaped StyleGAN2 generator at 256 or 1024 px
