@@ -228,7 +228,7 @@ def live(size: int, device: torch.device, n_anchors: int, seconds_limit: float) 
     predictor = _predictor(generator, n_anchors, device)
     frames = [f for _, f in zip(range(150), iter_frames(SELFSCAN))]
     target = "5 fps on a 2-core CPU" if device.type == "cpu" else "30 fps at 1024 px on one H100"
-    precisions = dict.fromkeys((live_precision(device), "fp32"))
+    precisions = dict.fromkeys((live_precision(device, generator), "fp32"))
     codes: dict[str, list[np.ndarray]] = {}
     for precision in precisions:
         driver = LiveDriver(generator, predictor, device=device, precision=precision)

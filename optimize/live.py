@@ -35,9 +35,16 @@ LIVE_SMOOTHING = 0.5
 """Weight of the past in the exponential filters (0: none)."""
 
 
-def live_precision(device: torch.device | str) -> str:
-    """'fp16' on CUDA, 'bf16' on a CPU with native bfloat16 kernels, else 'fp32' (module docstring)."""
+def live_precision(device: torch.device | str, generator: torch.nn.Module | None = None) -> str:
+    """'fp16' on CUDA, 'bf16' on a CPU with native bfloat16 kernels, else 'fp32' (module docstring).
+
+    Given a ``generator`` that is not the studio's StyleGAN2 (a test stand-in), 'fp32': the reduced
+    precisions were measured, and are only offered, for its synthesis network."""
+    from personalize.stylegan2.networks import SynthesisNetwork
+
     device = torch.device(device)
+    if generator is not None and not isinstance(getattr(generator, "synthesis", None), SynthesisNetwork):
+        return "fp32"
     if device.type == "cuda":
         return "fp16"
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -93,7 +100,7 @@ class LiveDriver:
         self.generator = generator.to(device).eval()
         self.predictor = predictor
         self.device = torch.device(device)
-        self.precision = precision or live_precision(self.device)
+        self.precision = precision or live_precision(self.device, generator)
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
         self.size = int(generator.img_resolution)

@@ -192,6 +192,7 @@ def test_live_renders_in_bf16_where_the_cpu_has_it_close_to_fp32() -> None:
     from personalize.stylegan2.configs import FFHQ256_KWARGS, generator_from_kwargs
 
     assert live_precision("cuda") == "fp16"
+    assert live_precision("cpu", torch.nn.Identity()) == "fp32"  # not the studio's StyleGAN2
     native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert live_precision("cpu") == ("bf16" if native else "fp32")
     with pytest.raises(ValueError, match="precision"):
