@@ -26,7 +26,7 @@ DOCS = ROOT / "docs" / "screenshots"
 # The smallest window the studio is laid out for (a small laptop): nothing may be cut at this size.
 WINDOW_SIZE = tuple(int(v) for v in os.environ.get("STUDIO_SHOT_SIZE", "1024x640").split("x"))
 SHOTS = ("01_start", "02_capture", "03_prepare", "04_select", "05_personalize",
-         "06_personalize_running", "07_reenact", "08_edit", "09_export", "10_models",
+         "06_personalize_running", "07_reenact", "07b_reenact_oneshot", "07c_reenact_live", "08_edit", "09_export", "10_models",
          "11_settings", "12_error", "13_stop_job", "14_licence")
 
 
@@ -163,6 +163,12 @@ def render_screenshots(out_dir: Path) -> list[Path]:
     page.load_takes(select="smile_wink")
     page.player.slider.setValue(30)
     shoot("07_reenact")
+    page.modes.set_backend("hyperreenact")  # a one-shot mode: its weights (missing here) and its source face
+    shoot("07b_reenact_oneshot")
+    page.modes.set_backend("personal")
+    page.tabs.setCurrentIndex(1)  # the motion model and the Live panel (no camera under Xvfb: said so)
+    shoot("07c_reenact_live")
+    page.tabs.setCurrentIndex(0)
     # Stand-in preview (the demo take has no real latent track): a real aligned crop.
     crops = sorted((project_root / "scan" / "crops").glob("*.png"))
     helpers.use_fakes(win, preview_frame=lambda project, take, frame=0, **_: read_image(crops[40 + frame]))

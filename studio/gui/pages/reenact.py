@@ -90,7 +90,7 @@ class ReenactPage(StagePage):
         self.fast = FastLiveBox(ctx)
         self.fast.take_saved.connect(lambda name: self.load_takes(select=name))
 
-        form = QFormLayout()
+        self.form = form = QFormLayout()
         form.addRow(self.modes)
         form.addRow("Take name:", self.name_edit)
         form.addRow("Method:", self.fast.mode_box)
@@ -120,6 +120,7 @@ class ReenactPage(StagePage):
                                  "camera, in good light, works best."))
         self.tabs = QTabWidget()  # takes, or live driving (personal mode): one at a time fits 1024x640
         self.tabs.addTab(splitter, "Takes")
+        self.fast.setTitle("")  # the tab names it
         self.tabs.addTab(self.fast, "Motion model && Live")
         self.body.addWidget(self.tabs, 1)
         self.setAcceptDrops(True)
@@ -156,6 +157,7 @@ class ReenactPage(StagePage):
         personal = self.modes.backend() == "personal"
         for widget in (self.lr_spin, self.smooth_box, self.steps_spin, self.fast.mode_box):
             widget.setEnabled(personal)
+            self.form.setRowVisible(widget, personal)  # the optimizer's settings: the personal mode's only
         self.tabs.setTabVisible(1, personal)  # the motion model and live drive the personalized generator only
         self._on_statuses(self.ctx.statuses)
 

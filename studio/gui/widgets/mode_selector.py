@@ -75,7 +75,7 @@ class ModeSelector(QGroupBox):
         layout.addLayout(weights_row)
 
         self.oneshot_box = QWidget()
-        form = QFormLayout(self.oneshot_box)
+        self.oneshot_form = form = QFormLayout(self.oneshot_box)
         form.setContentsMargins(0, 0, 0, 0)
         self.source_label = QLabel()
         self.source_label.setWordWrap(True)
@@ -135,8 +135,8 @@ class ModeSelector(QGroupBox):
     # ------------------------------------------------------------------ actions
     def set_source(self, path: str | None) -> None:
         self.source_image = path
-        self.source_label.setText(f"the photo {Path(path).name}" if path else
-                                  "the sharpest frontal frame of your self-scan")
+        self.source_label.setText(f"photo {Path(path).name}" if path else "your self-scan's best frame")
+        self.source_label.setToolTip(str(path) if path else "The sharpest frontal frame of your self-scan.")
         self.scan_button.setEnabled(path is not None)
         self.mode_changed.emit(self.backend())
 
@@ -157,6 +157,8 @@ class ModeSelector(QGroupBox):
         self.oneshot_box.setVisible(one_shot)
         self.landmarks_box.setEnabled(bool(info.landmark_sources))
         self.quality_box.setEnabled(bool(info.step_presets))
+        self.oneshot_form.setRowVisible(self.landmarks_box, bool(info.landmark_sources))  # DiffusionAct's only
+        self.oneshot_form.setRowVisible(self.quality_box, bool(info.step_presets))
         missing = missing_weights(name, self.landmarks())
         self.weights_label.setVisible(one_shot)  # the personal mode's weights are the project's own
         if not one_shot:
