@@ -124,12 +124,11 @@ def check_mode(mode: str, refine_steps: int | None) -> None:
 
 
 def mode_track(project: Project, name: str, mode: str, generator: torch.nn.Module, anchors: np.ndarray,
-               frames: DrivingFrames, settings: ReenactSettings, *, refine_steps: int | None,
-               device: torch.device, restart: bool, progress: ProgressFn,
+               frames: DrivingFrames, settings: ReenactSettings, predictor: MotionPredictor, *,
+               refine_steps: int | None, device: torch.device, restart: bool, progress: ProgressFn,
                cancel: CancelToken) -> ReenactResult:
-    """The take's track in ``mode`` 'fast' or 'refine' (the exact mode is ``optimize.reenact``)."""
-    space = PersonalizedSpace(np.asarray(anchors, np.float32), generator.num_ws, device=device)
-    predictor = motion_predictor(project, space, device)
+    """The take's track in ``mode`` 'fast' or 'refine' (the exact mode is ``optimize.reenact``),
+    with ``predictor`` from ``motion_predictor`` (the job loads it before its slow preparation)."""
     if mode == "fast":
         return fast_track(anchors, generator.num_ws, frames, project.track_path(name), predictor,
                           settings=settings, generator_id=project.generator_id(), restart=restart,

@@ -152,8 +152,9 @@ def reenact_take(project: Project, driving: str | Path | None, name: str,
     if anchors.shape[1] != generator.w_dim:
         raise ProjectError(f"The anchors have w_dim {anchors.shape[1]} but the generator {generator.w_dim}.",
                            "Personalize the generator again.", Action("personalize"))
+    predictor = None
     if mode != "exact":  # before the slow preparation: a missing motion model is said at once
-        motion_predictor(project, PersonalizedSpace(anchors, generator.num_ws), "cpu")
+        predictor = motion_predictor(project, PersonalizedSpace(anchors, generator.num_ws, device=device), device)
     enable_fast_math(device)
     resolution = int(generator.img_resolution)
     started = time.time()
@@ -177,7 +178,7 @@ def reenact_take(project: Project, driving: str | Path | None, name: str,
                 generator_id=project.generator_id(), anchor_cache=project.anchor_keypoints_cache,
                 device=device, restart=restart, progress=progress, cancel=cancel)
         else:
-            result = mode_track(project, name, mode, generator, anchors, frames, settings,
+            result = mode_track(project, name, mode, generator, anchors, frames, settings, predictor,
                                 refine_steps=refine_steps, device=device, restart=restart,
                                 progress=progress, cancel=cancel)
     except BaseException:
