@@ -149,3 +149,15 @@ def test_render_edits_and_styles_go_through_the_job(tmp_path, monkeypatch) -> No
     assert main(["render", str(project.root), "--take", "t", "--edit", "smile=1.5", "--edit", "age=-1",
                  "--style", "sketch", "--out", str(tmp_path / "x.mp4")]) == 0
     assert seen["edits"] == ["smile=1.5", "age=-1"] and seen["style"] == "sketch"
+
+
+def test_a_driving_file_that_is_no_video_is_refused_before_any_network_loads(tmp_path, capsys, studio_cache) -> None:
+    """A one-shot mode with none of its weights present: the unreadable driving video is what the
+    user hears about (and fixes) first, without a traceback."""
+    project = Project.create(tmp_path / "p.studio")
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    assert main(["reenact", str(project.root), "--backend", "directions", "--driving", str(bad), "--name", "t",
+                 "--source", str(MEDIA / "aligned" / "pitt.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a readable video" in err and "Traceback" not in err and "directions-a" not in err

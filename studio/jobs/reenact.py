@@ -66,8 +66,11 @@ def enable_fast_math(device: torch.device) -> None:
 def resolve_driving(project: Project, driving: str | Path | None, name: str, restart: bool) -> Path:
     """The driving video of take ``name``: ``driving``, or the take's copy when None (resume).
 
-    Refuses a different video under the name of a take that has output (unless ``restart``).
+    Refuses a different video under the name of a take that has output (unless ``restart``), and a
+    file that is not a readable video (said before any network is loaded).
     """
+    from personalize.video import probe_video
+
     if driving is None:
         driving = project.driving_copy(name)
         if driving is None:
@@ -76,6 +79,7 @@ def resolve_driving(project: Project, driving: str | Path | None, name: str, res
     driving = Path(driving).expanduser()
     if not driving.is_file():
         raise UserError(f"Driving video not found: {driving}", "Check the path.")
+    probe_video(driving)
     existing = project.driving_copy(name)
     has_output = project.track_path(name).is_file() or project.image_take(name).exists()
     if (not restart and existing is not None and has_output
