@@ -271,7 +271,7 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
     torch.set_grad_enabled(True)
-    frames, steps = (6, 20) if args.quick else (12, 100)
+    frames, steps = (6, 20) if args.quick else (24, 100)
     counts = {"exact_steps": 30.0, "refine_steps": float(REFINE_STEPS)}
     if not args.skip_quality:
         counts = quality(256, frames, steps, pool=128 if args.quick else 256)

@@ -11,11 +11,15 @@ needs future frames; live, an exponential filter on the alignment and on the cod
 MediaPipe's jitter at the cost of about ``s / (1 - s)`` frames of lag (one frame at s = 0.5).
 
 Why a lower precision live (``live_precision``): the one generator pass is nearly all of a
-frame's time. On a CPU with native bfloat16 (AVX-512 BF16 or AMX) it runs under bf16 autocast
-with fused modulated convolutions: 0.19 s instead of 0.35 s per 256 px frame on the 2-core CI
-machine, and the image moves by about 0.015 on [-1, 1] on average (two grey levels of 255) --
-invisible in a preview or a video call, and a recording keeps the codes, which export renders
-again in full precision. On CUDA the generator's own fp16 blocks are used (its mixed precision).
+frame's time. On a CPU with native bfloat16 (AVX-512 BF16 or AMX) every synthesis block runs in
+bf16 with channels-last activations (``SynthesisNetwork.forward(bf16=True, channels_last=True)``;
+oneDNN's convolutions, transposed ones above all, are fastest in that layout, and the layers keep
+their weights converted once, ``ops.FrozenWeight``): about 0.14-0.16 s instead of 0.24-0.28 s
+per 256 px frame on the 2-core CI machine (``bench/fastmode.py``), and the image moves by about
+0.012 on [-1, 1] on average (under two grey levels of 255) -- invisible in a preview or a video
+call, and a recording keeps the codes, which export renders again in full precision. On CUDA
+the generator's own fp16 blocks are used (its mixed precision), channels-last as the official
+fp16 blocks are (not measured here: no GPU).
 
 A frame without a face keeps the last avatar (``LiveFrame.face_found`` False), so a preview or a
 virtual camera never shows a black frame when the person looks away for a moment.
@@ -137,10 +141,9 @@ class LiveDriver:
     def render(self, ws: torch.Tensor) -> torch.Tensor:
         """ws (1, num_ws, w_dim) -> image (1,3,R,R) float32 in about [-1,1], at ``self.precision``."""
         synthesis = self.generator.synthesis
-        if self.precision == "bf16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return synthesis(ws, noise_mode="const", fused_modconv=True).float()
-        return synthesis(ws, noise_mode="const", fp16=self.precision == "fp16").float()
+        reduced = self.precision != "fp32"
+        return synthesis(ws, noise_mode="const", fp16=self.precision == "fp16", bf16=self.precision == "bf16",
+                         channels_last=reduced).float()
 
     def close(self) -> None:
         self.tracker.close()

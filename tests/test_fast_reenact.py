@@ -8,7 +8,7 @@ import torch
 
 from optimize.driving import DrivingFrames, detect_crop_landmarks, tensor_to_uint8
 from optimize.fast_directions import (CHECKPOINTS_DIR, MotionModel, apply_shift, load_motion_model)
-from optimize.fast_reenact import MotionPredictor, fast_track, refine_track
+from optimize.fast_reenact import REFINE_STEPS, MotionPredictor, fast_track, refine_track
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, keypoints_from_landmarks
 from optimize.reenact import reenact
@@ -102,7 +102,40 @@ def test_fast_and_refine_meet_the_issue_targets_against_the_exact_optimizer(setu
     assert means["fast"] <= 2.0 * means["exact"], means
     assert means["refine"] <= 1.1 * means["exact"], means
     assert exact.generator_passes >= 5 * refine.generator_passes, (exact.generator_passes, refine.generator_passes)
-    assert refine.generator_passes == 6 * driving.n_frames
+    assert refine.generator_passes == REFINE_STEPS * driving.n_frames
+
+
+def test_refine_starts_from_the_prediction_plus_most_of_the_previous_correction(setup, tmp_path,
+                                                                                 monkeypatch) -> None:
+    """start_t = pred_t + REFINE_CARRY (refined_{t-1} - pred_{t-1}); the prediction alone at the
+    take's first frame and after a faceless frame (which has no prediction to correct)."""
+    import optimize.fast_reenact as fast_reenact
+    from optimize.latent_space import PPlusCode
+
+    generator, anchors, space, mesh, trained, _ = setup
+    frames = list(render(generator, space, _path(4)))
+    frames[2] = np.full_like(frames[2], 128)
+    driving = DrivingFrames.from_arrays(frames)
+    assert driving.valid.tolist() == [True, True, False, True]
+    predictor = MotionPredictor(trained.files, space)
+    captured = {}
+    monkeypatch.setattr(fast_reenact, "reenact", lambda *a, **k: captured.update(k))
+    refine_track(generator, anchors, driving, tmp_path / "r.npz", predictor, mesh)
+    start = captured["starts"]
+    assert captured["settings"].lr_decay is False and captured["settings"].steps == fast_reenact.REFINE_STEPS
+    predicted = predictor.code(predictor.coefficients(driving.landmarks, SIZE))
+    pred = [PPlusCode(predicted.alpha[t:t + 1], predicted.delta[t:t + 1]) for t in range(4)]
+    shift = torch.linspace(-0.3, 0.3, predicted.delta[0].numel()).reshape(predicted.delta[:1].shape)
+    refined = PPlusCode(pred[0].alpha + 0.5, pred[0].delta + shift)      # frame 0 after its steps
+    for t, previous in ((0, None), (3, refined)):                      # frame 2 had no face
+        got = start(t, previous)
+        torch.testing.assert_close(got.alpha, pred[t].alpha)
+        torch.testing.assert_close(got.delta, pred[t].delta)
+    got = start(1, refined)
+    carry = fast_reenact.REFINE_CARRY
+    assert 0 < carry < 1
+    torch.testing.assert_close(got.alpha, pred[1].alpha + carry * 0.5)
+    torch.testing.assert_close(got.delta, pred[1].delta + carry * shift)
 
 
 def test_fast_track_holds_faceless_frames_is_reused_and_checked(setup, tmp_path) -> None:

@@ -63,6 +63,55 @@ def test_both_execution_plans_match_official(shared_dir: Path, fused: bool) -> N
     assert _rel_err(img, d["out/img_wplus_const"]) < TOL
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_one_with_kept_weights_matches_official(shared_dir: Path, channels_last: bool) -> None:
+    """One sample at a time without gradients: the layers keep their FrozenWeight (the scaled plan
+    where weights outweigh activations), in either memory layout; same images as the official."""
+    G, d = _load_golden(shared_dir, "sg2_ffhqlike256")
+    ws = torch.from_numpy(d["in/wplus"])
+    with torch.no_grad():
+        img = torch.cat([G.synthesis(w[None], noise_mode="const", channels_last=channels_last) for w in ws])
+    assert img.is_contiguous()
+    assert _rel_err(img, d["out/img_wplus_const"]) < TOL
+    assert all(layer._frozen is not None for layer in G.synthesis.modules() if hasattr(layer, "frozen_weight"))
+
+
+def test_kept_weights_follow_every_change_of_the_weights() -> None:
+    """A layer's FrozenWeight is rebuilt after an in-place change (an optimizer step), a
+    load_state_dict and a dtype or layout change; with a weight gradient none is kept."""
+    G = tiny_generator(seed=9, img_resolution=32)
+    ws = torch.randn(1, G.num_ws, G.w_dim)
+    layer = G.synthesis.b16.conv0
+
+    def reference() -> torch.Tensor:
+        with torch.no_grad(), use_reference_ops():
+            return G.synthesis(ws, noise_mode="const")
+
+    original = {k: v.clone() for k, v in G.state_dict().items()}
+    with torch.no_grad():
+        first = G.synthesis(ws, noise_mode="const")
+        kept = layer._frozen
+        torch.testing.assert_close(first, reference(), atol=1e-5, rtol=1e-4)
+        G.synthesis(ws, noise_mode="const")
+        assert layer._frozen is kept                                      # reused while unchanged
+        for p in G.synthesis.parameters():
+            p.mul_(1.1).add_(0.01)                                        # a step, in place
+        stepped = G.synthesis(ws, noise_mode="const")
+        assert layer._frozen is not kept
+        torch.testing.assert_close(stepped, reference(), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(stepped, first, atol=1e-3)
+        G.load_state_dict(original)
+        torch.testing.assert_close(G.synthesis(ws, noise_mode="const"), first, atol=1e-6, rtol=1e-5)
+        low = G.synthesis(ws, noise_mode="const", bf16=True, channels_last=True)
+        assert layer._frozen[1].conv_weight.dtype == torch.bfloat16
+        assert layer._frozen[1].conv_weight.is_contiguous(memory_format=torch.channels_last)
+        assert float((low - first).abs().max()) < 0.1 * float(first.abs().max())
+    G.requires_grad_(True)
+    layer._frozen = None
+    G.synthesis(ws, noise_mode="const").square().mean().backward()
+    assert layer._frozen is None and layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
 def test_reference_path_matches_official(shared_dir: Path) -> None:
     """The plain baseline used by the benchmark is itself the official algorithm."""
     G, d = _load_golden(shared_dir, "sg2_cond32")

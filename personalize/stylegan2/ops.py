@@ -11,7 +11,7 @@ Conventions: activations are NCHW; ``styles`` are (N, in_channels); filters are 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -95,12 +95,17 @@ def blur_after_upconv(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, _depthwise(f, c, 4.0, x.dtype), padding=1, groups=c)
 
 
-def upconv3x3(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, groups: int = 1) -> torch.Tensor:
+def upconv3x3(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, groups: int = 1,
+              transposed: bool = False) -> torch.Tensor:
     """3x3 conv with 2x upsampling (official ``conv2d_resample`` up=2, padding=1, flip_weight=False).
 
-    x: (N, I*groups... ) per torch grouping; w: (O, I_per_group, 3, 3). Transposed conv with
-    stride 2 (no zero-stuffing), then the 4x4 FIR blur. (N, ., H, W) -> (N, O, 2H, 2W).
+    x: (N, I*groups... ) per torch grouping; w: (O, I_per_group, 3, 3), or already (I, O, 3, 3)
+    when ``transposed`` (groups 1 only). Transposed conv with stride 2 (no zero-stuffing), then
+    the 4x4 FIR blur. (N, ., H, W) -> (N, O, 2H, 2W).
     """
+    if transposed:
+        assert groups == 1, "a pre-transposed weight is only for the dense convolution"
+        return blur_after_upconv(F.conv_transpose2d(x, w, stride=2), f)
     o, i, kh, kw = w.shape
     if groups == 1:
         wt = w.transpose(0, 1)
@@ -110,12 +115,35 @@ def upconv3x3(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, groups: int = 1
     return blur_after_upconv(x, f)
 
 
+class FrozenWeight(NamedTuple):
+    """What a modulated conv derives from its weight alone, kept by a layer between passes that
+    need no weight gradient (``SynthesisLayer.frozen_weight``): the weight ready for the
+    convolution (in the activations' dtype and memory format; (I, O, k, k) for the transposed
+    convolution of ``up=2``) and sum_k w^2 per (out, in) channel pair, float32 (the
+    demodulation's matmul operand).
+
+    Why keep them: at batch 1 and low resolution the weights are larger than the activations,
+    and re-reading a 512x512x3x3 float32 weight to square, sum, cast and re-lay it out costs as
+    much as the convolution's arithmetic on a memory-bound CPU."""
+
+    conv_weight: torch.Tensor
+    square_sum: torch.Tensor
+
+    @staticmethod
+    def of(weight: torch.Tensor, dtype: torch.dtype, channels_last: bool = False, up: int = 1) -> "FrozenWeight":
+        weight = weight.detach()
+        ready = weight.to(dtype).transpose(0, 1) if up != 1 else weight.to(dtype)
+        ready = ready.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        return FrozenWeight(ready, weight.float().square().sum(dim=[2, 3]))
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
                      noise: torch.Tensor | None = None, up: int = 1, padding: int = 0,
                      resample_filter: torch.Tensor | None = None, demodulate: bool = True,
                      fused: bool | None = None, gain: float = 1.0,
                      bias: torch.Tensor | None = None,
-                     weight_factor: torch.Tensor | None = None) -> torch.Tensor:
+                     weight_factor: torch.Tensor | None = None,
+                     frozen: FrozenWeight | None = None) -> torch.Tensor:
     """StyleGAN2 modulated convolution (weight demodulation), same result as the official one.
 
     x: (N, I, H, W); weight: (O, I, k, k); styles: (N, I); noise broadcastable to (N, O, H', W');
@@ -135,6 +163,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     demodulation, (N, O, I) (broadcast over the k x k taps, no k x k copies) or (N, O, I, k, k).
     HyperReenact's hypernetwork passes ``1 + delta`` here. The weights then differ per sample, so
     the fused plan is used.
+
+    ``frozen``: ``FrozenWeight.of(weight, x.dtype, channels_last, up)`` kept by the caller, for
+    passes without gradients to the weight (ignored with ``weight_factor`` or fp16's
+    pre-normalization).
     """
     n, in_ch, h, wid = x.shape
     out_ch, _, kh, kw = weight.shape
@@ -142,46 +174,69 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         # Official pre-normalization that keeps fp16 from overflowing (cancels under demod).
         weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+        frozen = None
     if weight_factor is not None:
-        fused = True
+        fused, frozen = True, None
     elif fused is None:
         fused = choose_fused(n, in_ch, out_ch, kh * kw, h * wid,
-                             torch.is_grad_enabled() and (styles.requires_grad or weight.requires_grad))
+                             torch.is_grad_enabled() and (styles.requires_grad or weight.requires_grad),
+                             frozen is not None)
+    square_sum = frozen.square_sum if frozen is not None else None
     bias_g = None if bias is None else (bias.to(x.dtype) * gain).reshape(1, -1, 1, 1)
     noise_g = None if noise is None else noise.to(x.dtype) * gain
     if fused:
-        w = weight.unsqueeze(0)
-        if weight_factor is not None:
-            w = w * (weight_factor if weight_factor.ndim == 5 else weight_factor[..., None, None])
-        w = w * styles.reshape(n, 1, in_ch, 1, 1)  # (N, O, I, k, k)
-        if demodulate:
-            scale = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() * gain
-            w = w * scale.reshape(n, out_ch, 1, 1, 1)
-        elif gain != 1:
-            w = w * gain
+        if weight_factor is None:
+            # One pass over the weights: the (N, O, I) scale s_i * d_o, with d from the same
+            # matmul as the scaled plan, instead of modulating, squaring, summing and rescaling
+            # per-sample weight copies (most of a batch-1 pass's non-conv time at low resolution).
+            scale = styles.reshape(n, 1, in_ch)
+            if demodulate:
+                scale = scale * _demodulation(weight, styles, gain, square_sum).reshape(n, out_ch, 1)
+            elif gain != 1:
+                scale = scale * gain
+            w = weight.unsqueeze(0) * scale[..., None, None]
+        else:
+            w = weight.unsqueeze(0) * (weight_factor if weight_factor.ndim == 5 else weight_factor[..., None, None])
+            w = w * styles.reshape(n, 1, in_ch, 1, 1)  # (N, O, I, k, k)
+            if demodulate:
+                w = w * ((w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() * gain).reshape(n, out_ch, 1, 1, 1)
+            elif gain != 1:
+                w = w * gain
         w = w.reshape(n * out_ch, in_ch, kh, kw).to(x.dtype)
-        xg = x.reshape(1, n * in_ch, h, wid)
+        # At batch 1, x itself: oneDNN reads a reshaped view of a channels_last tensor as NCHW
+        # (and answers in NCHW), which costs a layout copy around every layer.
+        xg = x if n == 1 else x.reshape(1, n * in_ch, h, wid)
         if up == 1:
             y = F.conv2d(xg, w, padding=padding, groups=n)
         else:
             y = upconv3x3(xg, w, resample_filter, groups=n)
-        y = y.reshape(n, out_ch, *y.shape[2:])
+        if n != 1:
+            y = y.reshape(n, out_ch, *y.shape[2:])
         return _add_epilogue(y, bias_g, noise_g)
     # Scaled-activations plan.
     y = x * styles.to(x.dtype).reshape(n, in_ch, 1, 1)
-    wx = weight.to(x.dtype)
+    wx = frozen.conv_weight if frozen is not None else weight.to(x.dtype)
     if up == 1:
         y = F.conv2d(y, wx, padding=padding)
     else:
-        y = upconv3x3(y, wx, resample_filter)
+        y = upconv3x3(y, wx, resample_filter, transposed=frozen is not None)
     if demodulate:
-        d = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() * gain  # (N, O)
-        d = d.to(y.dtype).reshape(n, out_ch, 1, 1)
+        d = _demodulation(weight, styles, gain, square_sum).to(y.dtype).reshape(n, out_ch, 1, 1)
         y = y * d if bias_g is None else torch.addcmul(bias_g, y, d)
         return _add_epilogue(y, None, noise_g)
     if gain != 1:
         y = y * gain
     return _add_epilogue(y, bias_g, noise_g)
+
+
+def _demodulation(weight: torch.Tensor, styles: torch.Tensor, gain: float,
+                  square_sum: torch.Tensor | None = None) -> torch.Tensor:
+    """gain / ||w * s||_2 per sample and output channel, (N, O): sum_i s_i^2 sum_k w_oik^2 as one
+    matmul (equal to the norm of the modulated weights, without building them); ``square_sum``
+    is sum_k w^2 when the caller keeps it (``FrozenWeight``)."""
+    if square_sum is None:
+        square_sum = weight.square().sum(dim=[2, 3])
+    return (styles.square() @ square_sum.t() + 1e-8).rsqrt() * gain
 
 
 def _add_epilogue(y: torch.Tensor, bias_g: torch.Tensor | None, noise_g: torch.Tensor | None) -> torch.Tensor:
@@ -194,17 +249,20 @@ def _add_epilogue(y: torch.Tensor, bias_g: torch.Tensor | None, noise_g: torch.T
     return y
 
 
-def choose_fused(n: int, in_ch: int, out_ch: int, taps: int, pixels: int, needs_grad: bool) -> bool:
+def choose_fused(n: int, in_ch: int, out_ch: int, taps: int, pixels: int, needs_grad: bool,
+                 frozen: bool = False) -> bool:
     """Pick the modulated-conv plan (measured on CPU; both give the same result).
 
     With gradients to styles/weights the scaled plan wins (no per-sample weight gradient).
-    Without gradients, batch 1 favours the fused plan (one conv, no activation passes); with a
-    batch, the grouped conv of the fused plan is slower than one dense conv except when the
+    Without gradients, batch 1 favours the fused plan (one conv, no activation passes) unless
+    the layer keeps its ``FrozenWeight``: then the scaled plan reads nothing but the kept weight,
+    which wins wherever the weights are larger than the activations (the low resolutions). With
+    a batch, the grouped conv of the fused plan is slower than one dense conv except when the
     per-sample weights are smaller than the activations they would otherwise scale.
     """
     if needs_grad:
         return False
-    if n == 1:
+    if n == 1 and not frozen:
         return True
     return out_ch * in_ch * taps < in_ch * pixels
 

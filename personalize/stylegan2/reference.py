@@ -44,10 +44,11 @@ def modulated_conv2d_ref(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
                          noise: torch.Tensor | None = None, up: int = 1, padding: int = 0,
                          resample_filter: torch.Tensor | None = None, demodulate: bool = True,
                          fused: bool | None = None, gain: float = 1.0,
-                         bias: torch.Tensor | None = None) -> torch.Tensor:
+                         bias: torch.Tensor | None = None, frozen: object = None) -> torch.Tensor:
     """Official fused modconv: per-sample weights, one grouped conv (groups = batch).
 
-    Returns ``(conv + noise + bias) * gain``, the contract of ``ops.modulated_conv2d``.
+    Returns ``(conv + noise + bias) * gain``, the contract of ``ops.modulated_conv2d``
+    (``frozen``, a speed-only cache of values derived from ``weight``, is ignored).
     """
     n, in_ch, h, wd = x.shape
     out_ch, _, kh, kw = weight.shape

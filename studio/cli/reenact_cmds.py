@@ -22,6 +22,7 @@ from studio.project import Project
 
 def register(sub: argparse._SubParsersAction) -> None:
     from optimize.backends import BACKENDS
+    from optimize.fast_reenact import REFINE_STEPS
 
     modes = "; ".join(f"{name}: {info.one_line}" for name, info in BACKENDS.items())
     re = sub.add_parser(
@@ -71,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "prediction, one generator pass per frame; refine: a few optimizer steps from the "
                          "prediction (fast and refine need 'studio-cli motion-model' first)")
     re.add_argument("--refine-steps", type=int, default=None,
-                    help="personal, refine mode: optimizer steps per frame (default 6)")
+                    help=f"personal, refine mode: optimizer steps per frame (default {REFINE_STEPS})")
     add_device_arg(re)
     add_gpus_arg(re, "re-enact")
     re.set_defaults(handler=_reenact)
