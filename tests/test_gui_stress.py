@@ -69,7 +69,7 @@ def test_every_stage_runs_from_the_gui_repeatedly_without_touching_qt_off_its_th
     win.ctx.open_url = lambda url: True
     win.show()
     jobs = win.ctx.jobs
-    jobs.personalize = functools.partial(jobs.personalize, inversion_steps=2, checkpoint_every=2)
+    jobs.personalize = functools.partial(jobs.personalize, checkpoint_every=2)
     jobs.learn_direction = functools.partial(jobs.learn_direction, samples=8, batch_size=4)
     unguarded = dataclasses.replace(jobs)
     log = QtCallLog()
@@ -121,6 +121,7 @@ def test_every_stage_runs_from_the_gui_repeatedly_without_touching_qt_off_its_th
             personalize.set_base(str(base))
             personalize.frames_spin.setValue(6)
             personalize.steps_spin.setValue(2)
+            personalize.inversion_spin.setValue(2)   # the page passes its own value to the job
             personalize.batch_spin.setValue(2)
             run(personalize.start)
             reenact = pages["reenact"]
