@@ -14,7 +14,7 @@ Why a lower precision live (``live_precision``): the one generator pass is nearl
 frame's time. On a CPU with native bfloat16 (AVX-512 BF16 or AMX) every synthesis block runs in
 bf16 with channels-last activations (``SynthesisNetwork.forward(bf16=True, channels_last=True)``;
 oneDNN's convolutions, transposed ones above all, are fastest in that layout, and the layers keep
-their weights converted once, ``ops.FrozenWeight``): about 0.14-0.16 s instead of 0.24-0.28 s
+their weights converted once, ``ops.FrozenWeight``): about 0.14-0.16 s instead of 0.24-0.29 s
 per 256 px frame on the 2-core CI machine (``bench/fastmode.py``), and the image moves by about
 0.012 on [-1, 1] on average (under two grey levels of 255) -- invisible in a preview or a video
 call, and a recording keeps the codes, which export renders again in full precision. On CUDA
