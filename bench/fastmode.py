@@ -18,6 +18,8 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/fastmode.py              # CPU 256 (+ CUDA 1024 if present)
     .venv/bin/python bench/fastmode.py --quick                         # shorter clip, fewer training steps
+    .venv/bin/python bench/fastmode.py --skip-speed --refine-steps 6 --carry 0   # refine variants side by side
+    .venv/bin/python bench/fastmode.py --skip-speed --frames 12        # the clip of earlier runs
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
 Not a test: it only prints figures.
 """
@@ -33,7 +35,7 @@ import torch
 
 from optimize.driving import DrivingFrames, detect_crop_landmarks, tensor_to_uint8
 from optimize.fast_directions import MotionModel, MotionModelFiles, MotionSettings, sample_codes, train_motion_model
-from optimize.fast_reenact import REFINE_STEPS, MotionPredictor, fast_track, refine_settings, refine_track
+from optimize.fast_reenact import REFINE_CARRY, REFINE_STEPS, MotionPredictor, fast_track, refine_settings, refine_track
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
 from optimize.pose_expression import fit_descriptor
@@ -72,7 +74,8 @@ def _render_ws(generator, ws: np.ndarray) -> np.ndarray:
         return tensor_to_uint8(generator.synthesis(torch.as_tensor(ws)))
 
 
-def quality(size: int, n_frames: int, steps: int, pool: int) -> dict[str, float]:
+def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int = REFINE_STEPS,
+            carry: float = REFINE_CARRY) -> dict[str, float]:
     """Part 1; returns the mean optimizer steps per frame of the exact and refine modes."""
     from personalize.faces.facemesh import FaceMesh
 
@@ -107,14 +110,16 @@ def quality(size: int, n_frames: int, steps: int, pool: int) -> dict[str, float]
         mlp = fast_track(anchors, generator.num_ws, driving, tmp / "mlp.npz", models["mlp"], settings=settings)
         results["fast (mlp)"] = (mlp, 0.0)
         t0 = time.perf_counter()
-        refine = refine_track(generator, anchors, driving, tmp / "refine.npz", models["linear"], mesh, settings=settings)
+        refine = refine_track(generator, anchors, driving, tmp / "refine.npz", models["linear"], mesh,
+                              settings=settings, steps=refine_steps, carry=carry)
         results["refine"] = (refine, time.perf_counter() - t0)
         t0 = time.perf_counter()
         exact = reenact(generator, anchors, driving, tmp / "exact.npz", mesh, settings=settings)
         results["exact"] = (exact, time.perf_counter() - t0)
     errors = {name: _errors(generator, r.track.ws, driving, size) for name, (r, _) in results.items()}
     print(f"[quality] stand-in {size}px, {n_frames} driving frames rendered from known codes; keypoint error = "
-          "MediaPipe on the result vs on the driving frame (mean over frames)")
+          f"MediaPipe on the result vs on the driving frame (mean over frames); refine: {refine_steps} steps a "
+          f"frame, carry {carry:g}")
     for name, (result, seconds) in results.items():
         passes = result.generator_passes / n_frames
         print(f"  {name:<11} error {np.nanmean(errors[name]):.3f} px (max {np.nanmax(errors[name]):.3f}); generator "
@@ -269,13 +274,23 @@ def main() -> None:
     parser.add_argument("--anchors", type=int, default=250)
     parser.add_argument("--quick", action="store_true", help="6 driving frames, 20 training steps")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="quality only (no speed or live part)")
+    parser.add_argument("--frames", type=int, default=None, help="driving frames of the quality clip (default 24)")
+    parser.add_argument("--train-steps", type=int, default=None, help="motion-model training steps (default 100)")
+    parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="refine mode's steps per frame")
+    parser.add_argument("--carry", type=float, default=REFINE_CARRY,
+                        help="share of the previous frame's correction refine starts from (0: none)")
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     frames, steps = (6, 20) if args.quick else (24, 100)
-    counts = {"exact_steps": 30.0, "refine_steps": float(REFINE_STEPS)}
+    frames, steps = args.frames or frames, args.train_steps or steps
+    counts = {"exact_steps": 30.0, "refine_steps": float(args.refine_steps)}
     if not args.skip_quality:
-        counts = quality(256, frames, steps, pool=128 if args.quick else 256)
+        counts = quality(256, frames, steps, pool=128 if args.quick else 256, refine_steps=args.refine_steps,
+                         carry=args.carry)
     runs = []
+    if args.skip_speed:
+        return
     if args.device:
         runs.append((torch.device(args.device), args.size or (1024 if args.device.startswith("cuda") else 256)))
     else:

@@ -140,10 +140,9 @@ class LiveDriver:
 
     def render(self, ws: torch.Tensor) -> torch.Tensor:
         """ws (1, num_ws, w_dim) -> image (1,3,R,R) float32 in about [-1,1], at ``self.precision``."""
-        synthesis = self.generator.synthesis
-        reduced = self.precision != "fp32"
-        return synthesis(ws, noise_mode="const", fp16=self.precision == "fp16", bf16=self.precision == "bf16",
-                         channels_last=reduced).float()
+        return self.generator.synthesis(ws, noise_mode="const", fp16=self.precision == "fp16",
+                                        bf16=self.precision == "bf16",
+                                        channels_last=self.precision != "fp32").float()
 
     def close(self) -> None:
         self.tracker.close()

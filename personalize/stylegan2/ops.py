@@ -132,7 +132,9 @@ class FrozenWeight(NamedTuple):
     @staticmethod
     def of(weight: torch.Tensor, dtype: torch.dtype, channels_last: bool = False, up: int = 1) -> "FrozenWeight":
         weight = weight.detach()
-        ready = weight.to(dtype).transpose(0, 1) if up != 1 else weight.to(dtype)
+        ready = weight.to(dtype)
+        if up != 1:
+            ready = ready.transpose(0, 1)
         ready = ready.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         return FrozenWeight(ready, weight.float().square().sum(dim=[2, 3]))
 
