@@ -110,9 +110,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        # Recorded before the body goes out, so ``requests`` is in arrival order even when a
+        # client hangs up mid-body and its handler thread finishes after the next request's.
         self.server.state.requests.append(
             ServedRequest(self.path, self.headers.get("Range"), status, len(body), page=True))
+        self.wfile.write(body)
 
     def _drive(self, query: dict[str, list[str]], range_header: str | None) -> None:
         file_id = query.get("id", [""])[0]
@@ -158,9 +160,9 @@ class _Handler(BaseHTTPRequestHandler):
         if state.cut_after is not None:
             body, state.cut_after = body[: state.cut_after], None
             self.close_connection = True
+        state.requests.append(ServedRequest(self.path, range_header, status, len(body)))
         self.wfile.write(body)
         self.wfile.flush()
-        state.requests.append(ServedRequest(self.path, range_header, status, len(body)))
 
 
 class _Server(ThreadingHTTPServer):
