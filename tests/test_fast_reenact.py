@@ -191,14 +191,43 @@ def test_training_resumes_where_it_was_cancelled(setup, tmp_path) -> None:
     assert info["steps"] == 4 and len(info["source_p"]) == resumed.files.descriptor.dim
 
 
-def _train(generator, anchors, folder, mesh, **kwargs):
+def _train(generator, anchors, folder, mesh, kind="linear", fit_steps=0, **kwargs):
     from optimize.fast_directions import MotionSettings, train_motion_model
     from tests._fast_helpers import standin_scan
 
     space = PersonalizedSpace(anchors, generator.num_ws)
-    settings = MotionSettings(steps=4, pool=32, batch=2, mesh_input=SIZE, checkpoint_every=2)
+    settings = MotionSettings(kind=kind, steps=4, pool=32, batch=2, mesh_input=SIZE, checkpoint_every=2,
+                              fit_steps=fit_steps)
     return train_motion_model(generator, anchors, standin_scan(generator, space), SIZE, folder, settings,
                               landmarks=mesh, **kwargs)
+
+
+@pytest.mark.slow  # ~20 s idle: a pool, a short fit, 2 + 2 training steps
+def test_a_resumed_mlp_training_keeps_its_fit_and_does_not_fit_again(setup, tmp_path, monkeypatch) -> None:
+    """The MLP's fit to the pool happens once, before the first keypoint step: a resumed run
+    takes the fitted network from the checkpoint (and its start error) instead of fitting again."""
+    import optimize.fast_directions as fast_directions
+
+    generator, anchors, _, mesh, _, _ = setup
+    fits = []
+    real_fit = fast_directions.fit_to_pool
+    monkeypatch.setattr(fast_directions, "fit_to_pool", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    token = CancelToken()
+
+    def stop_after_two(done: int, total: int, message: str = "") -> None:
+        if done == 2 and "loss" in message:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        _train(generator, anchors, tmp_path, mesh, kind="mlp", fit_steps=60, progress=stop_after_two, cancel=token)
+    assert fits == [1]
+    first = torch.load(tmp_path / CHECKPOINTS_DIR / "last.pt", weights_only=True)
+    resumed = _train(generator, anchors, tmp_path, mesh, kind="mlp", fit_steps=60)
+    assert fits == [1] and resumed.resumed_from == 2 and resumed.steps_done == 4
+    assert resumed.files.info["held_out_keypoint_px"]["regression"] == round(first["start_error"], 4)
+    assert resumed.files.model.kind == "mlp" and resumed.files.info["settings"]["fit_steps"] == 60
+    last = resumed.files.model.mlp[-1].weight                  # fitted: no longer its zero start
+    assert float(last.abs().max()) > 0
 
 
 def test_a_generator_without_faces_is_reported(tmp_path) -> None:
@@ -241,3 +270,30 @@ def test_live_renders_in_bf16_where_the_cpu_has_it_close_to_fp32() -> None:
     difference = (low - full).abs()
     assert float(difference.mean()) < 0.03 and float(difference.max()) < 0.3, (difference.mean(), difference.max())
     assert float(full.std()) > 0.05  # the random generator draws something to compare
+
+
+def test_the_mlp_is_fitted_to_the_pool_and_learns_what_a_misses() -> None:
+    """``fit_to_pool``: on pool samples whose codes saturate in p (as the stand-in's tanh-shaped
+    controls do), the fitted MLP predicts the pairs' shifts far better than the ridge start A."""
+    from optimize.fast_directions import MotionSettings, fit_to_pool, ridge_directions
+
+    rng = torch.Generator().manual_seed(0)
+    n, d, samples = 6, 4, 200
+    p_hat = torch.rand(samples, d, generator=rng) * 2 - 1
+    p_hat[0] = 0.0                                                    # row 0: the center of P
+    mix = torch.randn(d, n, generator=rng)
+    codes = torch.softmax(2.0 * torch.tanh(2.0 * p_hat) @ mix, dim=1)  # in P, nonlinear in p
+    model = MotionModel(d, n, layers=2, kind="mlp", hidden=64)
+    with torch.no_grad():
+        model.directions.weight.copy_((ridge_directions(codes, p_hat, 1e-3) * n).T.repeat(2, 1))
+    source, target = torch.randint(samples, (512,), generator=rng), torch.randint(samples, (512,), generator=rng)
+
+    def pair_error() -> float:
+        with torch.no_grad():
+            shift = model(p_hat[target] - p_hat[source], p_hat[source])
+            return float(((shift - (codes[target] - codes[source])[:, None]) * n).pow(2).mean())
+
+    start = pair_error()
+    fit_to_pool(model, codes, p_hat, MotionSettings(fit_steps=1500, fit_batch=128, lr=3e-3), rng)
+    assert pair_error() < 0.25 * start, (pair_error(), start)
+    assert float(model(torch.zeros(3, d), p_hat[:3]).detach().abs().max()) == 0.0   # still no motion, no shift

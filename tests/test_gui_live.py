@@ -76,7 +76,7 @@ def test_fast_mode_training_live_preview_virtual_camera_and_recorded_takes(live_
 
     # the Train button runs the real job (a small sample pool: this is a test)
     def small_training(project, settings, device="cpu", progress=None, cancel=None, **kw):
-        return train_motion_job(project, replace(settings, pool=24, batch=2, mesh_input=128), device=device,
+        return train_motion_job(project, replace(settings, pool=24, batch=2, mesh_input=128, fit_steps=50), device=device,
                                 progress=progress, cancel=cancel, **kw)
 
     helpers.use_fakes(win, train_motion=small_training)

@@ -17,7 +17,7 @@ from studio.project import Project
 from tests._fast_helpers import SELFSCAN, standin_project
 from tests._reenact_helpers import cut_clip, stream_info
 
-FAST_TRAINING = ["--steps", "2", "--samples", "24", "--batch", "2", "--device", "cpu"]
+FAST_TRAINING = ["--steps", "2", "--samples", "24", "--batch", "2", "--fit-steps", "50", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

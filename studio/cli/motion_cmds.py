@@ -23,11 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the generator's own samples). Needed by 'reenact --mode fast|refine' and "
                     "'live'. Writes PROJECT/model/motion/. Interrupted runs resume.")
     mm.add_argument("project", help="the project folder (personalized already)")
-    mm.add_argument("--kind", choices=("linear", "mlp"), default="linear",
-                    help="linear: the paper's matrix A (default); mlp: A plus a small network")
-    mm.add_argument("--steps", type=int, default=None, help="training steps (default 1500; 0: the "
-                                                            "least-squares start alone)")
+    mm.add_argument("--kind", choices=("linear", "mlp"), default=None,
+                    help="mlp: the paper's matrix A plus a small network for what A misses (default); "
+                         "linear: A alone")
+    mm.add_argument("--steps", type=int, default=None, help="training steps (default 1500; 0: the start "
+                                                            "alone)")
     mm.add_argument("--batch", type=int, default=None, help="samples per step (default 8)")
+    mm.add_argument("--fit-steps", type=int, default=None,
+                    help="mlp only: steps fitting the network to the samples before the training "
+                         "(default 10000: a minute or two on a CPU, seconds on a GPU)")
     mm.add_argument("--samples", type=int, default=None,
                     help="generated samples measured for the descriptor's ranges and the start (default 512)")
     mm.add_argument("--restart", action="store_true", help="discard the samples and checkpoint, start over")
@@ -62,9 +66,10 @@ def _motion_model(args: argparse.Namespace) -> int:
 
     project = Project.open(args.project)
     device = resolve_device(args)
-    changes = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("pool", args.samples))
-               if v is not None}
-    settings = replace(MotionSettings(kind=args.kind), **changes)
+    given = {"kind": args.kind, "steps": args.steps, "batch": args.batch, "pool": args.samples,
+             "fit_steps": args.fit_steps}
+    changes = {k: v for k, v in given.items() if v is not None}
+    settings = replace(MotionSettings(), **changes)
     token = CancelToken()
     done = timed("trained")
     with ProgressBar("motion model") as bar, ctrl_c_cancels(token):
@@ -73,7 +78,7 @@ def _motion_model(args: argparse.Namespace) -> int:
     done()
     errors = info["held_out_keypoint_px"]
     print(f"motion model ({settings.kind}): held-out keypoint error {errors['trained']:.3f} px "
-          f"(least-squares start {errors['regression']:.3f} px), {len(info['descriptor']['names'])} "
+          f"(start {errors['regression']:.3f} px), {len(info['descriptor']['names'])} "
           f"descriptor elements")
     print(f"use it with: studio-cli reenact {shlex.quote(str(project.root))} --driving FILE --name NAME --mode fast")
     return 0

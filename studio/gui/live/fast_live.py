@@ -41,7 +41,7 @@ class FastLiveBox(QGroupBox):
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 100000)
         self.steps_spin.setValue(1500)
-        self.steps_spin.setToolTip("Training steps (0: the least-squares start alone).")
+        self.steps_spin.setToolTip("Training steps (0: the start alone: least squares, and the MLP fitted to the samples).")
         self.train_button.clicked.connect(self.train)
         self.live = LivePanel(self._make_driver, self._recording_path)
         self.live.recorded.connect(self.save_recording)
