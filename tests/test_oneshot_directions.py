@@ -49,8 +49,10 @@ def test_deca_parameters(model, source: DirectionsSource, d: dict, side: str) ->
     assert max_diff(face.pose, d[f"pose_{side}"]) < TOL["dir_deca"]
     assert max_diff(face.exp, d[f"exp_{side}"]) < TOL["dir_deca"]
     assert max_diff(face.angles, d[f"angles_{side}"]) < TOL["angles"]
-    # the angle conversion alone is exact
-    assert torch.equal(axis_angle_to_euler_degrees(d[f"pose_{side}"][:, :3]), d[f"angles_{side}"])
+    # the angle conversion alone: exact on the CPU that made the goldens, last bits elsewhere
+    # (1.1e-5 degrees at 50 on an Intel Xeon; README: 2.3e-5 between thread counts)
+    torch.testing.assert_close(axis_angle_to_euler_degrees(d[f"pose_{side}"][:, :3]), d[f"angles_{side}"],
+                               atol=1e-4, rtol=0)
 
 
 def test_euler_angles_cover_the_gimbal_branches_and_batches() -> None:

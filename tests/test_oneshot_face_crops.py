@@ -43,11 +43,14 @@ def test_official_crop_shrinks_wide_frames_first() -> None:
     assert np.abs(lm_crop - g["in_lm_src_crop"].numpy()).max() < 1.0  # integer boxes at another scale
 
 
-def test_arcface_five_point_warp_is_bit_identical() -> None:
+def test_arcface_five_point_warp_matches_the_official_one() -> None:
+    """Bit-identical on the CPU that made the goldens; grid_sample's vector code on another CPU
+    rounds the last bits differently (5.5e-6 on an Intel Xeon), so the warp gets 2e-5."""
     g = golden("hyperreenact")
     lm = g["in_lm_src_crop"][None]
     assert torch.equal(fc.five_point_theta(lm, 256, 256), g["arc_affine"])
-    assert torch.equal(fc.five_point_similarity_warp(g["src"], lm, 112), g["arc_warped112"])
+    warped = fc.five_point_similarity_warp(g["src"], lm, 112)
+    torch.testing.assert_close(warped, g["arc_warped112"], atol=2e-5, rtol=0)
 
 
 def test_deca_crops() -> None:

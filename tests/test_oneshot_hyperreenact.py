@@ -31,7 +31,9 @@ def source(model, g) -> HyperReenactSource:
 
 
 def test_arcface(source: HyperReenactSource, g: dict) -> None:
-    assert torch.equal(source.f_app, g["arc_f_app"])        # bit-identical in the official runs too
+    # bit-identical on the AMD CPU that made the goldens; another CPU's vector code rounds the
+    # last bits differently (8e-6 on an Intel Xeon, values up to 9.5)
+    assert max_diff(source.f_app, g["arc_f_app"]) < 5e-5
     assert max_diff(source.identity, g["arc_id_hat"]) < 1e-6
 
 
