@@ -9,7 +9,8 @@ Prints:
    the render), and the ratios the issue sets as targets;
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
    present): seconds per frame of the fast mode (descriptor + motion model + one generator pass)
-   measured, one optimizer step measured, and exact / refine per frame from their passes in part 1;
+   measured, one optimizer step and one closed-loop pass measured, and exact / refine per frame
+   from their passes in part 1;
 3. live: ``optimize.live.LiveDriver`` on the real self-scan video (MediaPipe tracking, alignment,
    descriptor, motion model, one generator pass) on the FFHQ-shaped generator: frames per second.
 
@@ -18,7 +19,8 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/fastmode.py              # CPU 256 (+ CUDA 1024 if present)
     .venv/bin/python bench/fastmode.py --quick                         # shorter clip, fewer training steps
-    .venv/bin/python bench/fastmode.py --skip-speed --refine-steps 6 --carry 0   # refine variants side by side
+    .venv/bin/python bench/fastmode.py --skip-speed --refine-feedback 0 --refine-steps 7 --refine-lr 1  # the old refine
+    .venv/bin/python bench/fastmode.py --skip-speed --carry 0 --refine-lr 0.1     # refine variants
     .venv/bin/python bench/fastmode.py --skip-speed --frames 12        # the clip of earlier runs
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
 Not a test: it only prints figures.
@@ -35,7 +37,8 @@ import torch
 
 from optimize.driving import DrivingFrames, detect_crop_landmarks, tensor_to_uint8
 from optimize.fast_directions import MODEL_KINDS, MotionModel, MotionModelFiles, MotionSettings, sample_codes, train_motion_model
-from optimize.fast_reenact import REFINE_CARRY, REFINE_STEPS, MotionPredictor, fast_track, refine_settings, refine_track
+from optimize.fast_reenact import (REFINE_CARRY, REFINE_FEEDBACK, REFINE_LR, REFINE_STEPS, MotionPredictor, closed_loop, fast_track,
+                                  refine_settings, refine_track)
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
 from optimize.pose_expression import fit_descriptor
@@ -77,8 +80,9 @@ def _render_ws(generator, ws: np.ndarray) -> np.ndarray:
 
 
 def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int = REFINE_STEPS,
-            carry: float = REFINE_CARRY) -> dict[str, float]:
-    """Part 1; returns the mean optimizer steps per frame of the exact and refine modes."""
+            feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR) -> dict[str, float]:
+    """Part 1; returns the mean generator passes per frame of the exact mode and of refine's
+    optimizer steps (its closed-loop passes are ``feedback`` a frame)."""
     from personalize.faces.facemesh import FaceMesh
 
     generator = WarpFaceGenerator.from_media(MEDIA, size)
@@ -113,15 +117,15 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         results[f"fast ({OTHER_KIND})"] = (other, 0.0)
         t0 = time.perf_counter()
         refine = refine_track(generator, anchors, driving, tmp / "refine.npz", models[DEFAULT_KIND], mesh,
-                              settings=settings, steps=refine_steps, carry=carry)
+                              settings=settings, steps=refine_steps, feedback=feedback, carry=carry, lr=lr)
         results["refine"] = (refine, time.perf_counter() - t0)
         t0 = time.perf_counter()
         exact = reenact(generator, anchors, driving, tmp / "exact.npz", mesh, settings=settings)
         results["exact"] = (exact, time.perf_counter() - t0)
     errors = {name: _errors(generator, r.track.ws, driving, size) for name, (r, _) in results.items()}
     print(f"[quality] stand-in {size}px, {n_frames} driving frames rendered from known codes; keypoint error = "
-          f"MediaPipe on the result vs on the driving frame (mean over frames); refine: {refine_steps} steps a "
-          f"frame, carry {carry:g}; fast and refine use the default motion model ({DEFAULT_KIND})")
+          f"MediaPipe on the result vs on the driving frame (mean over frames); refine: {feedback} closed-loop "
+          f"passes + {refine_steps} optimizer steps a frame at {lr:g} of the step size, carry {carry:g}; fast and refine use the default motion model ({DEFAULT_KIND})")
     for name, (result, seconds) in results.items():
         passes = result.generator_passes / n_frames
         print(f"  {name:<11} error {np.nanmean(errors[name]):.3f} px (max {np.nanmax(errors[name]):.3f}); generator "
@@ -132,7 +136,7 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           f"{e['refine'] / e['exact']:.2f}x (target <= 1.1x); generator passes exact/refine "
           f"{(passes['exact'] + 1) / (passes['refine'] + 1):.1f}x (target >= 5x); fast with the {OTHER_KIND} "
           f"model / exact {e[f'fast ({OTHER_KIND})'] / e['exact']:.2f}x")
-    out["exact_steps"], out["refine_steps"] = passes["exact"], passes["refine"]
+    out["exact_steps"], out["refine_steps"] = passes["exact"], passes["refine"] - feedback
     return out
 
 
@@ -171,7 +175,7 @@ def _predictor(generator, n_anchors: int, device: torch.device) -> MotionPredict
 
 
 def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, refine_steps: float,
-          assumed: bool = False) -> None:
+          feedback: int = REFINE_FEEDBACK, assumed: bool = False) -> None:
     from personalize.faces import detect_landmarks
     from personalize.faces.facemesh import FaceMesh
     from optimize.driving import image_to_tensor
@@ -217,11 +221,19 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
     result = optimizer.optimize(space.center_code(), target, reference, steps=4)
     _sync(device)
     step_s = (time.perf_counter() - t0) / len(result.loss_curve)
+    source = predictor.inputs(batch[:1], size)
+    closed_loop(generator, predictor, mesh, target, source, 1)                 # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    closed_loop(generator, predictor, mesh, target, source, feedback)
+    _sync(device)
+    loop_s = (time.perf_counter() - t0) / max(1, feedback)     # a pass, and a share of reading the frame
     exact_s = exact_steps * step_s + fast_s          # the optimization, then the render
-    refine_s = refine_steps * step_s + fast_s
+    refine_s = feedback * loop_s + refine_steps * step_s + fast_s
     print(f"[speed] {device.type} {size}px, {n_anchors} anchors: fast {fast_s:.3f} s/frame "
-          f"({fast_batched_s:.3f} s/frame in batches of {batched}); one optimizer step {step_s:.3f} s; "
-          f"exact {exact_steps:.1f} steps -> {exact_s:.2f} s/frame; refine {refine_steps:.0f} steps -> {refine_s:.2f} s/frame"
+          f"({fast_batched_s:.3f} s/frame in batches of {batched}); one optimizer step {step_s:.3f} s; one "
+          f"closed-loop pass {loop_s:.3f} s; exact {exact_steps:.1f} steps -> {exact_s:.2f} s/frame; refine "
+          f"{feedback} passes + {refine_steps:.0f} steps -> {refine_s:.2f} s/frame"
           + (" (exact's steps: its budget, not measured: part 1 was skipped)" if assumed else ""))
     print(f"[speed] {device.type} {size}px: fast is {exact_s / fast_s:.0f}x faster than exact (target >= 20x), "
           f"refine {exact_s / refine_s:.1f}x (target >= 5x)")
@@ -281,9 +293,13 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true", help="quality only (no speed or live part)")
     parser.add_argument("--frames", type=int, default=None, help="driving frames of the quality clip (default 24)")
     parser.add_argument("--train-steps", type=int, default=None, help="motion-model training steps (default 100)")
-    parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="refine mode's steps per frame")
+    parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="refine mode's optimizer steps per frame")
+    parser.add_argument("--refine-feedback", type=int, default=REFINE_FEEDBACK,
+                        help="refine mode's closed-loop passes per frame (0: none, the optimizer alone)")
+    parser.add_argument("--refine-lr", type=float, default=REFINE_LR,
+                        help="refine's optimizer step size as a share of the exact mode's")
     parser.add_argument("--carry", type=float, default=REFINE_CARRY,
-                        help="share of the previous frame's correction refine starts from (0: none)")
+                        help="share of the previous frame's input correction refine's loop starts from (0: none)")
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     frames, steps = (6, 20) if args.quick else (24, 100)
@@ -292,7 +308,7 @@ def main() -> None:
     counts = {"exact_steps": float(ReenactSettings().steps), "refine_steps": float(args.refine_steps)}
     if not args.skip_quality:
         counts = quality(256, frames, steps, pool=128 if args.quick else 256, refine_steps=args.refine_steps,
-                         carry=args.carry)
+                         feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr)
     runs = []
     if args.skip_speed:
         return
@@ -305,7 +321,8 @@ def main() -> None:
         else:
             print("[speed] no CUDA device here: the 1024 px GPU figures are not measured")
     for device, size in runs:
-        speed(size, device, args.anchors, counts["exact_steps"], counts["refine_steps"], assumed=args.skip_quality)
+        speed(size, device, args.anchors, counts["exact_steps"], counts["refine_steps"], args.refine_feedback,
+              assumed=args.skip_quality)
         live(size, device, args.anchors, seconds_limit=20.0)
 
 

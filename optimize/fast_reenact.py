@@ -7,24 +7,31 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   of the exact mode). No generator pass at all while making the track: the one pass per frame is
   the render. The same temporal filter smooths the codes (the descriptor's MediaPipe jitter
   would otherwise show).
-* ``refine``: the per-frame optimizer runs a few steps (``refine_settings``) from the
-  prediction plus most of the previous frame's correction,
-  ``start_t = pred_t + REFINE_CARRY * (refined_{t-1} - pred_{t-1})`` (in the optimizer's code).
-  Why carry the correction: what the motion model gets wrong is mostly the same from one frame
-  to the next (the same face, a similar pose), so the last correction is the best guess of this
-  one, and the few steps go to what changed -- the exact mode's warm start, moved by the
-  predicted motion. Why less than all of it: a carried correction then fades geometrically
-  (0.8^t) instead of adding up along a long take. On ``bench/fastmode.py``'s 24-frame clip, at
-  6 steps, carrying nothing left refine's keypoint error at 1.42x the exact mode's, carrying 0.8
-  at 1.05-1.16x (two motion models); 7 steps with 0.8 measured 1.02-1.04x in one session and
-  1.17-1.34x in the next (same code; the motion model, hence the starts, differs from run to
-  run by MediaPipe's measurements of the pool), so the issue's 1.1x is not reliably met.
+* ``refine``: the prediction corrected in a closed loop, then a few optimizer steps. Each
+  closed-loop pass renders the frame's code, reads the image with the same FaceMesh and
+  descriptor as the driving frame, and moves the model's *input* by what is still missing,
+  ``u_{k+1} = u_k + (p(frame) - p(render(model(u_k))))`` (``closed_loop``). Why: the motion
+  model is an approximate inverse of "code -> descriptor", so feeding back its own error is a
+  Newton-like step that needs no backward pass and no step size (iterative error feedback).
+  Frame t's loop starts from ``p_t + REFINE_CARRY * (u_{t-1} - p_{t-1})``: what the model gets
+  wrong changes little from one frame to the next, and less than all of it, so a carried
+  correction fades (0.8^t) instead of adding up. Then ``REFINE_STEPS`` optimizer steps at
+  ``REFINE_LR`` times the exact mode's step size (``refine_settings``) for what the descriptor
+  does not see, the mouth and iris crops (the optimizer keeps the best code it saw, the start
+  included).
+
+  Measured on ``bench/fastmode.py``'s 24-frame clip with four motion models (three MLPs, one
+  linear A; keypoint error as a share of the exact mode's): the prediction alone 1.43-2.07x;
+  refine 0.51-0.79x at 6 passes a frame, where the optimizer alone (7 steps from the prediction,
+  the previous design) reached 0.96-1.34x over runs. Without the carry 0.56-0.91x (at 4 steps;
+  the linear model lost most).
 * ``exact`` is ``optimize.reenact`` itself.
 
 Frames where MediaPipe found no face hold the previous frame's code, as in the exact mode.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,8 +42,8 @@ import torch
 from optimize.driving import DrivingFrames
 from optimize.fast_directions import MotionModelFiles, apply_shift
 from optimize.latent_space import PersonalizedSpace, PPlusCode, shifted_softplus
-from optimize.losses import LandmarkFn
-from optimize.reenact import ReenactResult, reenact
+from optimize.losses import FrameTarget, LandmarkFn
+from optimize.reenact import ReenactResult, mesh_landmarks, reenact
 from optimize.reenact_settings import ReenactSettings
 from optimize.smoothing import smooth_track
 from optimize.track import LatentTrack, track_fingerprint
@@ -44,13 +51,23 @@ from personalize.errors import ProjectError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 
 MODES = ("exact", "fast", "refine")
-REFINE_STEPS = 7
-"""Optimizer steps per frame in refine mode. The exact mode's budget is 40 steps a frame (twice
-that on the first; early stopping ends few of them sooner: 41.7 passes a frame on
-``bench/fastmode.py``'s clip), so 7 steps + the render are 5.3x fewer passes (8 would be 4.7x);
-6 steps measured up to 1.16x the exact mode's keypoint error there, 7 1.02-1.34x over runs."""
+REFINE_FEEDBACK = 3
+"""Closed-loop passes per frame in refine mode (``closed_loop``): forward passes only. On
+``bench/fastmode.py``'s clip (four models, 3 optimizer steps after them) two passes left the
+keypoint error at 0.57-0.77x the exact mode's, three at 0.51-0.79x, four at 0.53-0.72x."""
+REFINE_STEPS = 3
+"""Optimizer steps per frame after the closed loop. With its 3 passes, 6 passes + the render a
+frame against the exact mode's 41.7 + 1 on that clip (its budget is 40 steps a frame, twice that
+on the first; early stopping ends few sooner): 6.1x fewer, and cheaper ones (3 need no backward).
+4 steps measured the same (0.51-0.77x), 1 step a little worse (0.57-0.78x)."""
+REFINE_LR = 0.3
+"""Refine's optimizer step size as a share of the exact mode's (``ReenactSettings.lr``). Adam's
+first steps move every coordinate by about the step size whatever its gradient, which knocks a
+start this close off its mark: at the full size the keypoint error after the loop rose to
+0.80-1.01x the exact mode's (0.51-0.79x at 0.3, 0.49-0.76x at 0.1; 0.3 leaves the steps room to
+move the mouth and irises)."""
 REFINE_CARRY = 0.8
-"""Share of the previous frame's correction that refine mode's start keeps (module docstring)."""
+"""Share of the previous frame's input correction that refine mode's loop starts from (module docstring)."""
 INPUT_LIMIT = 2.0
 """Rescaled descriptor elements are clamped to +-INPUT_LIMIT * a: a driving face far outside
 what the generator's samples showed is driven to the edge of the learned range, not beyond."""
@@ -74,15 +91,27 @@ class MotionPredictor:
     def model_id(self) -> str:
         return self.files.model_id
 
-    @torch.no_grad()
-    def coefficients(self, landmarks: np.ndarray | torch.Tensor, image_size: float) -> torch.Tensor:
-        """landmarks (T,478,3) in pixels of crops of side ``image_size`` -> P+ coefficients (T,num_ws,N)."""
-        p_hat = self.descriptor.rescale(self.descriptor.describe(landmarks, image_size))
+    def clamp(self, p_hat: torch.Tensor) -> torch.Tensor:
+        """Rescaled descriptors (T,d) held within +-INPUT_LIMIT * a (the learned range)."""
         limit = INPUT_LIMIT * self.descriptor.a
-        p_hat = p_hat.clamp(-limit, limit)
+        return p_hat.clamp(-limit, limit)
+
+    @torch.no_grad()
+    def inputs(self, landmarks: np.ndarray | torch.Tensor, image_size: float) -> torch.Tensor:
+        """landmarks (T,478,3) in pixels of crops of side ``image_size`` -> the model's inputs
+        p_hat (T,d): the rescaled descriptor, clamped to the learned range."""
+        return self.clamp(self.descriptor.rescale(self.descriptor.describe(landmarks, image_size)))
+
+    @torch.no_grad()
+    def coefficients_at(self, p_hat: torch.Tensor) -> torch.Tensor:
+        """Model inputs p_hat (T,d) -> P+ coefficients (T,num_ws,N), from the center of P."""
         source = self.source_p_hat.expand(p_hat.shape[0], -1)
         shift = self.model(p_hat - source, source)
         return apply_shift(self.source.expand(p_hat.shape[0], -1), shift, self.space.num_ws)
+
+    def coefficients(self, landmarks: np.ndarray | torch.Tensor, image_size: float) -> torch.Tensor:
+        """landmarks (T,478,3) in pixels of crops of side ``image_size`` -> P+ coefficients (T,num_ws,N)."""
+        return self.coefficients_at(self.inputs(landmarks, image_size))
 
     @torch.no_grad()
     def ws(self, landmarks: np.ndarray | torch.Tensor, image_size: float) -> torch.Tensor:
@@ -107,19 +136,19 @@ class MotionPredictor:
         return space.code_from_coefficients(alpha, coefficients - alpha[:, None, :])
 
 
-def refine_settings(settings: ReenactSettings, steps: int = REFINE_STEPS) -> ReenactSettings:
+def refine_settings(settings: ReenactSettings, steps: int = REFINE_STEPS, lr: float = REFINE_LR) -> ReenactSettings:
     """The optimizer's settings for refine mode: exactly ``steps`` steps per frame at a constant
-    step size.
+    step size, ``lr`` (``REFINE_LR``) times the exact mode's.
 
-    Why no ramp-up, decay or early stop: the start is already near the answer (like a warm
-    start) and the budget is a handful of steps; a 5-step ramp would spend most of it on tiny
-    moves, and a decay to 10 % left the last steps too small to finish the move (on
-    ``bench/fastmode.py``'s clip at 6 steps: 0.094 vs 0.084 px keypoint error with and without
-    the decay, no carry; 0.072 vs 0.067 px with the whole correction carried).
+    Why no ramp-up, decay or early stop: the start is already near the answer and the budget is
+    a handful of steps; a 5-step ramp would spend most of it on tiny moves, and a decay to 10 %
+    left the last steps too small to finish the move (measured before the closed loop existed,
+    6 steps from the prediction on ``bench/fastmode.py``'s clip: 0.094 vs 0.084 px keypoint error
+    with and without the decay).
     """
     steps = int(steps)
-    return replace(settings, steps=steps, first_steps=steps, lr_warmup=0, lr_decay=False, patience=steps,
-                   min_steps=steps)
+    return replace(settings, steps=steps, first_steps=steps, lr=settings.lr * lr, lr_warmup=0,
+                   lr_decay=False, patience=steps, min_steps=steps)
 
 
 def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_path: Path,
@@ -192,37 +221,79 @@ def _hold_faceless(track: LatentTrack, valid: np.ndarray, space: PersonalizedSpa
                                                            track.delta[previous])
 
 
+def closed_loop(generator: torch.nn.Module, predictor: MotionPredictor, landmarks: LandmarkFn,
+                target: FrameTarget, start: torch.Tensor, passes: int) -> torch.Tensor:
+    """The model input whose rendered face reads like the driving frame: ``passes`` rounds of
+    render, measure, and step ``u = best + gain (wanted - measured(best))`` from ``start``.
+
+    start: (1,d) a rescaled descriptor (``MotionPredictor.inputs``); returns the next input to
+    try (1,d). Both the driving frame (``wanted``) and the renders are read by ``landmarks`` with
+    the frame's detector region (as the optimizer's loss reads its renders). Why not compare with
+    the driving frame's MediaPipe landmarks, which the prediction starts from: the two
+    instruments differ by a fraction of a pixel (0.3 px on the 128 px stand-in crops of
+    test_fast_reenact), the size of the errors left, so the loop fed that difference back and
+    made faces worse than no loop there (0.077-0.10 px against 0.036-0.069 px, four models);
+    read with one instrument, 0.029-0.033 px (two of them). Why step from the best try so far and halve the
+    gain after a miss: a safeguard, as the feedback trusts the model to be a fair inverse of the
+    generator; where a poor one overshoots, the loop backs off instead of wandering. Each round is
+    one generator and one FaceMesh pass, without gradients; one more FaceMesh pass reads the frame.
+    """
+    if passes <= 0:
+        return start
+    with torch.no_grad():
+        wanted = predictor.inputs(target.measure(landmarks, target.image), target.image.shape[-1])
+    best, best_miss, best_step = start, math.inf, None
+    u, gain = start, 1.0
+    for _ in range(passes):
+        with torch.no_grad():
+            image = generator.synthesis(predictor.space.coefficients_to_ws(predictor.coefficients_at(u)),
+                                        noise_mode="const")
+            step = wanted - predictor.inputs(target.measure(landmarks, image), image.shape[-1])
+        miss = float(step.norm())
+        if miss < best_miss:
+            best, best_miss, best_step = u, miss, step
+        else:
+            gain *= 0.5
+        u = predictor.clamp(best + gain * best_step)
+    return u
+
+
 def refine_track(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFrames, track_path: Path,
                  predictor: MotionPredictor, landmarks: LandmarkFn | None = None, *,
                  settings: ReenactSettings = ReenactSettings(), steps: int = REFINE_STEPS,
-                 carry: float = REFINE_CARRY,
+                 feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
                  generator_id: str = "", device: torch.device | str = "cpu", restart: bool = False,
                  progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
-    """Refine mode: the per-frame optimizer (``optimize.reenact``, resumable) from each frame's
-    prediction plus ``carry`` times the previous frame's correction, ``steps`` steps per frame."""
+    """Refine mode (module docstring): per frame, ``feedback`` closed-loop passes from the
+    prediction plus ``carry`` times the previous frame's input correction, then ``steps`` steps
+    of the per-frame optimizer at ``lr`` times ``settings.lr`` (``optimize.reenact``, resumable).
+    ``generator_passes`` counts both.
+
+    A resumed take starts its first new frame without a carried correction (only codes are saved).
+    """
     size = float(driving.load_image(0).shape[1])
-    cache: dict[int, PPlusCode] = {}
+    if landmarks is None:
+        landmarks = mesh_landmarks(device, int(generator.img_resolution), settings)
+    corrections: dict[int, torch.Tensor] = {}                  # frame -> (1,d) its input correction
+    loop_passes = 0
 
-    def predicted(t: int) -> PPlusCode:
-        if t not in cache:
-            cache.clear()
-            stop = min(driving.n_frames, t + 64)
-            code = predictor.code(predictor.coefficients(driving.landmarks[t:stop], size))
-            cache.update({t + i: PPlusCode(code.alpha[i:i + 1], code.delta[i:i + 1]) for i in range(stop - t)})
-        return cache[t]
+    def start(t: int, previous: PPlusCode | None, target: FrameTarget) -> PPlusCode:
+        nonlocal loop_passes
+        p_t = predictor.inputs(driving.landmarks[t:t + 1], size)
+        # A faceless previous frame only held a code: it has no correction to carry.
+        carried = carry * corrections[t - 1] if carry and (t - 1) in corrections else 0.0
+        corrections.clear()
+        u = closed_loop(generator, predictor, landmarks, target, predictor.clamp(p_t + carried), feedback)
+        loop_passes += feedback
+        corrections[t] = u - p_t
+        return predictor.code(predictor.coefficients_at(u))
 
-    def start(t: int, previous: PPlusCode | None) -> PPlusCode:
-        # A faceless previous frame only held a code: it has no prediction to correct.
-        if previous is None or t == 0 or not driving.valid[t - 1] or carry == 0:
-            return predicted(t)
-        before = predicted(t - 1)
-        code = predicted(t)
-        return PPlusCode(code.alpha + carry * (previous.alpha.detach() - before.alpha),
-                         code.delta + carry * (previous.delta.detach() - before.delta))
-
-    return reenact(generator, anchors, driving, track_path, landmarks, settings=refine_settings(settings, steps),
-                   generator_id=f"{generator_id}|refine:{predictor.model_id}|carry:{carry:g}", device=device,
-                   restart=restart, starts=start, progress=progress, cancel=cancel)
+    result = reenact(generator, anchors, driving, track_path, landmarks, settings=refine_settings(settings, steps, lr),
+                     generator_id=f"{generator_id}|refine:{predictor.model_id}|feedback:{feedback}|carry:{carry:g}",
+                     device=device, restart=restart, starts=start, progress=progress, cancel=cancel)
+    result.generator_passes += loop_passes
+    return result
 
 
-__all__ = ["MODES", "REFINE_STEPS", "REFINE_CARRY", "MotionPredictor", "refine_settings", "fast_track", "refine_track"]
+__all__ = ["MODES", "REFINE_FEEDBACK", "REFINE_STEPS", "REFINE_LR", "REFINE_CARRY", "MotionPredictor", "closed_loop",
+           "refine_settings", "fast_track", "refine_track"]

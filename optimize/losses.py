@@ -71,6 +71,13 @@ class FrameTarget:
     placement: torch.Tensor | None = None
     """(1,4) landmark-detector region for the generated images of this frame (``MeshLandmarks``)."""
 
+    def measure(self, landmarks: LandmarkFn, generated: torch.Tensor) -> torch.Tensor:
+        """Landmarks (B,478,3) of images generated for this frame (B,3,R,R in [-1,1]), in their
+        pixels, with this frame's detector region held fixed when there is one."""
+        if self.placement is not None:
+            return landmarks(generated, placement=self.placement)  # type: ignore[call-arg]
+        return landmarks(generated)
+
 
 @dataclass
 class IdentityReference:
@@ -211,10 +218,7 @@ class ReenactLoss:
         batch = generated.shape[0]
         size = generated.shape[-1]
         zero = generated.new_zeros(batch)
-        if target.placement is not None:
-            gen_landmarks = self.landmarks(generated, placement=target.placement)  # type: ignore[call-arg]
-        else:
-            gen_landmarks = self.landmarks(generated)
+        gen_landmarks = target.measure(self.landmarks, generated)
         gen_kp = keypoints_from_landmarks(gen_landmarks, size)
         key = keypoint_loss(target.keypoints.expand_as(gen_kp), gen_kp, w.use_z)
 

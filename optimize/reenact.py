@@ -154,7 +154,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
             generator_id: str = "", anchor_cache: Path | None = None,
             device: torch.device | str = "cpu", restart: bool = False,
             first_start: Callable[[int, FrameTarget], PPlusCode | None] | None = None,
-            starts: Callable[[int, PPlusCode | None], PPlusCode] | None = None,
+            starts: Callable[[int, PPlusCode | None, FrameTarget], PPlusCode] | None = None,
             progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
     """Optimize (or resume) the latent track of a driving take and save it to ``track_path``.
 
@@ -165,11 +165,11 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
     where the anchors' rendered keypoints (the first frame's start) are kept for later takes.
     ``settings`` is read, never changed. ``first_start(t, target)``: where the first frame with a
     face (frame ``t`` of ``driving``) starts, or None for the default (``settings.first_frame``);
-    a chunk of a long take (``optimize.chunks``) plugs in here. ``starts(t, previous)``: frame
-    t's starting code given frame t-1's code (None before the take's first frame), for refining
-    a prediction (``optimize.fast_reenact``): every frame then runs ``settings.steps`` at
-    ``settings.lr`` from it instead of from the previous frame plus noise (pass the predictor's
-    id in ``generator_id``, so the fingerprint covers it).
+    a chunk of a long take (``optimize.chunks``) plugs in here. ``starts(t, previous, target)``:
+    frame t's starting code given frame t-1's code (None before the take's first frame) and frame
+    t's target, for refining a prediction (``optimize.fast_reenact``): every frame then runs
+    ``settings.steps`` at ``settings.lr`` from it instead of from the previous frame plus noise
+    (pass the predictor's id in ``generator_id``, so the fingerprint covers it).
     Raises ProjectError if ``track_path`` holds a corrupt track or one made from other inputs
     (unless ``restart``), ``Cancelled`` after saving when cancelled.
     """
@@ -235,7 +235,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
                     lm = torch.from_numpy(driving.landmarks[t:t + 1]).to(device) * (resolution / frame.shape[1])
                     target = loss.driving_target(image, lm)
                     if starts is not None:
-                        start, steps, lr = starts(t, previous), settings.steps, settings.lr
+                        start, steps, lr = starts(t, previous, target), settings.steps, settings.lr
                     elif previous is None or not first_valid_done:
                         # the first frame with a face (earlier faceless frames only held a placeholder)
                         start = first_code(t, target)
