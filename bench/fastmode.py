@@ -21,6 +21,7 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --quick                         # shorter clip, fewer training steps
     .venv/bin/python bench/fastmode.py --skip-speed --refine-feedback 0 --refine-steps 7 --refine-lr 1  # the old refine
     .venv/bin/python bench/fastmode.py --skip-speed --carry 0 --refine-lr 0.1     # refine variants
+    .venv/bin/python bench/fastmode.py --skip-speed --model-seed 2                # another pair of motion models
     .venv/bin/python bench/fastmode.py --skip-speed --frames 12        # the clip of earlier runs
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
 Not a test: it only prints figures.
@@ -80,7 +81,8 @@ def _render_ws(generator, ws: np.ndarray) -> np.ndarray:
 
 
 def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int = REFINE_STEPS,
-            feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR) -> dict[str, float]:
+            feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
+            seed: int = 0) -> dict[str, float]:
     """Part 1; returns the mean generator passes per frame of the exact mode and of refine's
     optimizer steps (its closed-loop passes are ``feedback`` a frame)."""
     from personalize.faces.facemesh import FaceMesh
@@ -102,11 +104,11 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         for kind in (DEFAULT_KIND, OTHER_KIND):
             t0 = time.perf_counter()
             trained = train_motion_model(generator, anchors, scan[ok], size, tmp / kind,
-                                         MotionSettings(kind=kind, steps=steps, pool=pool, batch=4, mesh_input=size,
+                                         MotionSettings(kind=kind, steps=steps, pool=pool, batch=4, mesh_input=size, seed=seed,
                                                         checkpoint_every=10 ** 6),
                                          landmarks=mesh)
             held = trained.files.info["held_out_keypoint_px"]
-            print(f"[quality] motion model {kind}: {steps} steps, {pool} samples, {time.perf_counter() - t0:.0f} s; "
+            print(f"[quality] motion model {kind} (seed {seed}): {steps} steps, {pool} samples, {time.perf_counter() - t0:.0f} s; "
                   f"held-out keypoint error {held['trained']:.3f} px (start {held['regression']:.3f} px)")
             models[kind] = MotionPredictor(trained.files, space)
         results = {}
@@ -293,6 +295,8 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true", help="quality only (no speed or live part)")
     parser.add_argument("--frames", type=int, default=None, help="driving frames of the quality clip (default 24)")
     parser.add_argument("--train-steps", type=int, default=None, help="motion-model training steps (default 100)")
+    parser.add_argument("--model-seed", type=int, default=0,
+                        help="seed of the motion models' training (pool, pairs): another seed, another model")
     parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="refine mode's optimizer steps per frame")
     parser.add_argument("--refine-feedback", type=int, default=REFINE_FEEDBACK,
                         help="refine mode's closed-loop passes per frame (0: none, the optimizer alone)")
@@ -308,7 +312,7 @@ def main() -> None:
     counts = {"exact_steps": float(ReenactSettings().steps), "refine_steps": float(args.refine_steps)}
     if not args.skip_quality:
         counts = quality(256, frames, steps, pool=128 if args.quick else 256, refine_steps=args.refine_steps,
-                         feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr)
+                         feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr, seed=args.model_seed)
     runs = []
     if args.skip_speed:
         return
