@@ -109,7 +109,9 @@ class MotionSettings:
     first). 0: the keypoint steps train A alone. Why: their ground truth is synthesized by the
     descriptor's shape model (k PCA components), coarser than the pool's exact codes; on
     ``bench/fastmode.py``'s clip, 100 keypoint steps on the fitted MLP took fast mode's error from
-    1.4-1.7x the exact mode's to 1.8-2.2x at 1e-4, while training A alone kept it at 1.6x."""
+    1.4-1.7x the exact mode's to 1.8-2.2x at 1e-4, while training A alone kept it at 1.6x (ratios
+    to the exact mode's 0.057-0.060 px, whose unconverged first frames flatter them 2x;
+    ``ReenactSettings.first_steps``)."""
     pool: int = 512
     """Generated samples measured once (the paper estimates p's ranges on 10K; 512 on a CPU)."""
     max_mix: int = 3
@@ -316,7 +318,8 @@ def fit_to_pool(model: MotionModel, codes: torch.Tensor, p_hat: torch.Tensor, se
     generator pass. Started at zero, the MLP needs far more keypoint steps than the training
     gets to catch up with the linear start (on ``bench/fastmode.py``'s clip it stayed 1.5-1.6x
     worse after 100); fitted first, it learns the saturation A cannot (fast error 1.4-1.7x the
-    exact mode's over five runs, against 2.15-2.25x for A). Sources are the center for ``center_source`` of the
+    exact mode's 0.057-0.060 px over five runs, against 2.15-2.25x for A; 2.9-3.9x its 0.030 px
+    with a converged first frame, ``ReenactSettings.first_steps``). Sources are the center for ``center_source`` of the
     pairs, as in the keypoint training. Squared error in unit scale (uniform coefficient = 1).
     """
     s = settings

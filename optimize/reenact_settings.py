@@ -55,7 +55,13 @@ class ReenactSettings:
     """Early stopping never ends a frame before this many steps (Adam's first big steps often
     overshoot, which must not read as a plateau)."""
     first_steps: int | None = None
-    """Steps for the first optimized frame (it starts far from the answer); default 2 x steps."""
+    """Steps for the first optimized frame (it starts far from the answer); default 2 x steps.
+    Not enough everywhere: on ``bench/fastmode.py``'s 24-frame clip the first frame's 80 steps
+    from the nearest anchor stop at 0.28 px keypoint error (L_key 0.074 against 0.003
+    converged), the frames after it need three frames to catch up (0.28, 0.28, 0.14 px), and the
+    take's mean error is 0.060 px (0.030 px with 120 first steps, which converge). 3 x was not
+    made the default: on test_reenact's 128 px warm-started take it moved a control that the
+    keypoints do not see past that test's bound (0.26 against 0.25)."""
     lr_decay: bool = True
     """Cosine decay of the step size over the frame's step budget (down to 10 %): big steps
     first for speed, small ones last to settle."""
@@ -65,7 +71,8 @@ class ReenactSettings:
     (already near the answer) far off; a ramp keeps the first moves small."""
     first_frame: str = "nearest-anchor"
     """'nearest-anchor' or 'center': where the first frame starts (on the known-answer test both
-    reached 0.02-0.05 px at 256 from four targets in 80 steps)."""
+    reached 0.02-0.05 px at 256 from four targets in 80 steps; on ``bench/fastmode.py``'s clip
+    the nearest anchor needed 120, the center 80)."""
     mesh_input: int = 256
     """Side the generated image is resized to before the FaceMesh."""
     save_every: int = 5
