@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushB
 from studio.gui.context import StudioContext
 from studio.gui.live.live_panel import LivePanel
 
-MODES = (("exact", "Exact (optimize every frame, ~40 steps; slowest)"),
+MODES = (("exact", "Exact (optimize every frame; slowest, most faithful)"),
          ("refine", "Refine (the fast prediction corrected in 3 passes + 3 steps)"),
          ("fast", "Fast (one generator pass per frame)"))
 
