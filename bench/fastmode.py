@@ -22,6 +22,7 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --skip-speed --refine-feedback 0 --refine-steps 7 --refine-lr 1  # the old refine
     .venv/bin/python bench/fastmode.py --skip-speed --carry 0 --refine-lr 0.1     # refine variants
     .venv/bin/python bench/fastmode.py --skip-speed --model-seed 2                # another pair of motion models
+    .venv/bin/python bench/fastmode.py --skip-speed --kind linear                 # refine with A alone
     .venv/bin/python bench/fastmode.py --skip-speed --exact-first-steps 120       # exact's first frame converged
     .venv/bin/python bench/fastmode.py --skip-speed --frames 12        # the clip of earlier runs
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
@@ -55,7 +56,6 @@ DEFAULT_KIND = MotionSettings().kind
 SETTLED = 3
 """Errors are also averaged from this frame on: at its default 80 first-frame steps, the exact mode's
 first frame stops short on this clip and two more frames catch up (``ReenactSettings.first_steps``)."""
-OTHER_KIND = next(kind for kind in MODEL_KINDS if kind != DEFAULT_KIND)
 
 
 def _sync(device: torch.device) -> None:
@@ -86,9 +86,11 @@ def _render_ws(generator, ws: np.ndarray) -> np.ndarray:
 
 def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int = REFINE_STEPS,
             feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
-            seed: int = 0, exact_first_steps: int | None = None) -> dict[str, float]:
+            seed: int = 0, exact_first_steps: int | None = None, main_kind: str = DEFAULT_KIND) -> dict[str, float]:
     """Part 1; returns the mean generator passes per frame of the exact mode and of refine's
-    optimizer steps (its closed-loop passes are ``feedback`` a frame)."""
+    optimizer steps (its closed-loop passes are ``feedback`` a frame). Fast and refine use the
+    ``main_kind`` motion model; fast also runs with the other kind."""
+    other_kind = next(k for k in MODEL_KINDS if k != main_kind)
     from personalize.faces.facemesh import FaceMesh
 
     generator = WarpFaceGenerator.from_media(MEDIA, size)
@@ -106,7 +108,7 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         models = {}
-        for kind in (DEFAULT_KIND, OTHER_KIND):
+        for kind in (main_kind, other_kind):
             t0 = time.perf_counter()
             trained = train_motion_model(generator, anchors, scan[ok], size, tmp / kind,
                                          MotionSettings(kind=kind, steps=steps, pool=pool, batch=4, mesh_input=size, seed=seed,
@@ -118,12 +120,12 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
             models[kind] = MotionPredictor(trained.files, space)
         results = {}
         t0 = time.perf_counter()
-        fast = fast_track(anchors, generator.num_ws, driving, tmp / "fast.npz", models[DEFAULT_KIND], settings=settings)
+        fast = fast_track(anchors, generator.num_ws, driving, tmp / "fast.npz", models[main_kind], settings=settings)
         results["fast"] = (fast, time.perf_counter() - t0)
-        other = fast_track(anchors, generator.num_ws, driving, tmp / "other.npz", models[OTHER_KIND], settings=settings)
-        results[f"fast ({OTHER_KIND})"] = (other, 0.0)
+        other = fast_track(anchors, generator.num_ws, driving, tmp / "other.npz", models[other_kind], settings=settings)
+        results[f"fast ({other_kind})"] = (other, 0.0)
         t0 = time.perf_counter()
-        refine = refine_track(generator, anchors, driving, tmp / "refine.npz", models[DEFAULT_KIND], mesh,
+        refine = refine_track(generator, anchors, driving, tmp / "refine.npz", models[main_kind], mesh,
                               settings=settings, steps=refine_steps, feedback=feedback, carry=carry, lr=lr)
         results["refine"] = (refine, time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -132,7 +134,7 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
     errors = {name: _errors(generator, r.track.ws, driving, size) for name, (r, _) in results.items()}
     print(f"[quality] stand-in {size}px, {n_frames} driving frames rendered from known codes; keypoint error = "
           f"MediaPipe on the result vs on the driving frame (mean over frames); refine: {feedback} closed-loop "
-          f"passes + {refine_steps} optimizer steps a frame at {lr:g} of the step size, carry {carry:g}; fast and refine use the default motion model ({DEFAULT_KIND})")
+          f"passes + {refine_steps} optimizer steps a frame at {lr:g} of the step size, carry {carry:g}; fast and refine use the {main_kind} motion model")
     for name, (result, seconds) in results.items():
         passes = result.generator_passes / n_frames
         print(f"  {name:<11} error {np.nanmean(errors[name]):.3f} px (max {np.nanmax(errors[name]):.3f}; from frame "
@@ -142,8 +144,8 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
     passes = {k: results[k][0].generator_passes / n_frames for k in ("exact", "refine")}
     print(f"[quality] fast/exact error {e['fast'] / e['exact']:.2f}x (target <= 2x); refine/exact "
           f"{e['refine'] / e['exact']:.2f}x (target <= 1.1x); generator passes exact/refine "
-          f"{(passes['exact'] + 1) / (passes['refine'] + 1):.1f}x (target >= 5x); fast with the {OTHER_KIND} "
-          f"model / exact {e[f'fast ({OTHER_KIND})'] / e['exact']:.2f}x")
+          f"{(passes['exact'] + 1) / (passes['refine'] + 1):.1f}x (target >= 5x); fast with the {other_kind} "
+          f"model / exact {e[f'fast ({other_kind})'] / e['exact']:.2f}x")
     settled = {k: float(np.nanmean(v[SETTLED:])) for k, v in errors.items()}
     print(f"[quality] from frame {SETTLED} on (after the exact mode's start-up): fast/exact "
           f"{settled['fast'] / settled['exact']:.2f}x, refine/exact {settled['refine'] / settled['exact']:.2f}x")
@@ -306,6 +308,8 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=None, help="motion-model training steps (default 100)")
     parser.add_argument("--exact-first-steps", type=int, default=None,
                         help="the exact mode's steps on the first frame (default: ReenactSettings'); 120 converges here")
+    parser.add_argument("--kind", choices=MODEL_KINDS, default=DEFAULT_KIND,
+                        help="the motion model kind fast and refine use (fast also runs with the other)")
     parser.add_argument("--model-seed", type=int, default=0,
                         help="seed of the motion models' training (pool, pairs): another seed, another model")
     parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="refine mode's optimizer steps per frame")
@@ -324,7 +328,7 @@ def main() -> None:
     if not args.skip_quality:
         counts = quality(256, frames, steps, pool=128 if args.quick else 256, refine_steps=args.refine_steps,
                          feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr, seed=args.model_seed,
-                         exact_first_steps=args.exact_first_steps)
+                         exact_first_steps=args.exact_first_steps, main_kind=args.kind)
     runs = []
     if args.skip_speed:
         return

@@ -23,11 +23,11 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   Measured on ``bench/fastmode.py``'s 24-frame clip with four motion models (three MLPs, one
   linear A), keypoint error against the exact mode's 0.030 px when its first frame converges
   (120 steps; at its default 80 the first three frames stay at 0.28-0.14 px and its mean is
-  0.060 px, which flatters every ratio by 2x; ``ReenactSettings.first_steps``): the prediction alone 0.085-0.123
-  px (2.9-4.2x); refine 0.030-0.047 px (1.0-1.6x) at 6 passes a frame, where the optimizer
-  alone (7 steps from the prediction, the previous design) reached 0.057-0.072 px (1.9-2.5x).
-  Without the carry 0.033-0.054 px (at 4 steps; the linear model lost most). The issue's 1.1x
-  is met for one model of four.
+  0.060 px, which flatters every ratio by 2x; ``ReenactSettings.first_steps``): the prediction
+  alone 0.085-0.123 px (2.9-4.2x); refine 0.030-0.047 px (1.0-1.6x) at 6 passes a frame, where
+  the optimizer alone (7 steps from the prediction, the previous design) reached 0.057-0.072 px
+  (1.9-2.5x). Without the carry 0.033-0.054 px (at 4 steps; the linear model lost most). The
+  issue's 1.1x is met for one model of four.
 * ``exact`` is ``optimize.reenact`` itself.
 
 Frames where MediaPipe found no face hold the previous frame's code, as in the exact mode.
@@ -237,10 +237,11 @@ def closed_loop(generator: torch.nn.Module, predictor: MotionPredictor, landmark
     instruments differ by a fraction of a pixel (0.3 px on the 128 px stand-in crops of
     test_fast_reenact), the size of the errors left, so the loop fed that difference back and
     made faces worse than no loop there (0.077-0.10 px against 0.036-0.069 px, four models, 80
-    first-frame steps for the exact mode then); read with one instrument, 0.029-0.033 px (two). Why step from the best try so far and halve the
-    gain after a miss: a safeguard, as the feedback trusts the model to be a fair inverse of the
-    generator; where a poor one overshoots, the loop backs off instead of wandering. Each round is
-    one generator and one FaceMesh pass, without gradients; one more FaceMesh pass reads the frame.
+    first-frame steps for the exact mode then); read with one instrument, 0.029-0.033 px (two).
+    Why step from the best try so far and halve the gain after a miss: a safeguard, as the
+    feedback trusts the model to be a fair inverse of the generator; where a poor one
+    overshoots, the loop backs off instead of wandering. Each round is one generator and one
+    FaceMesh pass, without gradients; one more FaceMesh pass reads the frame.
     """
     if passes <= 0:
         return start
@@ -278,18 +279,17 @@ def refine_track(generator: torch.nn.Module, anchors: np.ndarray, driving: Drivi
     size = float(driving.load_image(0).shape[1])
     if landmarks is None:
         landmarks = mesh_landmarks(device, int(generator.img_resolution), settings)
-    corrections: dict[int, torch.Tensor] = {}                  # frame -> (1,d) its input correction
+    last_frame, last_correction = -1, 0.0      # the last looped frame and its (1,d) input correction
     loop_passes = 0
 
     def start(t: int, previous: PPlusCode | None, target: FrameTarget) -> PPlusCode:
-        nonlocal loop_passes
+        nonlocal last_frame, last_correction, loop_passes
         p_t = predictor.inputs(driving.landmarks[t:t + 1], size)
         # A faceless previous frame only held a code: it has no correction to carry.
-        carried = carry * corrections[t - 1] if carry and (t - 1) in corrections else 0.0
-        corrections.clear()
+        carried = carry * last_correction if last_frame == t - 1 else 0.0
         u = closed_loop(generator, predictor, landmarks, target, predictor.clamp(p_t + carried), feedback)
+        last_frame, last_correction = t, u - p_t
         loop_passes += feedback
-        corrections[t] = u - p_t
         return predictor.code(predictor.coefficients_at(u))
 
     result = reenact(generator, anchors, driving, track_path, landmarks, settings=refine_settings(settings, steps, lr),
