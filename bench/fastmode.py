@@ -4,9 +4,11 @@ Prints:
 1. quality on the known-answer stand-in (``optimize.standin.WarpFaceGenerator``: a real portrait
    moved by the code; random StyleGAN2 weights draw no face, so errors need it): a motion model is
    learned on it (linear A, and the MLP variant), then the same driving clip rendered from known
-   codes is re-enacted in the three modes (fast also with the other kind of model): keypoint error per mode (MediaPipe on the result vs
-   MediaPipe on the driving frame, px of the crop), generator passes per frame (making the track +
-   the render), and the ratios the issue sets as targets;
+   codes is re-enacted in the three modes (fast also with the other kind of model), and, as a
+   control, in the exact mode cut to refine's passes a frame ("exact@k": what that budget buys
+   without the motion model): keypoint error per mode (MediaPipe on the result vs MediaPipe on
+   the driving frame, px of the crop), generator passes per frame (making the track + the
+   render), and the ratios the issue sets as targets;
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
    present): seconds per frame of the fast mode (descriptor + motion model + one generator pass)
    measured, one optimizer step and one closed-loop pass measured, and exact / refine per frame
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +134,13 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         t0 = time.perf_counter()
         exact = reenact(generator, anchors, driving, tmp / "exact.npz", mesh, settings=exact_settings)
         results["exact"] = (exact, time.perf_counter() - t0)
+        # the control: the exact mode cut to refine's passes a frame (same first frame), no motion model
+        budget = max(1, round(refine.generator_passes / n_frames))
+        t0 = time.perf_counter()
+        cut = reenact(generator, anchors, driving, tmp / "cut.npz", mesh,
+                      settings=replace(exact_settings, steps=budget, min_steps=budget, lr_warmup=0,
+                                       first_steps=exact_settings.first_steps or 2 * ReenactSettings().steps))
+        results[f"exact@{budget}"] = (cut, time.perf_counter() - t0)
     errors = {name: _errors(generator, r.track.ws, driving, size) for name, (r, _) in results.items()}
     print(f"[quality] stand-in {size}px, {n_frames} driving frames rendered from known codes; keypoint error = "
           f"MediaPipe on the result vs on the driving frame (mean over frames); refine: {feedback} closed-loop "
@@ -146,6 +156,9 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           f"{e['refine'] / e['exact']:.2f}x (target <= 1.1x); generator passes exact/refine "
           f"{(passes['exact'] + 1) / (passes['refine'] + 1):.1f}x (target >= 5x); fast with the {other_kind} "
           f"model / exact {e[f'fast ({other_kind})'] / e['exact']:.2f}x")
+    cut = next(k for k in e if k.startswith("exact@"))
+    print(f"[quality] the exact mode cut to refine's passes ({cut}: {cut[6:]} steps a frame, no motion model) / exact "
+          f"{e[cut] / e['exact']:.2f}x: what refine's budget buys without the model")
     settled = {k: float(np.nanmean(v[SETTLED:])) for k, v in errors.items()}
     print(f"[quality] from frame {SETTLED} on (after the exact mode's start-up): fast/exact "
           f"{settled['fast'] / settled['exact']:.2f}x, refine/exact {settled['refine'] / settled['exact']:.2f}x")

@@ -28,6 +28,19 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   the optimizer alone (7 steps from the prediction, the previous design) reached 0.057-0.072 px
   (1.9-2.5x). Without the carry 0.033-0.054 px (at 4 steps; the linear model lost most). The
   issue's 1.1x is met for one model of four.
+
+  Why refine stops there (a scratch harness on the same clip, one MLP model, exact 0.030 px): the
+  keypoint loss is nearly flat along some directions of the code (on the stand-in, coefficient
+  changes the descriptor barely sees), and the optimizer crawls along them. Started at the known
+  code, refine's steps keep 0.0003 px; started 20 % of the way from it to the prediction,
+  0.036 px; from refine's own start, 40 steps with the exact mode's schedule end at
+  0.044-0.046 px (final L_key 0.0075 against the exact mode's 0.0043). Loop variants (2-6 passes,
+  the miss measured on the keypoints instead of the descriptor, returning the best tried input,
+  carrying the optimizer's code correction to the next frame) all landed at 0.041-0.055 px. The
+  exact mode gets its 0.030 px by warm-starting every frame from a converged first frame;
+  adding the model's predicted change to that warm start drifts along the flat directions
+  (0.044 px after 40 steps). The exact mode cut to refine's passes (7 steps a frame) gets
+  0.25 px: the model is what makes so small a budget work (``bench/fastmode.py``'s "exact@k").
 * ``exact`` is ``optimize.reenact`` itself.
 
 Frames where MediaPipe found no face hold the previous frame's code, as in the exact mode.
