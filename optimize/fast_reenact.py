@@ -39,8 +39,9 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   carrying the optimizer's code correction to the next frame) all landed at 0.041-0.055 px. The
   exact mode gets its 0.030 px by warm-starting every frame from a converged first frame;
   adding the model's predicted change to that warm start drifts along the flat directions
-  (0.044 px after 40 steps). The exact mode cut to refine's passes (7 steps a frame) gets
-  0.25 px: the model is what makes so small a budget work (``bench/fastmode.py``'s "exact@k").
+  (0.044 px after 40 steps). The exact mode cut to refine's passes gets 0.25 px at 7
+  steps a frame, 0.42 px at 6 (``bench/fastmode.py``'s "exact@6", where refine had 0.048 px): the
+  model is what makes so small a budget work.
 * ``exact`` is ``optimize.reenact`` itself.
 
 Frames where MediaPipe found no face hold the previous frame's code, as in the exact mode.
