@@ -139,7 +139,7 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         t0 = time.perf_counter()
         cut = reenact(generator, anchors, driving, tmp / "cut.npz", mesh,
                       settings=replace(exact_settings, steps=budget, min_steps=budget, lr_warmup=0,
-                                       first_steps=exact_settings.first_steps or 2 * ReenactSettings().steps))
+                                       first_steps=exact_settings.first_frame_steps))
         results[f"exact@{budget}"] = (cut, time.perf_counter() - t0)
     errors = {name: _errors(generator, r.track.ws, driving, size) for name, (r, _) in results.items()}
     print(f"[quality] stand-in {size}px, {n_frames} driving frames rendered from known codes; keypoint error = "
@@ -156,8 +156,8 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           f"{e['refine'] / e['exact']:.2f}x (target <= 1.1x); generator passes exact/refine "
           f"{(passes['exact'] + 1) / (passes['refine'] + 1):.1f}x (target >= 5x); fast with the {other_kind} "
           f"model / exact {e[f'fast ({other_kind})'] / e['exact']:.2f}x")
-    cut = next(k for k in e if k.startswith("exact@"))
-    print(f"[quality] the exact mode cut to refine's passes ({cut}: {cut[6:]} steps a frame, no motion model) / exact "
+    cut = f"exact@{budget}"
+    print(f"[quality] the exact mode cut to refine's passes ({cut}: {budget} steps a frame, no motion model) / exact "
           f"{e[cut] / e['exact']:.2f}x: what refine's budget buys without the model")
     settled = {k: float(np.nanmean(v[SETTLED:])) for k, v in errors.items()}
     print(f"[quality] from frame {SETTLED} on (after the exact mode's start-up): fast/exact "

@@ -181,7 +181,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
     space = PersonalizedSpace(anchors, generator.num_ws, device=device)
     resolution = int(generator.img_resolution)
     n = driving.n_frames
-    first_steps = settings.first_steps or 2 * settings.steps
+    first_steps = settings.first_frame_steps
     max_steps = max(settings.steps, first_steps)
     fingerprint = track_fingerprint(driving, anchors, generator_id, settings.fingerprint_dict())
 

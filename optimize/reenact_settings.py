@@ -83,6 +83,11 @@ class ReenactSettings:
     seed: int = 0
     weights: LossWeights = field(default_factory=LossWeights)
 
+    @property
+    def first_frame_steps(self) -> int:
+        """Steps the first optimized frame gets: ``first_steps``, or 2 x ``steps`` when unset."""
+        return self.first_steps or 2 * self.steps
+
     def adjusted(self, *, steps: int | None = None, lr: float | None = None, smooth: bool = True,
                  first_frame: str | None = None) -> "ReenactSettings":
         """A copy with the options users set (CLI flags, GUI fields); None keeps the value.

@@ -87,7 +87,7 @@ def test_fast_and_refine_meet_the_issue_targets_against_the_exact_optimizer(setu
     within 1.1x at >= 5x fewer generator passes. The judge is MediaPipe on both sides. They hold
     on this 128 px clip, where the exact optimizer itself is noisier (0.06 px); on
     ``bench/fastmode.py``'s 256 px clip, against the exact mode with a converged first frame
-    (0.030 px), fast measured 3.5x and refine 1.5x (see optimize.fast_reenact).
+    (0.030 px), fast measured 2.7-3.5x and refine 1.5-1.6x (see optimize.fast_reenact).
     """
     generator, anchors, space, mesh, trained, _ = setup
     assert trained.files.info["held_out_keypoint_px"]["trained"] < 1.0
