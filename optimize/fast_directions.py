@@ -35,6 +35,10 @@ Training (self-supervised, on the generator's own samples, no data or weights fr
    (keeps what p does not drive), and a hinge that keeps the coefficients in P_beta (>= -beta).
    These steps train A; the fitted MLP only at ``mlp_lr`` (default 0, see there).
 
+At the end, ``reliable_projector`` measures on the pool which directions of the code the
+descriptor determines (``reliable.npz``): refine mode keeps the previous frame's code along the
+others (``optimize.fast_reenact``).
+
 Progress, cancel and resume work like the tuning's: ``checkpoints/last.pt`` every
 ``checkpoint_every`` steps (read back with ``weights_only=True``), the pool in ``pool.npz``;
 ``motion.json`` is written last, so a folder without it holds no finished model.
@@ -68,10 +72,15 @@ WEIGHTS_FILE = "motion.safetensors"
 DESCRIPTOR_FILE = "descriptor.npz"
 INFO_FILE = "motion.json"
 POOL_FILE = "pool.npz"
+RELIABLE_FILE = "reliable.npz"
 LOG_FILE = "log.csv"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_NAME = "last.pt"
 MOTION_FORMAT = 1
+RELIABLE_RATIO = 10.0
+"""A direction of the code is *reliable* when its spread over the pool is at least this many
+times (in variance) its leave-one-out error predicted from the descriptor (``reliable_projector``):
+its held-out error is then under a third of its spread."""
 
 # Eyelid and inner-lip point pairs (MediaPipe indices, lower, upper) whose distances measure how
 # open an eye or the mouth is (the directions paper's Eq. 5 pairs of upper and lower eyelids).
@@ -312,6 +321,52 @@ def ridge_directions(codes: torch.Tensor, p_hat: torch.Tensor, ridge: float) -> 
     return (w - w.mean(dim=1, keepdim=True)).float()
 
 
+def _quadratic_features(p_hat: torch.Tensor) -> torch.Tensor:
+    """(S,d) -> (S, 1 + d + d(d+1)/2): a constant, the centered descriptor and its products."""
+    z = p_hat - p_hat.mean(dim=0)
+    rows, cols = torch.triu_indices(z.shape[1], z.shape[1])
+    return torch.cat([torch.ones_like(z[:, :1]), z, z[:, rows] * z[:, cols]], dim=1)
+
+
+def reliable_projector(codes: torch.Tensor, p_hat: torch.Tensor, ratio: float = RELIABLE_RATIO,
+                       ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which directions of the code the descriptor determines: codes (S,N) and rescaled
+    descriptors p_hat (S,d) of the pool -> (projector K (N,N), ratios (N-1,) ascending).
+
+    Why (refine mode, ``optimize.fast_reenact``): some changes of the code barely show in the
+    descriptor (on the stand-in, the blend towards the open-mouth face: a quadratic regression on
+    p predicts it to 0.12 of a spread of 0.41, against 0.02-0.10 of 0.6-1.6 for head position,
+    roll and mouth stretch). The motion model's guess along such a direction is mostly its bias,
+    and the closed loop cannot correct it (the descriptor does not see the miss); a take does
+    better keeping it from the previous frame, as the exact mode's warm start does.
+
+    How: a ridge regression of the codes on quadratic features of p, its exact leave-one-out
+    residuals (hat-matrix formula, no refits) give the error covariance R, the pool's code
+    covariance is S; the generalized eigenvectors of (S, R) in the zero-sum subspace (codes sum
+    to 1) order directions by spread / held-out error. K keeps the coordinates whose ratio is at
+    least ``ratio`` and drops the others: the oblique projector onto the reliable directions along
+    the unreliable ones (K @ K = K, zero-sum in and out). Float64 inside.
+    """
+    import scipy.linalg
+
+    c = codes.double().cpu()
+    x = _quadratic_features(p_hat.double().cpu())
+    n_samples, n = c.shape
+    penalty = ridge * n_samples * torch.eye(x.shape[1], dtype=torch.float64)
+    penalty[0, 0] = 0.0                                         # the constant is not shrunk
+    gram_inv = torch.linalg.inv(x.T @ x + penalty)
+    leverage = ((x @ gram_inv) * x).sum(dim=1).clamp(max=1 - 1e-6)
+    residual = (c - x @ (gram_inv @ (x.T @ c))) / (1 - leverage)[:, None]
+    basis = torch.linalg.svd(torch.eye(n, dtype=torch.float64) - 1.0 / n).U[:, :n - 1]  # zero-sum
+    spread = basis.T @ torch.cov(c.T).reshape(n, n) @ basis
+    error = basis.T @ (residual.T @ residual / n_samples) @ basis
+    error = error + 1e-9 * (float(torch.trace(error)) / max(1, n - 1) + 1e-12) * torch.eye(n - 1, dtype=torch.float64)
+    ratios, vectors = scipy.linalg.eigh(spread.numpy(), error.numpy())   # V.T error V = I
+    v = torch.from_numpy(vectors)[:, torch.from_numpy(ratios >= ratio)]
+    projector = basis @ (error @ v @ v.T) @ basis.T
+    return projector.float(), torch.from_numpy(ratios).float()
+
+
 def fit_to_pool(model: MotionModel, codes: torch.Tensor, p_hat: torch.Tensor, settings: MotionSettings,
                 rng: torch.Generator, center: bool = True, progress: ProgressFn = no_progress,
                 cancel: CancelToken = NEVER_CANCELLED) -> None:
@@ -355,6 +410,9 @@ class MotionModelFiles:
     model: MotionModel
     descriptor: Descriptor
     info: dict[str, Any]
+    reliable: torch.Tensor | None = None
+    """(N,N) projector onto the code directions the descriptor determines (``reliable_projector``);
+    None for a model trained before it existed (refine then takes every direction from the model)."""
 
     @property
     def source_p(self) -> torch.Tensor:
@@ -366,8 +424,10 @@ class MotionModelFiles:
         return str(self.info["model_id"])
 
 
-def save_motion_model(folder: Path, model: MotionModel, descriptor: Descriptor, info: dict[str, Any]) -> None:
-    """Write the network (safetensors), the descriptor and, last, ``motion.json``."""
+def save_motion_model(folder: Path, model: MotionModel, descriptor: Descriptor, info: dict[str, Any],
+                      reliable: torch.Tensor | None = None) -> None:
+    """Write the network (safetensors), the descriptor, the reliable-direction projector and,
+    last, ``motion.json``."""
     from safetensors.torch import save as save_tensors
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -375,7 +435,12 @@ def save_motion_model(folder: Path, model: MotionModel, descriptor: Descriptor, 
     data = save_tensors(state)
     atomic_write_bytes(folder / WEIGHTS_FILE, data)
     descriptor.save(folder / DESCRIPTOR_FILE)
-    model_id = hashlib.sha256(data + json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(data + json.dumps(info, sort_keys=True, default=str).encode())
+    if reliable is not None:
+        projector = reliable.detach().cpu().float().numpy()
+        atomic_save_npz(folder / RELIABLE_FILE, projector=projector)
+        digest.update(projector.tobytes())
+    model_id = digest.hexdigest()[:16]
     atomic_write_json(folder / INFO_FILE, {**info, "format": MOTION_FORMAT, "model": model.config(),
                                            "model_id": model_id})
 
@@ -399,7 +464,18 @@ def load_motion_model(folder: Path, device: torch.device | str = "cpu") -> Motio
         raise ProjectError(f"The motion model in {folder} is unreadable ({exc}).",
                            "Train the motion model again.") from exc
     descriptor = Descriptor.load(Path(folder) / DESCRIPTOR_FILE)
-    return MotionModelFiles(model.to(device).eval().requires_grad_(False), descriptor.to(device), info)
+    reliable = None
+    if (Path(folder) / RELIABLE_FILE).is_file():
+        try:
+            with np.load(Path(folder) / RELIABLE_FILE, allow_pickle=False) as data:
+                reliable = torch.from_numpy(data["projector"]).float().to(device)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ProjectError(f"The motion model in {folder} is unreadable ({exc}).",
+                               "Train the motion model again.") from exc
+        if reliable.shape != (model.n_anchors, model.n_anchors):
+            raise ProjectError(f"The motion model in {folder} is damaged (its {RELIABLE_FILE} does not fit).",
+                               "Train the motion model again.")
+    return MotionModelFiles(model.to(device).eval().requires_grad_(False), descriptor.to(device), info, reliable)
 
 
 # ------------------------------------------------------------------------------ training
@@ -618,15 +694,18 @@ def train_motion_model(generator: nn.Module, anchors: np.ndarray, scan_landmarks
     model.eval()
     trained_error = trainer.evaluate(model, held_out)
     source_p = trainer.p[0] if bool(pool.valid[0]) else descriptor.unscale(torch.zeros(descriptor.dim))
+    reliable, ratios = reliable_projector(trainer.codes[valid], trainer.p_hat[valid])
     info = {"settings": asdict(settings), "key": key, "generator_id": generator_id,
             "n_anchors": space.n_anchors, "num_ws": space.num_ws, "resolution": int(generator.img_resolution),
             "descriptor": {"names": descriptor.names(), "explained": descriptor.explained.tolist()},
             "source": "center", "source_p": [float(v) for v in source_p.cpu()],
             "pool_valid": int(pool.valid.sum()), "steps": step,
+            "reliable_directions": {"kept": int((ratios >= RELIABLE_RATIO).sum()), "of": int(len(ratios)),
+                                    "ratios": [round(float(r), 2) for r in ratios]},
             "held_out_keypoint_px": {"regression": round(start_error, 4), "trained": round(trained_error, 4)},
             "perceptual": lpips_model is not None and settings.weights.perceptual > 0,
             "seconds": round(time.perf_counter() - started, 1)}
-    save_motion_model(work_dir, model.cpu(), descriptor, info)
+    save_motion_model(work_dir, model.cpu(), descriptor, info, reliable)
     files = load_motion_model(work_dir, device)
     return MotionTrainingResult(files, step, resumed_from, rows, time.perf_counter() - started)
 
@@ -641,5 +720,5 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 __all__ = ["MODEL_KINDS", "MotionSettings", "MotionLossWeights", "MotionModel", "MotionModelFiles",
            "MotionTrainingResult", "SamplePool", "apply_shift", "train_motion_model", "load_motion_model",
-           "save_motion_model", "opening_loss", "hull_loss", "ridge_directions", "sample_codes",
-           "WEIGHTS_FILE", "DESCRIPTOR_FILE", "INFO_FILE", "POOL_FILE", "LOG_FILE", "CHECKPOINTS_DIR"]
+           "save_motion_model", "opening_loss", "hull_loss", "ridge_directions", "reliable_projector",
+           "sample_codes", "RELIABLE_RATIO", "RELIABLE_FILE", "WEIGHTS_FILE", "DESCRIPTOR_FILE", "INFO_FILE", "POOL_FILE", "LOG_FILE", "CHECKPOINTS_DIR"]

@@ -7,41 +7,45 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   of the exact mode). No generator pass at all while making the track: the one pass per frame is
   the render. The same temporal filter smooths the codes (the descriptor's MediaPipe jitter
   would otherwise show).
-* ``refine``: the prediction corrected in a closed loop, then a few optimizer steps. Each
-  closed-loop pass renders the frame's code, reads the image with the same FaceMesh and
-  descriptor as the driving frame, and moves the model's *input* by what is still missing,
-  ``u_{k+1} = u_k + (p(frame) - p(render(model(u_k))))`` (``closed_loop``). Why: the motion
-  model is an approximate inverse of "code -> descriptor", so feeding back its own error is a
-  Newton-like step that needs no backward pass and no step size (iterative error feedback).
-  Frame t's loop starts from ``p_t + REFINE_CARRY * (u_{t-1} - p_{t-1})``: what the model gets
-  wrong changes little from one frame to the next, and less than all of it, so a carried
-  correction fades (0.8^t) instead of adding up. Then ``REFINE_STEPS`` optimizer steps at
-  ``REFINE_LR`` times the exact mode's step size (``refine_settings``) for what the descriptor
-  does not see, the mouth and iris crops (the optimizer keeps the best code it saw, the start
-  included).
+* ``refine``: the take's first frame with a face is the exact mode's own first frame (same start,
+  steps and schedule: later frames keep what it settles, so it must settle). Every later frame
+  starts from the prediction corrected in a closed loop, then takes ``REFINE_STEPS`` optimizer
+  steps at ``REFINE_LR`` times the exact mode's step size (``refine_settings``) for what the
+  descriptor does not see, the mouth and iris crops (the optimizer keeps the best code it saw,
+  the start included). Each closed-loop pass renders the frame's code, reads the image with the
+  same FaceMesh and descriptor as the driving frame, and moves the model's *input* by what is
+  still missing, ``u_{k+1} = u_k + (p(frame) - p(render(model(u_k))))`` (``closed_loop``). Why:
+  the motion model is an approximate inverse of "code -> descriptor", so feeding back its own
+  error is a Newton-like step that needs no backward pass and no step size (iterative error
+  feedback). Frame t's loop starts from ``p_t + REFINE_CARRY * (u_{t-1} - p_{t-1})``: what the
+  model gets wrong changes little from one frame to the next, and less than all of it, so a
+  carried correction fades (0.8^t) instead of adding up.
 
-  Measured on ``bench/fastmode.py``'s 24-frame clip with four motion models (three MLPs, one
-  linear A), keypoint error against the exact mode's 0.030 px when its first frame converges
-  (120 steps; at its default 80 the first three frames stay at 0.28-0.14 px and its mean is
-  0.060 px, which flatters every ratio by 2x; ``ReenactSettings.first_steps``): the prediction
-  alone 0.085-0.123 px (2.9-4.2x); refine 0.030-0.047 px (1.0-1.6x) at 6 passes a frame, where
-  the optimizer alone (7 steps from the prediction, the previous design) reached 0.057-0.072 px
-  (1.9-2.5x). Without the carry 0.033-0.054 px (at 4 steps; the linear model lost most). The
-  issue's 1.1x is met for one model of four.
+  Every code the loop tries keeps the previous frame's code along the directions the descriptor
+  does not determine (``MotionPredictor.tracked``; ``fast_directions.reliable_projector``), as
+  the exact mode's warm start keeps everything. Why: on the stand-in the whole of refine's
+  remaining error was one control, the blend towards the open-mouth face, which barely moves the
+  keypoints (``bench/fastmode.py``'s control table: refine's blend error 0.2 against the exact
+  mode's 0.04, every other control at the exact mode's level). The descriptor predicts that
+  direction poorly (spread / held-out error 8, against 38-1400 for the others), so the model's
+  guess along it is mostly bias, the loop cannot see the miss, and a few optimizer steps barely
+  move it (the keypoint loss is nearly flat there). Taken from a settled previous frame instead,
+  it stays right. Measured on that clip with three motion models (MLP seeds 0/1/2; the exact
+  mode 0.0295 px with its first frame converged, ``--exact-first-steps 120``): refine 0.030 /
+  0.032 / 0.029 px (1.0-1.07x), keeping nothing 0.046 / 0.035 / 0.034 px; the same designs
+  with refine's own 3-step first frame and 3 loop passes + 3 steps: 0.031 / 0.051 / 0.050 px
+  (keeping) against 0.049 / 0.034 / 0.038 px. Both halves matter: a first frame that has not
+  settled is kept wrong, and optimizer steps drift the kept direction (one model: 0.037 px at
+  1 step a frame, 0.051 px at 3 and at 10). Refine costs 6 passes a frame after the first
+  against the exact mode's ~40; the first frame costs both the same.
 
-  Why refine stops there (a scratch harness on the same clip, one MLP model, exact 0.030 px): the
-  keypoint loss is nearly flat along some directions of the code (on the stand-in, coefficient
-  changes the descriptor barely sees), and the optimizer crawls along them. Started at the known
-  code, refine's steps keep 0.0003 px; started 20 % of the way from it to the prediction,
-  0.036 px; from refine's own start, 40 steps with the exact mode's schedule end at
-  0.044-0.046 px (final L_key 0.0075 against the exact mode's 0.0043). Loop variants (2-6 passes,
-  the miss measured on the keypoints instead of the descriptor, returning the best tried input,
-  carrying the optimizer's code correction to the next frame) all landed at 0.041-0.055 px. The
-  exact mode gets its 0.030 px by warm-starting every frame from a converged first frame;
-  adding the model's predicted change to that warm start drifts along the flat directions
-  (0.044 px after 40 steps). The exact mode cut to refine's passes gets 0.25 px at 7
-  steps a frame, 0.42 px at 6 (``bench/fastmode.py``'s "exact@6", where refine had 0.048 px): the
-  model is what makes so small a budget work.
+  Fast mode keeps nothing: without the loop to correct it, keeping the previous code along
+  those directions also kept a little of the mouth stretch (what the projector drops is
+  mostly, not only, the blend) and fast's error rose from 0.096 to 0.17 px on that clip.
+  Fast's remaining gap is the same blend plus the stretch (control errors 0.25 and 0.07-0.09,
+  about 3x the exact mode's keypoint error); descriptors with more expression components
+  (98 % of the scan's variance, the default, against 99.5 / 99.9 / 100 %) predicted it no better
+  (0.115-0.136 px against 0.096 px).
 * ``exact`` is ``optimize.reenact`` itself.
 
 Frames where MediaPipe found no face hold the previous frame's code, as in the exact mode.
@@ -68,16 +72,16 @@ from personalize.errors import ProjectError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 
 MODES = ("exact", "fast", "refine")
-REFINE_FEEDBACK = 3
-"""Closed-loop passes per frame in refine mode (``closed_loop``): forward passes only. On
-``bench/fastmode.py``'s clip (four models, 3 optimizer steps after them) two passes left the
-keypoint error at 0.034-0.046 px, three at 0.030-0.047 px, four at 0.032-0.043 px (the exact
-mode: 0.030 px with a converged first frame)."""
-REFINE_STEPS = 3
-"""Optimizer steps per frame after the closed loop. With its 3 passes, 6 passes + the render a
-frame against the exact mode's 41.7 + 1 on that clip (its budget is 40 steps a frame, twice
-that on the first; early stopping ends few sooner): 6.1x fewer, and cheaper ones (3 need no
-backward). 4 steps measured the same (0.031-0.046 px), 1 step a little worse (0.034-0.047 px)."""
+REFINE_FEEDBACK = 5
+"""Closed-loop passes per frame in refine mode (``closed_loop``): forward passes only. With the
+previous code kept along the directions the descriptor does not determine, the loop does the
+work the optimizer steps did before: on ``bench/fastmode.py``'s clip (refine's own first frame
+then, three models) 5 passes + 1 step measured 0.030 / 0.038 / 0.042 px where 3 + 3 measured
+0.031 / 0.051 / 0.050 px, and 4 + 1 0.032 / 0.038 / 0.043 px."""
+REFINE_STEPS = 1
+"""Optimizer steps per frame after the closed loop, for the mouth and iris crops. Few, because
+steps drift what is kept from the previous frame (module docstring). With the loop's 5 passes,
+6 passes + the render a frame after the first, against the exact mode's ~40 + 1."""
 REFINE_LR = 0.3
 """Refine's optimizer step size as a share of the exact mode's (``ReenactSettings.lr``). Adam's
 first steps move every coordinate by about the step size whatever its gradient, which knocks a
@@ -104,6 +108,7 @@ class MotionPredictor:
         self.model = files.model.to(space.device)
         self.source = torch.full((1, space.n_anchors), 1.0 / space.n_anchors, device=space.device)
         self.source_p_hat = self.descriptor.rescale(files.source_p.to(space.device))
+        self.reliable = files.reliable.to(space.device) if files.reliable is not None else None
 
     @property
     def model_id(self) -> str:
@@ -126,6 +131,16 @@ class MotionPredictor:
         source = self.source_p_hat.expand(p_hat.shape[0], -1)
         shift = self.model(p_hat - source, source)
         return apply_shift(self.source.expand(p_hat.shape[0], -1), shift, self.space.num_ws)
+
+    def tracked(self, coefficients: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """Coefficients (T,num_ws,N) that follow ``coefficients`` along the code directions the
+        descriptor determines and keep ``previous`` (1 or T,num_ws,N; None: nothing to keep)
+        along the others: ``previous + K (coefficients - previous)`` with K the model's
+        reliable-direction projector (``fast_directions.reliable_projector``). Both sum to 1 per
+        layer, so the result does too. A model without a projector returns ``coefficients``."""
+        if previous is None or self.reliable is None:
+            return coefficients
+        return previous + (coefficients - previous) @ self.reliable.T
 
     def coefficients(self, landmarks: np.ndarray | torch.Tensor, image_size: float) -> torch.Tensor:
         """landmarks (T,478,3) in pixels of crops of side ``image_size`` -> P+ coefficients (T,num_ws,N)."""
@@ -240,12 +255,14 @@ def _hold_faceless(track: LatentTrack, valid: np.ndarray, space: PersonalizedSpa
 
 
 def closed_loop(generator: torch.nn.Module, predictor: MotionPredictor, landmarks: LandmarkFn,
-                target: FrameTarget, start: torch.Tensor, passes: int) -> torch.Tensor:
+                target: FrameTarget, start: torch.Tensor, passes: int,
+                previous: torch.Tensor | None = None) -> torch.Tensor:
     """The model input whose rendered face reads like the driving frame: ``passes`` rounds of
     render, measure, and step ``u = best + gain (wanted - measured(best))`` from ``start``.
 
     start: (1,d) a rescaled descriptor (``MotionPredictor.inputs``); returns the next input to
-    try (1,d). Both the driving frame (``wanted``) and the renders are read by ``landmarks`` with
+    try (1,d). ``previous``: (1,num_ws,N) coefficients whose unreliable directions every
+    rendered code keeps (``MotionPredictor.tracked``). Both the driving frame (``wanted``) and the renders are read by ``landmarks`` with
     the frame's detector region (as the optimizer's loss reads its renders). Why not compare with
     the driving frame's MediaPipe landmarks, which the prediction starts from: the two
     instruments differ by a fraction of a pixel (0.3 px on the 128 px stand-in crops of
@@ -265,8 +282,8 @@ def closed_loop(generator: torch.nn.Module, predictor: MotionPredictor, landmark
     u, gain = start, 1.0
     for _ in range(passes):
         with torch.no_grad():
-            image = generator.synthesis(predictor.space.coefficients_to_ws(predictor.coefficients_at(u)),
-                                        noise_mode="const")
+            coefficients = predictor.tracked(predictor.coefficients_at(u), previous)
+            image = generator.synthesis(predictor.space.coefficients_to_ws(coefficients), noise_mode="const")
             step = wanted - predictor.inputs(target.measure(landmarks, image), image.shape[-1])
         miss = float(step.norm())
         if miss < best_miss:
@@ -283,10 +300,12 @@ def refine_track(generator: torch.nn.Module, anchors: np.ndarray, driving: Drivi
                  feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
                  generator_id: str = "", device: torch.device | str = "cpu", restart: bool = False,
                  progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
-    """Refine mode (module docstring): per frame, ``feedback`` closed-loop passes from the
-    prediction plus ``carry`` times the previous frame's input correction, then ``steps`` steps
-    of the per-frame optimizer at ``lr`` times ``settings.lr`` (``optimize.reenact``, resumable).
-    ``generator_passes`` counts both.
+    """Refine mode (module docstring): the first frame with a face as the exact mode does it with
+    ``settings``; then per frame, ``feedback`` closed-loop passes from the prediction plus
+    ``carry`` times the previous frame's input correction, keeping the previous code along the
+    directions the descriptor does not determine, then ``steps`` steps of the per-frame
+    optimizer at ``lr`` times ``settings.lr`` (``optimize.reenact``, resumable).
+    ``generator_passes`` counts all of them.
 
     A resumed take starts its first new frame without a carried correction (only codes are saved).
     """
@@ -296,19 +315,21 @@ def refine_track(generator: torch.nn.Module, anchors: np.ndarray, driving: Drivi
     last_frame, last_correction = -1, 0.0      # the last looped frame and its (1,d) input correction
     loop_passes = 0
 
-    def start(t: int, previous: PPlusCode | None, target: FrameTarget) -> PPlusCode:
+    def start(t: int, previous: PPlusCode, target: FrameTarget) -> PPlusCode:
         nonlocal last_frame, last_correction, loop_passes
         p_t = predictor.inputs(driving.landmarks[t:t + 1], size)
         # A faceless previous frame only held a code: it has no correction to carry.
         carried = carry * last_correction if last_frame == t - 1 else 0.0
-        u = closed_loop(generator, predictor, landmarks, target, predictor.clamp(p_t + carried), feedback)
+        kept = predictor.space.normalized_coefficients(previous).detach()
+        u = closed_loop(generator, predictor, landmarks, target, predictor.clamp(p_t + carried), feedback, kept)
         last_frame, last_correction = t, u - p_t
         loop_passes += feedback
-        return predictor.code(predictor.coefficients_at(u))
+        return predictor.code(predictor.tracked(predictor.coefficients_at(u), kept))
 
     result = reenact(generator, anchors, driving, track_path, landmarks, settings=refine_settings(settings, steps, lr),
                      generator_id=f"{generator_id}|refine:{predictor.model_id}|feedback:{feedback}|carry:{carry:g}",
-                     device=device, restart=restart, starts=start, progress=progress, cancel=cancel)
+                     device=device, restart=restart, starts=start, first_settings=settings, progress=progress,
+                     cancel=cancel)
     result.generator_passes += loop_passes
     return result
 

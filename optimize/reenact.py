@@ -154,7 +154,8 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
             generator_id: str = "", anchor_cache: Path | None = None,
             device: torch.device | str = "cpu", restart: bool = False,
             first_start: Callable[[int, FrameTarget], PPlusCode | None] | None = None,
-            starts: Callable[[int, PPlusCode | None, FrameTarget], PPlusCode] | None = None,
+            starts: Callable[[int, PPlusCode, FrameTarget], PPlusCode] | None = None,
+            first_settings: ReenactSettings | None = None,
             progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
     """Optimize (or resume) the latent track of a driving take and save it to ``track_path``.
 
@@ -166,10 +167,12 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
     ``settings`` is read, never changed. ``first_start(t, target)``: where the first frame with a
     face (frame ``t`` of ``driving``) starts, or None for the default (``settings.first_frame``);
     a chunk of a long take (``optimize.chunks``) plugs in here. ``starts(t, previous, target)``:
-    frame t's starting code given frame t-1's code (None before the take's first frame) and frame
-    t's target, for refining a prediction (``optimize.fast_reenact``): every frame then runs
+    frame t's starting code given frame t-1's code and frame t's target, for refining a
+    prediction (``optimize.fast_reenact``): every frame after the first with a face then runs
     ``settings.steps`` at ``settings.lr`` from it instead of from the previous frame plus noise
     (pass the predictor's id in ``generator_id``, so the fingerprint covers it).
+    ``first_settings``: the optimizer settings of the first frame with a face (its steps, step
+    size and schedule; default ``settings``), e.g. the exact mode's own under refine's.
     Raises ProjectError if ``track_path`` holds a corrupt track or one made from other inputs
     (unless ``restart``), ``Cancelled`` after saving when cancelled.
     """
@@ -181,9 +184,14 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
     space = PersonalizedSpace(anchors, generator.num_ws, device=device)
     resolution = int(generator.img_resolution)
     n = driving.n_frames
-    first_steps = settings.first_frame_steps
+    first_settings = first_settings or settings
+    first_settings.validate()
+    first_steps = first_settings.first_frame_steps
     max_steps = max(settings.steps, first_steps)
-    fingerprint = track_fingerprint(driving, anchors, generator_id, settings.fingerprint_dict())
+    fingerprint_settings = settings.fingerprint_dict()
+    if first_settings is not settings:
+        fingerprint_settings = {**fingerprint_settings, "first_frame_settings": first_settings.fingerprint_dict()}
+    fingerprint = track_fingerprint(driving, anchors, generator_id, fingerprint_settings)
 
     track: LatentTrack | None = None
     if track_path.exists() and not restart:
@@ -203,6 +211,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
             landmarks = mesh_landmarks(device, resolution, settings)
         loss = ReenactLoss(landmarks, settings.weights)
         optimizer = FrameOptimizer(generator, space, loss, settings)
+        first_optimizer = optimizer if first_settings is settings else FrameOptimizer(generator, space, loss, first_settings)
         reference = identity_reference(generator, space, landmarks) if settings.weights.eyes else None
         cache_key = f"{generator_id}|{type(landmarks).__name__}:{getattr(landmarks, 'input_size', '')}"
 
@@ -234,17 +243,18 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
                     # landmarks are in the crop's pixels; the crop may differ from the generator's size
                     lm = torch.from_numpy(driving.landmarks[t:t + 1]).to(device) * (resolution / frame.shape[1])
                     target = loss.driving_target(image, lm)
-                    if starts is not None:
-                        start, steps, lr = starts(t, previous, target), settings.steps, settings.lr
-                    elif previous is None or not first_valid_done:
+                    frame_optimizer = optimizer
+                    if previous is None or not first_valid_done:
                         # the first frame with a face (earlier faceless frames only held a placeholder)
                         start = first_code(t, target)
-                        steps, lr = first_steps, settings.first_lr
+                        steps, lr, frame_optimizer = first_steps, first_settings.first_lr, first_optimizer
+                    elif starts is not None:
+                        start, steps, lr = starts(t, previous, target), settings.steps, settings.lr
                     else:
                         noise = torch.Generator().manual_seed(settings.seed * 1_000_003 + t)
                         start = space.perturbed(previous, settings.noise_sigma, noise, settings.noise_units)
                         steps, lr = settings.steps, settings.lr
-                    result = optimizer.optimize(start, target, reference, steps, lr)
+                    result = frame_optimizer.optimize(start, target, reference, steps, lr)
                     code = result.code
                     passes += result.generator_passes
                     frames_optimized += 1

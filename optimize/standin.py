@@ -30,7 +30,9 @@ from torch import nn
 from optimize.driving import image_to_tensor
 from personalize.video import read_image
 
-N_CONTROLS = 5  # shift x, shift y, rotation, mouth stretch, blend
+CONTROL_NAMES = ("shift x", "shift y", "rotation", "mouth stretch", "blend")
+"""What each control does (``WarpFaceGenerator.render``); blend is towards the open-mouth face."""
+N_CONTROLS = len(CONTROL_NAMES)
 GAZE_CONTROLS = (5, 6)  # with gaze=True: iris shift x, iris shift y (image axes)
 GAZE_MAX_PX = (4.0, 3.0)
 """Largest iris shift (x, y) in pixels of a 256 crop, where the eye is ~27 x 11 px and the iris ~12 px

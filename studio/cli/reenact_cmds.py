@@ -69,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "its own first frame and blended where they overlap (default: one per process with --gpus)")
     re.add_argument("--mode", choices=("exact", "fast", "refine"), default="exact",
                     help="personal: exact: optimize every frame (default); fast: the motion model's "
-                         "prediction, one generator pass per frame; refine: the prediction corrected in a closed "
-                         "loop (3 passes), then a few optimizer steps (fast and refine need 'studio-cli "
+                         "prediction, one generator pass per frame; refine: the first frame as exact, then the "
+                         "prediction corrected in a closed loop (5 passes) and an optimizer step (fast and refine need 'studio-cli "
                          "motion-model' first)")
     re.add_argument("--refine-steps", type=int, default=None,
                     help=f"personal, refine mode: optimizer steps per frame after the closed loop (default {REFINE_STEPS})")

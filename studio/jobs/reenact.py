@@ -125,8 +125,8 @@ def reenact_take(project: Project, driving: str | Path | None, name: str,
     personalized generator) is shaped by ``settings`` (read, never changed; build them with
     ``ReenactSettings().adjusted(...)`` from the user's options) and by ``mode``: 'exact'
     (per-frame optimization), 'fast' (the motion model's prediction, one generator pass per frame)
-    or 'refine' (the prediction corrected in a closed loop, then ``refine_steps`` optimizer
-    steps; ``studio.jobs.motion``).
+    or 'refine' (the first frame as 'exact' does it, then the prediction corrected in a closed
+    loop and ``refine_steps`` optimizer steps a frame; ``studio.jobs.motion``).
     A one-shot mode is shaped by ``oneshot`` (``studio.jobs.oneshot``: source, landmarks,
     diffusion steps). ``runner``: what optimizes an exact personal track, called as
     ``optimize.reenact.reenact`` (default); ``studio.jobs.reenact_chunks`` passes one that runs

@@ -17,7 +17,7 @@ from studio.gui.context import StudioContext
 from studio.gui.live.live_panel import LivePanel
 
 MODES = (("exact", "Exact (optimize every frame; slowest, most faithful)"),
-         ("refine", "Refine (the fast prediction corrected in 3 passes + 3 steps)"),
+         ("refine", "Refine (the first frame as Exact, then the fast prediction corrected: 5 passes + 1 step)"),
          ("fast", "Fast (one generator pass per frame)"))
 
 
