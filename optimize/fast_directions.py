@@ -341,11 +341,12 @@ def reliable_projector(codes: torch.Tensor, p_hat: torch.Tensor, ratio: float = 
     better keeping it from the previous frame, as the exact mode's warm start does.
 
     How: a ridge regression of the codes on quadratic features of p, its exact leave-one-out
-    residuals (hat-matrix formula, no refits) give the error covariance R, the pool's code
-    covariance is S; the generalized eigenvectors of (S, R) in the zero-sum subspace (codes sum
-    to 1) order directions by spread / held-out error. K keeps the coordinates whose ratio is at
-    least ``ratio`` and drops the others: the oblique projector onto the reliable directions along
-    the unreliable ones (K @ K = K, zero-sum in and out). Float64 inside.
+    residuals (hat-matrix formula, no refits) give the error covariance E, the pool's code
+    covariance is S; the generalized eigenvectors V of (S, E) in the zero-sum subspace (codes
+    sum to 1; V^T E V = I) order directions by spread / held-out error. K = E V_r V_r^T with V_r
+    those whose ratio is at least ``ratio``: the Kalman gain q S (q S + E)^-1 = E V diag(g) V^T
+    with each g set to 1 or 0, so what K drops from a change lies along the descriptor's error
+    (K @ K = K, zero-sum in and out). Float64 inside.
     """
     import scipy.linalg
 

@@ -32,7 +32,9 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   move it (the keypoint loss is nearly flat there). Taken from a settled previous frame instead,
   it stays right. Measured on that clip with three motion models (MLP seeds 0/1/2; the exact
   mode 0.0295 px with its first frame converged, ``--exact-first-steps 120``): refine 0.030 /
-  0.032 / 0.029 px (1.0-1.07x), keeping nothing 0.046 / 0.035 / 0.034 px; the same designs
+  0.032 / 0.029 px (1.0-1.07x), keeping nothing 0.046 / 0.035 / 0.034 px (a scratch harness
+  calling this module; the bench reruns each with ``--model-seed``: seed 0 gave 0.028 / 0.037 px
+  there); the same designs
   with refine's own 3-step first frame and 3 loop passes + 3 steps: 0.031 / 0.051 / 0.050 px
   (keeping) against 0.049 / 0.034 / 0.038 px. Both halves matter: a first frame that has not
   settled is kept wrong, and optimizer steps drift the kept direction (one model: 0.037 px at
