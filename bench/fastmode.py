@@ -10,7 +10,11 @@ Prints:
    the driving frame, px of the crop), generator passes per frame (making the track + the
    render), the ratios the issue sets as targets, and each mode's mean error on the stand-in's
    five controls (what the keypoint error is made of: the open-mouth blend barely moves the
-   keypoints, so it is the control the descriptor and the closed loop see least);
+   keypoints, so it is the control the descriptor and the closed loop see least). Errors are of
+   each mode's per-frame codes, and again "as rendered": after the take's temporal filter
+   (``ReenactSettings.smooth_sigma``, the same for every mode), which is what a take shows. Fast's
+   error is also taken apart control by control: with one control set to its true value, and with
+   only that control as predicted;
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
    present): seconds per frame of the fast mode (descriptor + motion model + one generator pass)
    measured, one optimizer step and one closed-loop pass measured, and exact / refine per frame
@@ -29,6 +33,7 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --skip-speed --kind linear                 # refine with A alone
     .venv/bin/python bench/fastmode.py --skip-speed --exact-first-steps 120       # exact's first frame converged
     .venv/bin/python bench/fastmode.py --skip-speed --frames 12        # the clip of earlier runs
+    .venv/bin/python bench/fastmode.py --skip-speed --pool 512 --max-mix 6        # other sample pools
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
 Not a test: it only prints figures.
 """
@@ -85,6 +90,33 @@ def _errors(generator, ws: np.ndarray, driving: DrivingFrames, size: int) -> np.
     return errors
 
 
+def _control_ablation(generator, ws: np.ndarray, true_ws: torch.Tensor, driving: DrivingFrames,
+                      size: int) -> tuple[list[float], list[float]]:
+    """Which of the stand-in's controls a mode's keypoint error is made of.
+
+    ws (T, num_ws, w_dim) a mode's codes, true_ws the driving clip's -> for each control, the mean
+    keypoint error (px) with that control set to its true value (the others as the mode left
+    them), and with only that control as the mode left it (the others true). The stand-in's image
+    depends on its controls alone, and its control matrix has orthonormal columns, so moving every
+    layer by ``(c - c_now) @ mix.T`` sets the controls to ``c`` exactly.
+    """
+    with torch.no_grad():
+        ws = torch.as_tensor(ws)
+        got, want = generator.controls_of(ws), generator.controls_of(true_ws)
+
+        def error(controls: torch.Tensor) -> float:
+            moved = ws + ((controls - got) @ generator.mix.T)[:, None, :]
+            return float(np.nanmean(_errors(generator, moved.numpy(), driving, size)))
+
+        fixed, alone = [], []
+        for j in range(got.shape[1]):
+            one_right, one_wrong = got.clone(), want.clone()
+            one_right[:, j], one_wrong[:, j] = want[:, j], got[:, j]
+            fixed.append(error(one_right))
+            alone.append(error(one_wrong))
+    return fixed, alone
+
+
 def _render_ws(generator, ws: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return tensor_to_uint8(generator.synthesis(torch.as_tensor(ws)))
@@ -92,7 +124,8 @@ def _render_ws(generator, ws: np.ndarray) -> np.ndarray:
 
 def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int = REFINE_STEPS,
             feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
-            seed: int = 0, exact_first_steps: int | None = None, main_kind: str = DEFAULT_KIND) -> dict[str, float]:
+            seed: int = 0, exact_first_steps: int | None = None, main_kind: str = DEFAULT_KIND,
+            max_mix: int = MotionSettings().max_mix) -> dict[str, float]:
     """Part 1; returns the mean generator passes per frame of the exact mode and of refine's
     optimizer steps (its closed-loop passes are ``feedback`` a frame). Fast and refine use the
     ``main_kind`` motion model; fast also runs with the other kind."""
@@ -108,8 +141,8 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
     scan, ok = detect_crop_landmarks(scan_images.__getitem__, len(scan_images))
     path = [[0.6 - 0.5 * t / (n_frames - 1), 0.1, 0.0, 0.3, 0.5 * t / (n_frames - 1), 0.0] for t in range(n_frames)]
     driving = DrivingFrames.from_arrays(list(_render(generator, space, path)))
-    settings = ReenactSettings(smooth_sigma=0.0)
-    exact_settings = ReenactSettings(smooth_sigma=0.0, first_steps=exact_first_steps)
+    settings = ReenactSettings()    # the take's temporal filter: errors are measured before and after it
+    exact_settings = ReenactSettings(first_steps=exact_first_steps)
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -117,11 +150,12 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         for kind in (main_kind, other_kind):
             t0 = time.perf_counter()
             trained = train_motion_model(generator, anchors, scan[ok], size, tmp / kind,
-                                         MotionSettings(kind=kind, steps=steps, pool=pool, batch=4, mesh_input=size, seed=seed,
+                                         MotionSettings(kind=kind, steps=steps, pool=pool, max_mix=max_mix, batch=4, mesh_input=size, seed=seed,
                                                         checkpoint_every=10 ** 6),
                                          landmarks=mesh)
             held = trained.files.info["held_out_keypoint_px"]
-            print(f"[quality] motion model {kind} (seed {seed}): {steps} steps, {pool} samples, {time.perf_counter() - t0:.0f} s; "
+            print(f"[quality] motion model {kind} (seed {seed}): {steps} steps, {pool} samples mixing <= {max_mix} anchors, "
+                  f"{time.perf_counter() - t0:.0f} s; "
                   f"held-out keypoint error {held['trained']:.3f} px (start {held['regression']:.3f} px)")
             models[kind] = MotionPredictor(trained.files, space)
         results = {}
@@ -152,8 +186,11 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
                                        first_steps=exact_settings.first_frame_steps))
         results[f"exact@{budget}"] = (cut, time.perf_counter() - t0)
     errors = {name: _errors(generator, r.track.ws, driving, size) for name, (r, _) in results.items()}
+    rendered = {name: float(np.nanmean(_errors(generator, r.track.best_ws(), driving, size)))
+                for name, (r, _) in results.items()}
     with torch.no_grad():   # the stand-in's known answer, control by control
-        true_controls = generator.controls_of(space.coefficients_to_ws(torch.tensor(path, dtype=torch.float32)))
+        true_ws = space.coefficients_to_ws(torch.tensor(path, dtype=torch.float32))
+        true_controls = generator.controls_of(true_ws)
         control_errors = {name: (generator.controls_of(torch.as_tensor(r.track.ws)) - true_controls).abs().mean(dim=0)
                           for name, (r, _) in results.items()}
     print(f"[quality] stand-in {size}px, {n_frames} driving frames rendered from known codes; keypoint error = "
@@ -168,6 +205,11 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           "each moves the keypoints differently: the blend barely)")
     for name, value in control_errors.items():
         print(f"  {name:<21} " + "  ".join(f"{float(v):.3f}" for v in value))
+    fixed, alone = _control_ablation(generator, results["fast"][0].track.ws, true_ws, driving, size)
+    print(f"[quality] fast's keypoint error ({np.nanmean(errors['fast']):.3f} px) with one control set to its true value "
+          "(the others as predicted) / with only that control as predicted (the others true), px:")
+    for name, right, wrong in zip(CONTROL_NAMES, fixed, alone):
+        print(f"  {name:<21} {right:.3f} / {wrong:.3f}")
     e = {k: float(np.nanmean(v)) for k, v in errors.items()}
     passes = {k: results[k][0].generator_passes / n_frames for k in ("exact", "refine")}
     later = {k: (results[k][0].generator_passes - first) / (n_frames - 1) for k in ("exact", "refine")}
@@ -182,6 +224,10 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
     cut = f"exact@{budget}"
     print(f"[quality] the exact mode cut to refine's passes ({cut}: {budget} steps a frame, no motion model) / exact "
           f"{e[cut] / e['exact']:.2f}x: what refine's budget buys without the model")
+    print(f"[quality] as rendered (every mode's track through the take's temporal filter, sigma "
+          f"{settings.smooth_sigma:g} frames): " + ", ".join(f"{k} {v:.3f} px" for k, v in rendered.items())
+          + f"; fast/exact {rendered['fast'] / rendered['exact']:.2f}x, refine/exact "
+          f"{rendered['refine'] / rendered['exact']:.2f}x")
     settled = {k: float(np.nanmean(v[SETTLED:])) for k, v in errors.items()}
     print(f"[quality] from frame {SETTLED} on (after the exact mode's start-up): fast/exact "
           f"{settled['fast'] / settled['exact']:.2f}x, refine/exact {settled['refine'] / settled['exact']:.2f}x")
@@ -342,6 +388,9 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true", help="quality only (no speed or live part)")
     parser.add_argument("--frames", type=int, default=None, help="driving frames of the quality clip (default 24)")
     parser.add_argument("--train-steps", type=int, default=None, help="motion-model training steps (default 100)")
+    parser.add_argument("--pool", type=int, default=None, help="motion-model sample pool (default 256; the product's 512)")
+    parser.add_argument("--max-mix", type=int, default=MotionSettings().max_mix,
+                        help="anchors a pool sample mixes at most (MotionSettings.max_mix)")
     parser.add_argument("--exact-first-steps", type=int, default=None,
                         help="the exact mode's steps on the first frame (default: ReenactSettings'); 120 converges here")
     parser.add_argument("--kind", choices=MODEL_KINDS, default=DEFAULT_KIND,
@@ -362,9 +411,9 @@ def main() -> None:
     # without part 1, the exact mode's passes are taken as its per-frame budget (printed as such)
     counts = {"exact_steps": float(ReenactSettings().steps), "refine_steps": float(args.refine_steps)}
     if not args.skip_quality:
-        counts = quality(256, frames, steps, pool=128 if args.quick else 256, refine_steps=args.refine_steps,
+        counts = quality(256, frames, steps, pool=args.pool or (128 if args.quick else 256), refine_steps=args.refine_steps,
                          feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr, seed=args.model_seed,
-                         exact_first_steps=args.exact_first_steps, main_kind=args.kind)
+                         exact_first_steps=args.exact_first_steps, main_kind=args.kind, max_mix=args.max_mix)
     runs = []
     if args.skip_speed:
         return

@@ -44,10 +44,19 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   Fast mode keeps nothing: without the loop to correct it, keeping the previous code along
   those directions also kept a little of the mouth stretch (what the projector drops is
   mostly, not only, the blend) and fast's error rose from 0.096 to 0.17 px on that clip.
-  Fast's remaining gap is the same blend plus the stretch (control errors 0.25 and 0.07-0.09,
-  about 3x the exact mode's keypoint error); descriptors with more expression components
-  (98 % of the scan's variance, the default, against 99.5 / 99.9 / 100 %) predicted it no better
-  (0.115-0.136 px against 0.096 px).
+  Fast's remaining gap (per-frame codes 2.6-3.4x the exact mode's keypoint error on that clip,
+  MLP seeds 0/1/2, ``--model-seed``; 1.9-2.5x as rendered through the take's temporal filter, which smooths the
+  prediction's jitter and blurs the exact mode a little) is not one control but all five:
+  ``bench/fastmode.py``'s ablation sets one control of fast's codes to its true value and the
+  error only drops from 0.076 to 0.061-0.073 px, while any one control left as predicted (the
+  others true) gives 0.035-0.052 px alone. So no direction can be taken from elsewhere, as
+  refine takes the blend. The limit is what the descriptor carries: in a scratch experiment (not
+  kept), a quadratic regression fitted on 400 codes drawn around the clip's own path, an
+  oracle's pool, still reached only 0.048-0.063 px (1.6-2.1x); descriptors with more expression
+  components (98 % of the scan's variance, the default, against 99.5 / 99.9 / 100 %) predicted
+  no better (0.115-0.136 px against 0.096 px), nor did twice the samples mixing up to 6 anchors
+  (0.079 px against 0.076 px, ``--pool 512 --max-mix 6``: it cut the blend's error 3x, and the
+  keypoints did not notice).
 * ``exact`` is ``optimize.reenact`` itself.
 
 Frames where MediaPipe found no face hold the previous frame's code, as in the exact mode.
