@@ -17,7 +17,8 @@ Prints:
    only that control as predicted;
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
    present): seconds per frame of the fast mode (descriptor + motion model + one generator pass)
-   measured, one optimizer step and one closed-loop pass measured, and exact / refine per frame
+   measured, one fp32 generator pass's GFLOP and GFLOP/s (NCHW and channels-last), one
+   optimizer step and one closed-loop pass measured, and exact / refine per frame
    from their passes in part 1;
 3. live: ``optimize.live.LiveDriver`` on the real self-scan video (MediaPipe tracking, alignment,
    descriptor, motion model, one generator pass) on the FFHQ-shaped generator: frames per second.
@@ -269,6 +270,30 @@ def _predictor(generator, n_anchors: int, device: torch.device) -> MotionPredict
     return MotionPredictor(MotionModelFiles(model.eval(), descriptor, info), space)
 
 
+def _generator_pass(generator, ws: torch.Tensor, device: torch.device, repeats: int = 6) -> None:
+    """One fp32 synthesis pass at batch 1: its GFLOP (``torch.utils.flop_counter``), the throughput
+    it runs at, in NCHW and in channels-last, timed alternately so both see the same machine
+    state (what ``optimize.live`` says a CPU without bf16 can do)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            generator.synthesis(ws, noise_mode="const")
+        seconds: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(repeats):
+            for channels_last in seconds:
+                _sync(device)
+                t0 = time.perf_counter()
+                generator.synthesis(ws, noise_mode="const", channels_last=channels_last)
+                _sync(device)
+                seconds[channels_last].append(time.perf_counter() - t0)
+    gflop = counter.get_total_flops() / 1e9
+    nchw, last = (float(np.median(seconds[k])) for k in (False, True))
+    print(f"[speed] {device.type} one fp32 generator pass: {gflop:.1f} GFLOP; NCHW {nchw:.3f} s "
+          f"({gflop / nchw:.0f} GFLOP/s), channels-last {last:.3f} s ({gflop / last:.0f} GFLOP/s); "
+          f"median of {repeats}, alternated")
+
+
 def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, refine_steps: float,
           feedback: int = REFINE_FEEDBACK, assumed: bool = False) -> None:
     from personalize.faces import detect_landmarks
@@ -302,6 +327,7 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
         tensor_to_uint8(generator.synthesis(predictor.ws(batch[:batched], size).to(device), noise_mode="const"))
     _sync(device)
     fast_batched_s = (time.perf_counter() - t0) / batched
+    _generator_pass(generator, predictor.ws(batch[:1], size).to(device), device)
 
     mesh = MeshLandmarks(FaceMesh.from_mediapipe(device=device), input_size=min(256, size))
     settings = ReenactSettings(steps=4, patience=10 ** 6)
@@ -388,7 +414,7 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true", help="quality only (no speed or live part)")
     parser.add_argument("--frames", type=int, default=None, help="driving frames of the quality clip (default 24)")
     parser.add_argument("--train-steps", type=int, default=None, help="motion-model training steps (default 100)")
-    parser.add_argument("--pool", type=int, default=None, help="motion-model sample pool (default 256; the product's 512)")
+    parser.add_argument("--pool", type=int, default=None, help=f"motion-model sample pool (default 256; the product's {MotionSettings().pool})")
     parser.add_argument("--max-mix", type=int, default=MotionSettings().max_mix,
                         help="anchors a pool sample mixes at most (MotionSettings.max_mix)")
     parser.add_argument("--exact-first-steps", type=int, default=None,

@@ -21,12 +21,12 @@ call, and a recording keeps the codes, which export renders again in full precis
 the generator's own fp16 blocks are used (its mixed precision), channels-last as the official
 fp16 blocks are (not measured here: no GPU).
 
-Without native bf16 (an AVX2-only CPU such as a 2-core Zen 3 EPYC) live runs in fp32: 0.30-0.33 s
-a 256 px pass, 3.2 fps measured. The pass is 30 GFLOP (``torch.utils.flop_counter``), which
-oneDNN already runs at 90-100 GFLOP/s there; 5 fps would need about 165 GFLOP/s from the
-generator alone, more than the two cores' fp32 peak at their 2.45 GHz base clock (157), and
-channels-last fp32 measured no consistent gain. Such a machine drives live below 5 fps unless
-it has a GPU.
+Without native bf16 (an AVX2-only CPU such as a 2-core Zen 3 EPYC) live runs in fp32: 0.30-0.40 s
+a 256 px pass, 2.6-3.2 fps (``bench/fastmode.py --skip-quality``, two runs). The pass is 30 GFLOP,
+which oneDNN already runs at 75-100 GFLOP/s there (the bench prints both); 5 fps would need
+about 165 GFLOP/s from the generator alone, more than the two cores' fp32 peak at their 2.45 GHz
+base clock (157), and channels-last fp32 measured no consistent gain (the bench times both
+layouts alternately). Such a machine drives live below 5 fps unless it has a GPU.
 
 A frame without a face keeps the last avatar (``LiveFrame.face_found`` False), so a preview or a
 virtual camera never shows a black frame when the person looks away for a moment.
