@@ -4,7 +4,8 @@ Prints:
 1. quality on the known-answer stand-in (``optimize.standin.WarpFaceGenerator``: a real portrait
    moved by the code; random StyleGAN2 weights draw no face, so errors need it): a motion model is
    learned on it (linear A, and the MLP variant), then the same driving clip rendered from known
-   codes is re-enacted in the three modes (fast also with the other kind of model), and, as a
+   codes is re-enacted in the three modes (fast also with the other kind of model and, as a
+   control, without its feedback: the open loop), and, as a
    control, in the exact mode cut to refine's passes a frame ("exact@k": what that budget buys
    without the motion model): keypoint error per mode (MediaPipe on the result vs MediaPipe on
    the driving frame, px of the crop), generator passes per frame (making the track + the
@@ -16,8 +17,8 @@ Prints:
    error is also taken apart control by control: with one control set to its true value, and with
    only that control as predicted;
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
-   present): seconds per frame of the fast mode (descriptor + motion model + one generator pass)
-   measured, one fp32 generator pass's GFLOP and GFLOP/s (NCHW and channels-last), one
+   present): seconds per frame of the fast mode measured (descriptor + motion model + one generator
+   pass and a MediaPipe read for its feedback, then the take's render; the open loop: the render), one fp32 generator pass's GFLOP and GFLOP/s (NCHW and channels-last), one
    optimizer step and one closed-loop pass measured, and exact / refine per frame
    from their passes in part 1;
 3. live: ``optimize.live.LiveDriver`` on the real self-scan video (MediaPipe tracking, alignment,
@@ -52,8 +53,8 @@ import torch
 
 from optimize.driving import DrivingFrames, detect_crop_landmarks, tensor_to_uint8
 from optimize.fast_directions import MODEL_KINDS, MotionModel, MotionModelFiles, MotionSettings, sample_codes, train_motion_model
-from optimize.fast_reenact import (REFINE_CARRY, REFINE_FEEDBACK, REFINE_LR, REFINE_STEPS, MotionPredictor, closed_loop, fast_track,
-                                  refine_settings, refine_track)
+from optimize.fast_reenact import (REFINE_CARRY, REFINE_FEEDBACK, REFINE_LR, REFINE_STEPS, MotionPredictor, RenderReader, closed_loop,
+                                  fast_track, refine_settings, refine_track)
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
 from optimize.pose_expression import fit_descriptor
@@ -161,10 +162,15 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
             models[kind] = MotionPredictor(trained.files, space)
         results = {}
         t0 = time.perf_counter()
-        fast = fast_track(anchors, generator.num_ws, driving, tmp / "fast.npz", models[main_kind], settings=settings)
+        reader = RenderReader(generator)
+        fast = fast_track(anchors, generator.num_ws, driving, tmp / "fast.npz", models[main_kind], reader, settings=settings)
         results["fast"] = (fast, time.perf_counter() - t0)
-        other = fast_track(anchors, generator.num_ws, driving, tmp / "other.npz", models[other_kind], settings=settings)
+        other = fast_track(anchors, generator.num_ws, driving, tmp / "other.npz", models[other_kind], reader, settings=settings)
         results[f"fast ({other_kind})"] = (other, 0.0)
+        # the control: fast without its feedback (every code straight from its descriptor)
+        t0 = time.perf_counter()
+        results["fast (open loop)"] = (fast_track(anchors, generator.num_ws, driving, tmp / "open.npz", models[main_kind],
+                                                  settings=settings), time.perf_counter() - t0)
         t0 = time.perf_counter()
         refine = refine_track(generator, anchors, driving, tmp / "refine.npz", models[main_kind], mesh,
                               settings=exact_settings, steps=refine_steps, feedback=feedback, carry=carry, lr=lr)
@@ -217,7 +223,8 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
     print(f"[quality] fast/exact error {e['fast'] / e['exact']:.2f}x (target <= 2x); refine/exact "
           f"{e['refine'] / e['exact']:.2f}x (target <= 1.1x; keeping nothing "
           f"{e['refine (keep nothing)'] / e['exact']:.2f}x); fast with the {other_kind} model / exact "
-          f"{e[f'fast ({other_kind})'] / e['exact']:.2f}x")
+          f"{e[f'fast ({other_kind})'] / e['exact']:.2f}x; fast without its feedback (open loop) / exact "
+          f"{e['fast (open loop)'] / e['exact']:.2f}x")
     print(f"[quality] generator passes exact/refine per frame after the first (both start with the exact mode's "
           f"first frame, {first} passes; what a take's cost per frame approaches) "
           f"{(later['exact'] + 1) / (later['refine'] + 1):.1f}x (target >= 5x); over this {n_frames}-frame clip "
@@ -227,7 +234,8 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           f"{e[cut] / e['exact']:.2f}x: what refine's budget buys without the model")
     print(f"[quality] as rendered (every mode's track through the take's temporal filter, sigma "
           f"{settings.smooth_sigma:g} frames): " + ", ".join(f"{k} {v:.3f} px" for k, v in rendered.items())
-          + f"; fast/exact {rendered['fast'] / rendered['exact']:.2f}x, refine/exact "
+          + f"; fast/exact {rendered['fast'] / rendered['exact']:.2f}x (open loop "
+          f"{rendered['fast (open loop)'] / rendered['exact']:.2f}x), refine/exact "
           f"{rendered['refine'] / rendered['exact']:.2f}x")
     settled = {k: float(np.nanmean(v[SETTLED:])) for k, v in errors.items()}
     print(f"[quality] from frame {SETTLED} on (after the exact mode's start-up): fast/exact "
@@ -319,7 +327,14 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
         for t in range(frames):
             tensor_to_uint8(generator.synthesis(predictor.ws(batch[t:t + 1], size).to(device), noise_mode="const"))
     _sync(device)
-    fast_s = (time.perf_counter() - t0) / frames
+    render_s = (time.perf_counter() - t0) / frames
+    # fast's feedback reads each render with MediaPipe: timed on a real face (random weights draw none)
+    detect_crop_landmarks(lambda _: image, 1)                                  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        detect_crop_landmarks(lambda _: image, 1)
+    read_s = (time.perf_counter() - t0) / frames
+    fast_s = 2 * render_s + read_s     # the feedback's pass and read while tracking, then the take's render
     batched = 8 if device.type == "cuda" else 4
     _sync(device)
     t0 = time.perf_counter()
@@ -349,14 +364,17 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
     closed_loop(generator, predictor, mesh, target, source, feedback)
     _sync(device)
     loop_s = (time.perf_counter() - t0) / max(1, feedback)     # a pass, and a share of reading the frame
-    exact_s = exact_steps * step_s + fast_s          # the optimization, then the render
-    refine_s = feedback * loop_s + refine_steps * step_s + fast_s
-    print(f"[speed] {device.type} {size}px, {n_anchors} anchors: fast {fast_s:.3f} s/frame "
-          f"({fast_batched_s:.3f} s/frame in batches of {batched}); one optimizer step {step_s:.3f} s; one "
+    exact_s = exact_steps * step_s + render_s        # the optimization, then the render
+    refine_s = feedback * loop_s + refine_steps * step_s + render_s
+    print(f"[speed] {device.type} {size}px, {n_anchors} anchors: a render {render_s:.3f} s/frame "
+          f"({fast_batched_s:.3f} s/frame in batches of {batched}), MediaPipe on a {size}px face {read_s:.3f} s; "
+          f"fast (a pass and a read while tracking, then the render) {fast_s:.3f} s/frame; open loop (the render "
+          f"alone) {render_s:.3f} s/frame; one optimizer step {step_s:.3f} s; one "
           f"closed-loop pass {loop_s:.3f} s; exact {exact_steps:.1f} steps (a frame after the first) -> {exact_s:.2f} s/frame; refine "
           f"{feedback} passes + {refine_steps:.0f} steps -> {refine_s:.2f} s/frame"
           + (" (exact's steps: its budget, not measured: part 1 was skipped)" if assumed else ""))
-    print(f"[speed] {device.type} {size}px: fast is {exact_s / fast_s:.0f}x faster than exact (target >= 20x), "
+    print(f"[speed] {device.type} {size}px: fast is {exact_s / fast_s:.0f}x faster than exact (target >= 20x; open "
+          f"loop {exact_s / render_s:.0f}x), "
           f"refine {exact_s / refine_s:.1f}x (target >= 5x)")
 
 

@@ -2,8 +2,8 @@
 
 Why (issue #14; directions paper Sec. 3.1, Fig. 2): the per-frame optimizer needs tens of
 generator and FaceMesh passes per driving frame; a learned map from the driving descriptor
-(``optimize.pose_expression``) to a latent shift needs none, so a take costs one generator pass
-per frame (the render) and the avatar can be driven live.
+(``optimize.pose_expression``) to a latent shift needs none, so a take costs a generator pass
+or two per frame (fast mode's feedback, then the render) and the avatar can be driven live.
 
 What is learned, for *this* person's generator and space (main paper Appendix B):
 

@@ -3,10 +3,17 @@
 Modes (issue #14), all writing the same latent track (``optimize.track``) as the optimizer:
 
 * ``fast``: every frame's code is predicted from its driving descriptor,
-  ``c_t = c_s + A (p_t - p_s)``, with the center of P as the source s (the identity reference
-  of the exact mode). No generator pass at all while making the track: the one pass per frame is
-  the render. The same temporal filter smooths the codes (the descriptor's MediaPipe jitter
-  would otherwise show).
+  ``c_t = c_s + A (u_t - p_s)``, with the center of P as the source s (the identity reference
+  of the exact mode), from the model input ``u_t = p_t + correction``: each frame's code is
+  rendered and read with MediaPipe as the driving crops were (``RenderReader``: its one
+  generator pass while making the track), and after it ``correction <- FAST_CARRY * correction +
+  FAST_GAIN * (p_t - p(render_t))`` (``fast_track``). Why: what the model misses at a descriptor
+  is mostly its bias there, which changes little from one frame to the next, so the earlier
+  frames' misses predict this frame's; it is refine's closed loop spread over time, one round a
+  frame, and a correction that fades (0.8^t) follows a miss that changes along the clip. The
+  same temporal filter then smooths the codes (the descriptor's MediaPipe jitter would
+  otherwise show). The open loop (``reader=None``: every code straight from its descriptor, in
+  batches, no generator pass) is the bench's control.
 * ``refine``: the take's first frame with a face is the exact mode's own first frame (same start,
   steps and schedule: later frames keep what it settles, so it must settle). Every later frame
   starts from the prediction corrected in a closed loop, then takes ``REFINE_STEPS`` optimizer
@@ -44,19 +51,37 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   Fast mode keeps nothing: without the loop to correct it, keeping the previous code along
   those directions also kept a little of the mouth stretch (what the projector drops is
   mostly, not only, the blend) and fast's error rose from 0.096 to 0.17 px on that clip.
-  Fast's remaining gap (per-frame codes 2.6-3.4x the exact mode's keypoint error on that clip,
-  MLP seeds 0/1/2, ``--model-seed``; 1.9-2.5x as rendered through the take's temporal filter, which smooths the
-  prediction's jitter and blurs the exact mode a little) is not one control but all five:
+
+  Fast's feedback, measured on that clip (``bench/fastmode.py --exact-first-steps 120
+  --model-seed 0|1|2``; the exact mode 0.030 px): 0.072-0.073 px against the open loop's
+  0.080-0.107, 2.43-2.48x against 2.73-3.61x; as rendered through the take's temporal filter
+  1.57-1.79x against 2.09-2.87x; with the linear model 2.90-3.01x. Over four MLP seeds in a
+  scratch harness calling ``fast_track`` (not kept): on that clip 2.15-2.67x against
+  2.54-3.32x open loop; on a nodding clip (a sinusoid of about 25 frames) 1.46-1.63x against
+  2.63-3.01x. Eight other pairs of gain and
+  carry (0.3-1.0, 0.5-1.0) did no better over both clips: a correction at full gain that never
+  fades overshoots (3.1-5.3x on the first clip). It costs one generator pass and one MediaPipe read a
+  frame, in order (so not batched), on top of the take's render: 45x faster than the exact mode
+  on the 2-core CPU at 256 px against the open loop's 95x.
+
+  What stays of fast's gap on the first clip is spread over all five controls:
   ``bench/fastmode.py``'s ablation sets one control of fast's codes to its true value and the
-  error only drops from 0.076 to 0.061-0.073 px, while any one control left as predicted (the
-  others true) gives 0.035-0.052 px alone. So no direction can be taken from elsewhere, as
-  refine takes the blend. The limit is what the descriptor carries: in a scratch experiment (not
-  kept), a quadratic regression fitted on 400 codes drawn around the clip's own path, an
-  oracle's pool, still reached only 0.048-0.063 px (1.6-2.1x); descriptors with more expression
-  components (98 % of the scan's variance, the default, against 99.5 / 99.9 / 100 %) predicted
-  no better (0.115-0.136 px against 0.096 px), nor did twice the samples mixing up to 6 anchors
-  (0.079 px against 0.076 px, ``--pool 512 --max-mix 6``: it cut the blend's error 3x, and the
-  keypoints did not notice).
+  error drops only from 0.073 to 0.063-0.070 px, while any one control left as predicted (the
+  others true) gives 0.036-0.048 px alone (seed 0). So no direction can be taken from elsewhere,
+  as refine takes the blend, and the feedback cannot see the blend either. What the feedback
+  leaves cannot be foretold from earlier frames: the open loop's descriptor misses are nearly
+  uncorrelated from one frame to the next in their largest elements (lag-1 autocorrelation
+  0.4 for yaw, 0.15-0.2 for pitch, 0.1-0.5 for scale, against 0.4-0.8 for the small roll,
+  position and first expression ones), and after the feedback 0-0.4 (scratch, two models):
+  MediaPipe's reading of a face that the stand-in only warps in 2D is rough in the code, and
+  only iterating on the frame itself removes that, which is refine. The limit of the open
+  loop is what the descriptor carries: in a scratch experiment (not kept), a quadratic
+  regression fitted on 400 codes drawn around the clip's own path, an oracle's pool, still
+  reached only 0.048-0.063 px (1.6-2.1x); descriptors with more expression components (98 % of
+  the scan's variance, the default, against 99.5 / 99.9 / 100 %) predicted no better
+  (0.115-0.136 px against 0.096 px), nor did twice the samples mixing up to 6 anchors (0.079 px
+  against 0.076 px, ``--pool 512 --max-mix 6``: it cut the blend's error 3x, and the keypoints
+  did not notice), nor averaging four models' codes (2.46x and 2.73x on the two clips).
 * ``exact`` is ``optimize.reenact`` itself.
 
 Frames where MediaPipe found no face hold the previous frame's code, as in the exact mode.
@@ -71,7 +96,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optimize.driving import DrivingFrames
+from optimize.driving import DrivingFrames, detect_crop_landmarks, tensor_to_uint8
 from optimize.fast_directions import MotionModelFiles, apply_shift
 from optimize.latent_space import PersonalizedSpace, PPlusCode, shifted_softplus
 from optimize.losses import FrameTarget, LandmarkFn
@@ -101,6 +126,14 @@ start this close off its mark: at the full size the keypoint error after the loo
 move the mouth and irises)."""
 REFINE_CARRY = 0.8
 """Share of the previous frame's input correction that refine mode's loop starts from (module docstring)."""
+FAST_GAIN = 0.7
+"""Share of a frame's miss (driving descriptor minus the render's) that fast mode adds to the next
+frames' model input (``fast_track``; module docstring)."""
+FAST_CARRY = 0.8
+"""Share of the running correction fast mode keeps from one frame to the next: old misses fade
+(0.8^t), so a correction follows a miss that changes along the clip instead of adding up."""
+FAST_CHUNK = 256
+"""Frames predicted at once by the open loop (no feedback)."""
 INPUT_LIMIT = 2.0
 """Rescaled descriptor elements are clamped to +-INPUT_LIMIT * a: a driving face far outside
 what the generator's samples showed is driven to the edge of the learned range, not beyond."""
@@ -195,49 +228,89 @@ def refine_settings(settings: ReenactSettings, steps: int = REFINE_STEPS, lr: fl
                    lr_decay=False, patience=steps, min_steps=steps)
 
 
+class RenderReader:
+    """Renders a code and reads the face with MediaPipe, as the driving crops were read: fast
+    mode's feedback (``fast_track``). One generator pass and one MediaPipe pass, no gradients.
+
+    Why MediaPipe and not the differentiable FaceMesh: the driving frames' descriptors come from
+    MediaPipe (static mode, ``optimize.driving.detect_crop_landmarks``), and the feedback compares
+    the render's descriptor with them; one instrument on both sides (see ``closed_loop``).
+    """
+
+    def __init__(self, generator: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+        self.generator = generator
+        self.device = torch.device(device)
+        self.size = int(generator.img_resolution)
+
+    def __call__(self, ws: torch.Tensor) -> np.ndarray | None:
+        """ws (1,num_ws,w_dim) -> the render's landmarks (1,478,3) in its pixels (side ``size``),
+        None when MediaPipe finds no face in it."""
+        with torch.no_grad():
+            image = tensor_to_uint8(self.generator.synthesis(ws.to(self.device), noise_mode="const"))
+        landmarks, valid = detect_crop_landmarks(image.__getitem__, 1)
+        return landmarks if valid[0] else None
+
+
 def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_path: Path,
-               predictor: MotionPredictor, *, settings: ReenactSettings = ReenactSettings(),
-               generator_id: str = "", image_size: int | None = None, restart: bool = False,
+               predictor: MotionPredictor, reader: RenderReader | None = None, *,
+               gain: float = FAST_GAIN, carry: float = FAST_CARRY,
+               settings: ReenactSettings = ReenactSettings(), generator_id: str = "",
+               image_size: int | None = None, restart: bool = False,
                progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
     """Predict every frame's code (fast mode) and save the finished track to ``track_path``.
 
+    With a ``reader`` (the product's fast mode), frame t's model input is its descriptor plus a
+    correction learned from the frames before it: after each frame, ``correction = carry *
+    correction + gain * (p_t - p(render_t))``, read by ``reader`` (module docstring). One
+    generator pass a frame, in order; saved as it goes, so a cancelled take resumes (its first
+    new frame without a correction). Without one (``reader=None`` or ``gain=0``), the open loop:
+    every code straight from its descriptor, in batches, no generator pass.
+
     ``image_size``: the side of the driving crops the landmarks are in (default: read frame 0).
     A finished track made from the same inputs is reused; ``settings.smooth_sigma`` smooths it.
+    ``generator_passes`` counts the feedback's renders.
     """
     started = time.perf_counter()
     track_path = Path(track_path)
     anchors = np.asarray(anchors, np.float32)
     n = driving.n_frames
-    fingerprint = track_fingerprint(driving, anchors, f"{generator_id}|fast:{predictor.model_id}",
-                                    {"mode": "fast"})
+    feedback = reader is not None and gain > 0
+    params: dict[str, object] = {"mode": "fast"}
+    if feedback:
+        params.update(feedback_gain=float(gain), feedback_carry=float(carry))
+    fingerprint = track_fingerprint(driving, anchors, f"{generator_id}|fast:{predictor.model_id}", params)
+    space = predictor.space
+    track: LatentTrack | None = None
     if track_path.exists() and not restart:
         existing = LatentTrack.load(track_path)
-        if existing.fingerprint == fingerprint and existing.complete:
+        if existing.fingerprint != fingerprint:
+            raise ProjectError(
+                f"The take folder {track_path.parent} holds a latent track made from another driving "
+                "video, generator, motion model or mode.",
+                "Restart the take to discard it, or give this take another name.")
+        if existing.complete:
             if existing.smooth_sigma != settings.smooth_sigma:
                 existing.smooth_sigma = float(settings.smooth_sigma)
                 existing.ws_smooth = smooth_track(existing.ws, settings.smooth_sigma)
                 existing.save(track_path)
             return ReenactResult(existing, 0, 0, time.perf_counter() - started,
                                  [int(i) for i in np.flatnonzero(~existing.face_found)])
-        if existing.fingerprint != fingerprint:
-            raise ProjectError(
-                f"The take folder {track_path.parent} holds a latent track made from another driving "
-                "video, generator, motion model or mode.",
-                "Restart the take to discard it, or give this take another name.")
+        track = existing if feedback else None
     size = float(image_size or driving.load_image(0).shape[1])
-    space = predictor.space
-    track = LatentTrack.empty(fingerprint, n, space.n_anchors, num_ws, space.w_dim, 0)
+    if track is None:
+        track = LatentTrack.empty(fingerprint, n, space.n_anchors, num_ws, space.w_dim, 0)
     valid = np.asarray(driving.valid, bool)
-    chunk = 256
-    for start in range(0, n, chunk):
-        cancel.check()
-        stop = min(n, start + chunk)
-        coefficients = predictor.coefficients(driving.landmarks[start:stop], size)
-        code = predictor.code(coefficients)
-        track.ws[start:stop] = space.coefficients_to_ws(coefficients).cpu().numpy()
-        track.alpha[start:stop] = code.alpha.cpu().numpy()
-        track.delta[start:stop] = code.delta.cpu().numpy()
-        progress(stop, n, f"fast: frame {stop}/{n}")
+    first = track.frames_done
+    if feedback:
+        passes = _fast_with_feedback(track, track_path, driving, size, predictor, reader, gain, carry,
+                                     settings, progress, cancel)
+    else:
+        passes = 0
+        for start in range(0, n, FAST_CHUNK):
+            cancel.check()
+            stop = min(n, start + FAST_CHUNK)
+            _write_codes(track, slice(start, stop), predictor, predictor.coefficients(driving.landmarks[start:stop], size))
+            progress(stop, n, f"fast: frame {stop}/{n}")
     _hold_faceless(track, valid, space)
     track.face_found[:] = valid
     track.frames_done = n
@@ -245,7 +318,57 @@ def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_p
     track.ws_smooth = smooth_track(track.ws, settings.smooth_sigma)
     track.complete = True
     track.save(track_path)
-    return ReenactResult(track, n, 0, time.perf_counter() - started, [int(i) for i in np.flatnonzero(~valid)])
+    return ReenactResult(track, n - first, passes, time.perf_counter() - started,
+                         [int(i) for i in np.flatnonzero(~valid)])
+
+
+def _write_codes(track: LatentTrack, frames: slice, predictor: MotionPredictor, coefficients: torch.Tensor) -> torch.Tensor:
+    """Store P+ coefficients (T,num_ws,N) as the track's frames ``frames``; returns their ws (T,num_ws,w_dim)."""
+    ws = predictor.space.coefficients_to_ws(coefficients)
+    code = predictor.code(coefficients)
+    track.ws[frames] = ws.cpu().numpy()
+    track.alpha[frames] = code.alpha.cpu().numpy()
+    track.delta[frames] = code.delta.cpu().numpy()
+    return ws
+
+
+def _fast_with_feedback(track: LatentTrack, track_path: Path, driving: DrivingFrames, size: float,
+                        predictor: MotionPredictor, reader: RenderReader, gain: float, carry: float,
+                        settings: ReenactSettings, progress: ProgressFn, cancel: CancelToken) -> int:
+    """Fast mode's frames from ``track.frames_done`` on, each input corrected by the earlier
+    frames' misses (``fast_track``); saves the track as it goes. Returns the renders made."""
+    n = track.n_frames
+    inputs = predictor.inputs(driving.landmarks, size)                     # (T,d)
+    correction = torch.zeros_like(inputs[:1])
+    passes = unsaved = 0
+    last_save = time.perf_counter()
+    try:
+        for t in range(track.frames_done, n):
+            cancel.check()
+            if driving.valid[t]:
+                with torch.no_grad():
+                    coefficients = predictor.coefficients_at(predictor.clamp(inputs[t:t + 1] + correction))
+                    ws = _write_codes(track, slice(t, t + 1), predictor, coefficients)
+                read = reader(ws)
+                passes += 1
+                correction = carry * correction
+                if read is not None:
+                    correction = correction + gain * (inputs[t:t + 1] - predictor.inputs(read, reader.size))
+            else:
+                # a face that comes back may have moved anywhere: what was missed before says nothing
+                correction = torch.zeros_like(correction)
+            track.face_found[t] = bool(driving.valid[t])
+            track.frames_done = t + 1
+            unsaved += 1
+            if unsaved >= settings.save_every and time.perf_counter() - last_save >= settings.min_save_seconds:
+                track.save(track_path)
+                last_save, unsaved = time.perf_counter(), 0
+            progress(t + 1, n, f"fast: frame {t + 1}/{n}")
+    except BaseException:
+        if unsaved:
+            track.save(track_path)   # keep every finished frame (cancel, Ctrl-C, an error)
+        raise
+    return passes
 
 
 def _hold_faceless(track: LatentTrack, valid: np.ndarray, space: PersonalizedSpace) -> None:
@@ -345,5 +468,5 @@ def refine_track(generator: torch.nn.Module, anchors: np.ndarray, driving: Drivi
     return result
 
 
-__all__ = ["MODES", "REFINE_FEEDBACK", "REFINE_STEPS", "REFINE_LR", "REFINE_CARRY", "MotionPredictor", "closed_loop",
+__all__ = ["MODES", "FAST_GAIN", "FAST_CARRY", "RenderReader", "REFINE_FEEDBACK", "REFINE_STEPS", "REFINE_LR", "REFINE_CARRY", "MotionPredictor", "closed_loop",
            "refine_settings", "fast_track", "refine_track"]

@@ -18,7 +18,7 @@ import torch
 from optimize.driving import DrivingFrames
 from optimize.fast_directions import (CHECKPOINTS_DIR, POOL_FILE, MotionSettings, load_motion_model,
                                       train_motion_model)
-from optimize.fast_reenact import MODES, REFINE_STEPS, MotionPredictor, fast_track, refine_track
+from optimize.fast_reenact import MODES, REFINE_STEPS, MotionPredictor, RenderReader, fast_track, refine_track
 from optimize.latent_space import PersonalizedSpace
 from optimize.reenact import ReenactResult
 from optimize.reenact_settings import ReenactSettings
@@ -131,7 +131,7 @@ def mode_track(project: Project, name: str, mode: str, generator: torch.nn.Modul
     with ``predictor`` from ``motion_predictor`` (the job loads it before its slow preparation)."""
     if mode == "fast":
         return fast_track(anchors, generator.num_ws, frames, project.track_path(name), predictor,
-                          settings=settings, generator_id=project.generator_id(), restart=restart,
+                          RenderReader(generator, device), settings=settings, generator_id=project.generator_id(), restart=restart,
                           progress=progress, cancel=cancel)
     return refine_track(generator, anchors, frames, project.track_path(name), predictor, settings=settings,
                         steps=refine_steps or REFINE_STEPS, generator_id=project.generator_id(),

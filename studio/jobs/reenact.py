@@ -124,7 +124,8 @@ def reenact_take(project: Project, driving: str | Path | None, name: str,
     ``backend``: the re-enactment mode (``optimize.backends.BACKENDS``). 'personal' (the
     personalized generator) is shaped by ``settings`` (read, never changed; build them with
     ``ReenactSettings().adjusted(...)`` from the user's options) and by ``mode``: 'exact'
-    (per-frame optimization), 'fast' (the motion model's prediction, one generator pass per frame)
+    (per-frame optimization), 'fast' (the motion model's prediction, corrected by the earlier frames' misses: one generator
+    pass per frame)
     or 'refine' (the first frame as 'exact' does it, then the prediction corrected in a closed
     loop and ``refine_steps`` optimizer steps a frame; ``studio.jobs.motion``).
     A one-shot mode is shaped by ``oneshot`` (``studio.jobs.oneshot``: source, landmarks,

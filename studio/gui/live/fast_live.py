@@ -18,7 +18,7 @@ from studio.gui.live.live_panel import LivePanel
 
 MODES = (("exact", "Exact (optimize every frame; slowest, most faithful)"),
          ("refine", "Refine (the first frame as Exact, then the fast prediction corrected: 5 passes + 1 step)"),
-         ("fast", "Fast (one generator pass per frame)"))
+         ("fast", "Fast (the prediction, one generator pass per frame)"))
 
 
 class FastLiveBox(QGroupBox):
