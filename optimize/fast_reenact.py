@@ -58,11 +58,11 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   1.57-1.79x against 2.09-2.87x; with the linear model 2.90-3.01x. Over four MLP seeds in a
   scratch harness calling ``fast_track`` (not kept): on that clip 2.15-2.67x against
   2.54-3.32x open loop; on a nodding clip (a sinusoid of about 25 frames) 1.46-1.63x against
-  2.63-3.01x. Eight other pairs of gain and
-  carry (0.3-1.0, 0.5-1.0) did no better over both clips: a correction at full gain that never
-  fades overshoots (3.1-5.3x on the first clip). It costs one generator pass and one MediaPipe read a
-  frame, in order (so not batched), on top of the take's render: 45x faster than the exact mode
-  on the 2-core CPU at 256 px against the open loop's 95x.
+  2.63-3.01x. Eight other pairs of gain and carry (0.3-1.0, 0.5-1.0) did no better over both
+  clips: a correction at full gain that never fades overshoots (3.1-5.3x on the first clip).
+  It costs one generator pass and one MediaPipe read a frame, in order (so not batched), on
+  top of the take's render: 45x faster than the exact mode on the 2-core CPU at 256 px,
+  against the open loop's 95x.
 
   What stays of fast's gap on the first clip is spread over all five controls:
   ``bench/fastmode.py``'s ablation sets one control of fast's codes to its true value and the
