@@ -15,10 +15,13 @@ Prints:
    each mode's per-frame codes, and again "as rendered": after the take's temporal filter
    (``ReenactSettings.smooth_sigma``, the same for every mode), which is what a take shows. Fast's
    error is also taken apart control by control: with one control set to its true value, and with
-   only that control as predicted;
+   only that control as predicted; and fast's descriptor miss per element, with and without its
+   feedback, with its lag-1 autocorrelation (the part earlier frames foretell, which the feedback
+   can remove). ``--clip`` picks the driving clip (``CLIPS``);
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
    present): seconds per frame of the fast mode measured (descriptor + motion model + one generator
-   pass and a MediaPipe read for its feedback, then the take's render; the open loop: the render), one fp32 generator pass's GFLOP and GFLOP/s (NCHW and channels-last), one
+   pass and a MediaPipe read for its feedback, then the take's render; the open loop: the
+   render), one fp32 generator pass's GFLOP and GFLOP/s (NCHW and channels-last), one
    optimizer step and one closed-loop pass measured, and exact / refine per frame
    from their passes in part 1;
 3. live: ``optimize.live.LiveDriver`` on the real self-scan video (MediaPipe tracking, alignment,
@@ -36,6 +39,8 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --skip-speed --exact-first-steps 120       # exact's first frame converged
     .venv/bin/python bench/fastmode.py --skip-speed --frames 12        # the clip of earlier runs
     .venv/bin/python bench/fastmode.py --skip-speed --pool 512 --max-mix 6        # other sample pools
+    .venv/bin/python bench/fastmode.py --skip-speed --exact-first-steps 120 --clip nod   # a nodding clip
+    .venv/bin/python bench/fastmode.py --skip-speed --fast-gain 0.5 --fast-carry 1  # fast's feedback variants
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
 Not a test: it only prints figures.
 """
@@ -51,13 +56,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optimize.driving import DrivingFrames, detect_crop_landmarks, tensor_to_uint8
+from optimize.driving import DrivingFrames, crop_landmarks, detect_crop_landmarks, tensor_to_uint8
 from optimize.fast_directions import MODEL_KINDS, MotionModel, MotionModelFiles, MotionSettings, sample_codes, train_motion_model
-from optimize.fast_reenact import (REFINE_CARRY, REFINE_FEEDBACK, REFINE_LR, REFINE_STEPS, MotionPredictor, RenderReader, closed_loop,
+from optimize.fast_reenact import (FAST_CARRY, FAST_GAIN, REFINE_CARRY, REFINE_FEEDBACK, REFINE_LR, REFINE_STEPS, MotionPredictor, RenderReader, closed_loop,
                                   fast_track, refine_settings, refine_track)
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
-from optimize.pose_expression import fit_descriptor
+from optimize.pose_expression import POSE_NAMES, fit_descriptor
 from optimize.reenact import FrameOptimizer, identity_reference, reenact
 from optimize.reenact_settings import ReenactSettings
 from optimize.standin import CONTROL_NAMES, WarpFaceGenerator, warp_anchors
@@ -124,10 +129,33 @@ def _render_ws(generator, ws: np.ndarray) -> np.ndarray:
         return tensor_to_uint8(generator.synthesis(torch.as_tensor(ws)))
 
 
+CLIPS = {
+    "pan": lambda t, n: [0.6 - 0.5 * t / (n - 1), 0.1, 0.0, 0.3, 0.5 * t / (n - 1), 0.0],
+    "nod": lambda t, n: [0.2 + 0.3 * np.sin(t / 4), 0.3, 0.2 - 0.2 * np.sin(t / 4), 0.1, 0.1, 0.1],
+}
+"""The quality part's driving clips: anchor weights of frame t of n (each row is normalized to sum
+to 1). 'pan' moves steadily from one mixture to another (the default, test_reenact's take);
+'nod' swings back and forth, a period of about 25 frames."""
+
+
+def _miss_autocorrelation(generator, predictor: MotionPredictor, ws: np.ndarray, driving: DrivingFrames,
+                          size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per descriptor element, a mode's miss (the driving frame's p minus its render's, rescaled):
+    its RMS over the clip and its lag-1 autocorrelation, how much of it earlier frames foretell
+    (what fast mode's feedback can remove)."""
+    landmarks, valid = detect_crop_landmarks(_render_ws(generator, ws).__getitem__, len(ws))
+    miss = (predictor.inputs(driving.landmarks, size) - predictor.inputs(landmarks, size)).numpy()
+    miss = miss[valid & np.asarray(driving.valid, bool)]
+    rms = np.sqrt((miss ** 2).mean(axis=0))
+    lag1 = np.array([np.corrcoef(miss[1:, j], miss[:-1, j])[0, 1] for j in range(miss.shape[1])])
+    return rms, lag1
+
+
 def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int = REFINE_STEPS,
             feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
             seed: int = 0, exact_first_steps: int | None = None, main_kind: str = DEFAULT_KIND,
-            max_mix: int = MotionSettings().max_mix) -> dict[str, float]:
+            max_mix: int = MotionSettings().max_mix, clip: str = "pan", fast_gain: float = FAST_GAIN,
+            fast_carry: float = FAST_CARRY) -> dict[str, float]:
     """Part 1; returns the mean generator passes per frame of the exact mode and of refine's
     optimizer steps (its closed-loop passes are ``feedback`` a frame). Fast and refine use the
     ``main_kind`` motion model; fast also runs with the other kind."""
@@ -141,7 +169,7 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
     scan_codes = sample_codes(space.n_anchors, 41, 3, torch.Generator().manual_seed(5))[1:]
     scan_images = _render(generator, space, scan_codes)
     scan, ok = detect_crop_landmarks(scan_images.__getitem__, len(scan_images))
-    path = [[0.6 - 0.5 * t / (n_frames - 1), 0.1, 0.0, 0.3, 0.5 * t / (n_frames - 1), 0.0] for t in range(n_frames)]
+    path = [list(np.asarray(CLIPS[clip](t, n_frames)) / np.sum(CLIPS[clip](t, n_frames))) for t in range(n_frames)]
     driving = DrivingFrames.from_arrays(list(_render(generator, space, path)))
     settings = ReenactSettings()    # the take's temporal filter: errors are measured before and after it
     exact_settings = ReenactSettings(first_steps=exact_first_steps)
@@ -162,11 +190,13 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
             models[kind] = MotionPredictor(trained.files, space)
         results = {}
         t0 = time.perf_counter()
-        reader = RenderReader(generator)
-        fast = fast_track(anchors, generator.num_ws, driving, tmp / "fast.npz", models[main_kind], reader, settings=settings)
-        results["fast"] = (fast, time.perf_counter() - t0)
-        other = fast_track(anchors, generator.num_ws, driving, tmp / "other.npz", models[other_kind], reader, settings=settings)
-        results[f"fast ({other_kind})"] = (other, 0.0)
+        with RenderReader(generator) as reader:
+            fast = fast_track(anchors, generator.num_ws, driving, tmp / "fast.npz", models[main_kind], reader,
+                              gain=fast_gain, carry=fast_carry, settings=settings)
+            results["fast"] = (fast, time.perf_counter() - t0)
+            other = fast_track(anchors, generator.num_ws, driving, tmp / "other.npz", models[other_kind], reader,
+                               gain=fast_gain, carry=fast_carry, settings=settings)
+            results[f"fast ({other_kind})"] = (other, 0.0)
         # the control: fast without its feedback (every code straight from its descriptor)
         t0 = time.perf_counter()
         results["fast (open loop)"] = (fast_track(anchors, generator.num_ws, driving, tmp / "open.npz", models[main_kind],
@@ -200,7 +230,7 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         true_controls = generator.controls_of(true_ws)
         control_errors = {name: (generator.controls_of(torch.as_tensor(r.track.ws)) - true_controls).abs().mean(dim=0)
                           for name, (r, _) in results.items()}
-    print(f"[quality] stand-in {size}px, {n_frames} driving frames rendered from known codes; keypoint error = "
+    print(f"[quality] stand-in {size}px, clip '{clip}': {n_frames} driving frames rendered from known codes; keypoint error = "
           f"MediaPipe on the result vs on the driving frame (mean over frames); refine: {feedback} closed-loop "
           f"passes + {refine_steps} optimizer steps a frame at {lr:g} of the step size, carry {carry:g}; fast and refine use the {main_kind} motion model")
     for name, (result, seconds) in results.items():
@@ -217,6 +247,12 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           "(the others as predicted) / with only that control as predicted (the others true), px:")
     for name, right, wrong in zip(CONTROL_NAMES, fixed, alone):
         print(f"  {name:<21} {right:.3f} / {wrong:.3f}")
+    names = list(POSE_NAMES) + [f"pc{i + 1}" for i in range(models[main_kind].descriptor.dim - len(POSE_NAMES))]
+    print(f"[quality] fast's descriptor miss per element ({', '.join(names)}): RMS / lag-1 autocorrelation over the clip "
+          f"(feedback gain {fast_gain:g}, carry {fast_carry:g}; what earlier frames foretell, it can remove)")
+    for name in ("fast", "fast (open loop)", "exact"):
+        rms, lag1 = _miss_autocorrelation(generator, models[main_kind], results[name][0].track.ws, driving, size)
+        print(f"  {name:<21} " + "  ".join(f"{r:.3f}/{a:+.2f}" for r, a in zip(rms, lag1)))
     e = {k: float(np.nanmean(v)) for k, v in errors.items()}
     passes = {k: results[k][0].generator_passes / n_frames for k in ("exact", "refine")}
     later = {k: (results[k][0].generator_passes - first) / (n_frames - 1) for k in ("exact", "refine")}
@@ -304,7 +340,7 @@ def _generator_pass(generator, ws: torch.Tensor, device: torch.device, repeats: 
 
 def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, refine_steps: float,
           feedback: int = REFINE_FEEDBACK, assumed: bool = False) -> None:
-    from personalize.faces import detect_landmarks
+    from personalize.faces import LandmarkDetector, detect_landmarks
     from personalize.faces.facemesh import FaceMesh
     from optimize.driving import image_to_tensor
     from optimize.standin import aligned_image
@@ -328,12 +364,14 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
             tensor_to_uint8(generator.synthesis(predictor.ws(batch[t:t + 1], size).to(device), noise_mode="const"))
     _sync(device)
     render_s = (time.perf_counter() - t0) / frames
-    # fast's feedback reads each render with MediaPipe: timed on a real face (random weights draw none)
-    detect_crop_landmarks(lambda _: image, 1)                                  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(frames):
-        detect_crop_landmarks(lambda _: image, 1)
-    read_s = (time.perf_counter() - t0) / frames
+    # fast's feedback reads each render with MediaPipe (RenderReader's detector, kept open): timed
+    # on a real face (random weights draw none)
+    with LandmarkDetector() as detector:
+        crop_landmarks(detector, image)                                         # warm-up
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            crop_landmarks(detector, image)
+        read_s = (time.perf_counter() - t0) / frames
     fast_s = 2 * render_s + read_s     # the feedback's pass and read while tracking, then the take's render
     batched = 8 if device.type == "cuda" else 4
     _sync(device)
@@ -441,6 +479,9 @@ def main() -> None:
                         help="the motion model kind fast and refine use (fast also runs with the other)")
     parser.add_argument("--model-seed", type=int, default=0,
                         help="seed of the motion models' training (pool, pairs): another seed, another model")
+    parser.add_argument("--clip", choices=sorted(CLIPS), default="pan", help="the quality part's driving clip (CLIPS)")
+    parser.add_argument("--fast-gain", type=float, default=FAST_GAIN, help="fast mode's feedback gain (0: the open loop)")
+    parser.add_argument("--fast-carry", type=float, default=FAST_CARRY, help="fast mode's feedback carry")
     parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="refine mode's optimizer steps per frame")
     parser.add_argument("--refine-feedback", type=int, default=REFINE_FEEDBACK,
                         help="refine mode's closed-loop passes per frame (0: none, the optimizer alone)")
@@ -457,7 +498,8 @@ def main() -> None:
     if not args.skip_quality:
         counts = quality(256, frames, steps, pool=args.pool or (128 if args.quick else 256), refine_steps=args.refine_steps,
                          feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr, seed=args.model_seed,
-                         exact_first_steps=args.exact_first_steps, main_kind=args.kind, max_mix=args.max_mix)
+                         exact_first_steps=args.exact_first_steps, main_kind=args.kind, max_mix=args.max_mix,
+                         clip=args.clip, fast_gain=args.fast_gain, fast_carry=args.fast_carry)
     runs = []
     if args.skip_speed:
         return

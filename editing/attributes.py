@@ -13,13 +13,12 @@ image size or face scale.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import numpy as np
 import torch
 
-from personalize.errors import MediaError, UserError
+from personalize.errors import UserError
 
 # MediaPipe face-mesh indices (canonical topology; "first"/"second" = image left/right in a frontal face)
 EYE_OUTER = (33, 263)
@@ -129,40 +128,31 @@ def images_to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 class ImageLandmarker:
-    """MediaPipe face mesh in static-image mode, kept open across many images.
+    """MediaPipe face mesh in static-image mode, kept open across many images, for image batches.
 
     Why not ``detect_landmarks`` per image: that builds a new MediaPipe graph per call (~0.1 s),
-    which dominates when thousands of generated samples are scored; the graph is reused here.
-    Each image is detected independently (no tracking between unrelated samples).
+    which dominates when thousands of generated samples are scored; the graph is reused here
+    (``personalize.faces.LandmarkDetector``). Each image is detected independently (no tracking
+    between unrelated samples).
     """
 
     def __init__(self, min_detection: float = 0.5) -> None:
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        try:
-            from mediapipe.python.solutions import face_mesh as mp_face_mesh
-        except ImportError as exc:  # pragma: no cover - pinned dependency
-            raise MediaError("MediaPipe (with its face models) is not installed.",
-                             "Install the studio's requirements: pip install 'mediapipe<0.10.30'") from exc
-        self._mesh = mp_face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                           min_detection_confidence=min_detection)
+        from personalize.faces import LandmarkDetector
+
+        self._detector = LandmarkDetector(max_faces=1, min_detection=min_detection)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         """(N, 3, H, W) in [-1, 1] -> (N, 478, 3) float32 pixel landmarks, NaN rows where no face."""
         frames = images_to_uint8(images)
         out = np.full((len(frames), 478, 3), np.nan, dtype=np.float32)
         for i, frame in enumerate(frames):
-            height, width = frame.shape[:2]
-            result = self._mesh.process(np.ascontiguousarray(frame))
-            faces = result.multi_face_landmarks or []
-            if faces:
-                pts = np.array([(p.x, p.y, p.z) for p in faces[0].landmark], dtype=np.float32)
-                if pts.shape == (478, 3):
-                    out[i] = pts * np.array([width, height, width], dtype=np.float32)
+            found = self._detector.detect(frame)
+            if found is not None:
+                out[i] = found
         return out
 
     def close(self) -> None:
-        self._mesh.close()
+        self._detector.close()
 
     def __enter__(self) -> "ImageLandmarker":
         return self

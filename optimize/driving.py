@@ -11,7 +11,7 @@ import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from personalize.errors import ProjectError
 from personalize.fileio import atomic_save_npz
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 from personalize.video import read_image
+
+if TYPE_CHECKING:
+    from personalize.faces import LandmarkDetector
 
 MIN_DETECT_SIDE = 256
 
@@ -87,34 +90,42 @@ class DrivingFrames:
                    np.asarray(valid, bool), content_hash)
 
 
-def detect_crop_landmarks(load_image: Callable[[int], np.ndarray], n: int,
-                          progress: ProgressFn = no_progress,
-                          cancel: CancelToken = NEVER_CANCELLED) -> tuple[np.ndarray, np.ndarray]:
-    """MediaPipe (static mode) on every aligned crop -> landmarks (T,478,3) in crop pixels, valid (T,).
+def crop_landmarks(detector: LandmarkDetector, image: np.ndarray) -> np.ndarray | None:
+    """MediaPipe (static mode, ``detector``) on one aligned crop (H,W,3) uint8 -> its landmarks
+    (478,3) in crop pixels, or None without a face.
 
     Crops smaller than ``MIN_DETECT_SIDE`` are upscaled first (MediaPipe's detector misses faces in
     tiny images, e.g. a 64 px test generator's crops); landmarks are scaled back.
     """
     import cv2
 
-    from personalize.faces import detect_landmarks
+    side = image.shape[1]
+    scale = 1.0
+    if side < MIN_DETECT_SIDE:
+        scale = MIN_DETECT_SIDE / side
+        image = cv2.resize(image, (MIN_DETECT_SIDE, int(round(image.shape[0] * scale))),
+                           interpolation=cv2.INTER_CUBIC)
+    found = detector.detect(image)
+    return None if found is None else found / scale
+
+
+def detect_crop_landmarks(load_image: Callable[[int], np.ndarray], n: int,
+                          progress: ProgressFn = no_progress,
+                          cancel: CancelToken = NEVER_CANCELLED) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe (static mode) on every aligned crop (``crop_landmarks``, one detector for all)
+    -> landmarks (T,478,3) in crop pixels, valid (T,)."""
+    from personalize.faces import LandmarkDetector
 
     landmarks = np.zeros((n, 478, 3), np.float32)
     valid = np.zeros(n, bool)
-    for t in range(n):
-        cancel.check()
-        image = load_image(t)
-        side = image.shape[1]
-        scale = 1.0
-        if side < MIN_DETECT_SIDE:
-            scale = MIN_DETECT_SIDE / side
-            image = cv2.resize(image, (MIN_DETECT_SIDE, int(round(image.shape[0] * scale))),
-                               interpolation=cv2.INTER_CUBIC)
-        found = detect_landmarks(image)
-        if found is not None:
-            landmarks[t] = found / scale
-            valid[t] = True
-        progress(t + 1, n, "driving keypoints")
+    with LandmarkDetector() as detector:
+        for t in range(n):
+            cancel.check()
+            found = crop_landmarks(detector, load_image(t))
+            if found is not None:
+                landmarks[t] = found
+                valid[t] = True
+            progress(t + 1, n, "driving keypoints")
     return landmarks, valid
 
 

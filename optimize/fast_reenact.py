@@ -55,14 +55,15 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   Fast's feedback, measured on that clip (``bench/fastmode.py --exact-first-steps 120
   --model-seed 0|1|2``; the exact mode 0.030 px): 0.072-0.073 px against the open loop's
   0.080-0.107, 2.43-2.48x against 2.73-3.61x; as rendered through the take's temporal filter
-  1.57-1.79x against 2.09-2.87x; with the linear model 2.90-3.01x. Over four MLP seeds in a
-  scratch harness calling ``fast_track`` (not kept): on that clip 2.15-2.67x against
-  2.54-3.32x open loop; on a nodding clip (a sinusoid of about 25 frames) 1.46-1.63x against
-  2.63-3.01x. Eight other pairs of gain and carry (0.3-1.0, 0.5-1.0) did no better over both
+  1.57-1.79x against 2.09-2.87x; with the linear model 2.90-3.01x. On a nodding clip (``--clip
+  nod``, a sinusoid of about 25 frames; seed 0, the exact mode 0.045 px): 1.46x against 2.65x
+  (refine 0.83x). Over four MLP seeds in a scratch harness calling ``fast_track`` (not kept):
+  on the first clip 2.15-2.67x against 2.54-3.32x open loop, on the nodding one 1.46-1.63x
+  against 2.63-3.01x. Eight other pairs of gain and carry (0.3-1.0, 0.5-1.0) did no better over both
   clips: a correction at full gain that never fades overshoots (3.1-5.3x on the first clip).
   It costs one generator pass and one MediaPipe read a frame, in order (so not batched), on
-  top of the take's render: 45x faster than the exact mode on the 2-core CPU at 256 px,
-  against the open loop's 95x. A miss the generator cannot close (another person's face) is
+  top of the take's render: 41-45x faster than the exact mode on the 2-core CPU at 256 px,
+  against the open loop's 83-95x (two runs; MediaPipe's read is 10 ms of a frame's 0.7-0.8 s). A miss the generator cannot close (another person's face) is
   bounded: the correction stays within gain / (1 - carry) = 3.5 times it, then the input's
   clamp. Driven by the shared media's two real driving clips of other people (40 frames each,
   on the stand-in, 40 % of the descriptor's elements beyond the learned range), fast with the
@@ -101,7 +102,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optimize.driving import DrivingFrames, detect_crop_landmarks, tensor_to_uint8
+from optimize.driving import DrivingFrames, crop_landmarks, tensor_to_uint8
 from optimize.fast_directions import MotionModelFiles, apply_shift
 from optimize.latent_space import PersonalizedSpace, PPlusCode, shifted_softplus
 from optimize.losses import FrameTarget, LandmarkFn
@@ -239,21 +240,35 @@ class RenderReader:
 
     Why MediaPipe and not the differentiable FaceMesh: the driving frames' descriptors come from
     MediaPipe (static mode, ``optimize.driving.detect_crop_landmarks``), and the feedback compares
-    the render's descriptor with them; one instrument on both sides (see ``closed_loop``).
+    the render's descriptor with them; one instrument on both sides (see ``closed_loop``). It
+    keeps one static-mode detector open (``LandmarkDetector``): close it, or use it as a context
+    manager.
     """
 
     def __init__(self, generator: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+        from personalize.faces import LandmarkDetector
+
         self.generator = generator
         self.device = torch.device(device)
         self.size = int(generator.img_resolution)
+        self.detector = LandmarkDetector()
 
     def __call__(self, ws: torch.Tensor) -> np.ndarray | None:
         """ws (1,num_ws,w_dim) -> the render's landmarks (1,478,3) in its pixels (side ``size``),
         None when MediaPipe finds no face in it."""
         with torch.no_grad():
-            image = tensor_to_uint8(self.generator.synthesis(ws.to(self.device), noise_mode="const"))
-        landmarks, valid = detect_crop_landmarks(image.__getitem__, 1)
-        return landmarks if valid[0] else None
+            image = tensor_to_uint8(self.generator.synthesis(ws.to(self.device), noise_mode="const"))[0]
+        found = crop_landmarks(self.detector, image)
+        return None if found is None else found[None]
+
+    def close(self) -> None:
+        self.detector.close()
+
+    def __enter__(self) -> "RenderReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_path: Path,

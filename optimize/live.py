@@ -28,12 +28,13 @@ about 165 GFLOP/s from the generator alone, more than the two cores' fp32 peak a
 base clock (157), and channels-last fp32 measured no consistent gain (the bench times both
 layouts alternately). Such a machine drives live below 5 fps unless it has a GPU.
 
-Why live has no feedback, unlike a fast take (``optimize.fast_reenact``): reading each avatar
-with MediaPipe costs about 40 ms a 256 px frame on the 2-core CPU (``bench/fastmode.py``), a fifth to
-an eighth of a frame there, and at 30 fps on a GPU it would share the 33 ms frame with the
-camera's own MediaPipe pass on the CPU (not measured: no GPU here); and live reads the camera
-with MediaPipe's tracker mapped into the crop, so the avatar would be read by another
-instrument, whose difference the feedback would add up.
+Why live has no feedback, unlike a fast take (``optimize.fast_reenact``): live reads the camera
+with MediaPipe's tracker, mapped into the crop, so the avatar would be read by another
+instrument (static mode on the aligned render), and the feedback would add up their difference
+(``closed_loop`` measured such a difference making faces worse); whether it helps live is not
+measured. The read itself would cost about 10 ms a 256 px frame on the 2-core CPU
+(``bench/fastmode.py``), and on a GPU it would share a 30 fps frame's 33 ms with the camera's
+own MediaPipe pass.
 
 A frame without a face keeps the last avatar (``LiveFrame.face_found`` False), so a preview or a
 virtual camera never shows a black frame when the person looks away for a moment.

@@ -98,8 +98,8 @@ def test_fast_and_refine_meet_the_issue_targets_against_the_exact_optimizer(setu
     assert driving.valid.all()
     predictor = MotionPredictor(trained.files, space)
     settings = ReenactSettings(smooth_sigma=0.0)
-    fast = fast_track(anchors, generator.num_ws, driving, tmp_path / "fast.npz", predictor, RenderReader(generator),
-                      settings=settings)
+    with RenderReader(generator) as reader:
+        fast = fast_track(anchors, generator.num_ws, driving, tmp_path / "fast.npz", predictor, reader, settings=settings)
     refine = refine_track(generator, anchors, driving, tmp_path / "refine.npz", predictor, mesh, settings=settings)
     exact = reenact(generator, anchors, driving, tmp_path / "exact.npz", mesh, settings=settings)
     errors = {name: _keypoint_errors(generator, result.track.ws, driving)

@@ -130,9 +130,10 @@ def mode_track(project: Project, name: str, mode: str, generator: torch.nn.Modul
     """The take's track in ``mode`` 'fast' or 'refine' (the exact mode is ``optimize.reenact``),
     with ``predictor`` from ``motion_predictor`` (the job loads it before its slow preparation)."""
     if mode == "fast":
-        return fast_track(anchors, generator.num_ws, frames, project.track_path(name), predictor,
-                          RenderReader(generator, device), settings=settings, generator_id=project.generator_id(), restart=restart,
-                          progress=progress, cancel=cancel)
+        with RenderReader(generator, device) as reader:
+            return fast_track(anchors, generator.num_ws, frames, project.track_path(name), predictor, reader,
+                              settings=settings, generator_id=project.generator_id(), restart=restart,
+                              progress=progress, cancel=cancel)
     return refine_track(generator, anchors, frames, project.track_path(name), predictor, settings=settings,
                         steps=refine_steps or REFINE_STEPS, generator_id=project.generator_id(),
                         device=device, restart=restart, progress=progress, cancel=cancel)
