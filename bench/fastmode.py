@@ -20,8 +20,8 @@ Prints:
    can remove). ``--clip`` picks the driving clip (``CLIPS``);
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
    present): seconds per frame of the fast mode measured (descriptor + motion model + one generator
-   pass and a MediaPipe read for its feedback, then the take's render; the open loop: the
-   render), one fp32 generator pass's GFLOP and GFLOP/s (NCHW and channels-last), one
+   pass, a MediaPipe read and the step's second prediction for its feedback, then the take's
+   render; the open loop: the render), one fp32 generator pass's GFLOP and GFLOP/s (NCHW and channels-last), one
    optimizer step and one closed-loop pass measured, and exact / refine per frame
    from their passes in part 1;
 3. live: ``optimize.live.LiveDriver`` on the real self-scan video (MediaPipe tracking, alignment,
@@ -41,6 +41,7 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --skip-speed --pool 512 --max-mix 6        # other sample pools
     .venv/bin/python bench/fastmode.py --skip-speed --exact-first-steps 120 --clip nod   # a nodding clip
     .venv/bin/python bench/fastmode.py --skip-speed --fast-gain 0.5 --fast-carry 1  # fast's feedback variants
+    .venv/bin/python bench/fastmode.py --skip-speed --fast-step 0     # fast without its step (the earlier frames' misses only)
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
 Not a test: it only prints figures.
 """
@@ -58,7 +59,7 @@ import torch
 
 from optimize.driving import DrivingFrames, crop_landmarks, detect_crop_landmarks, tensor_to_uint8
 from optimize.fast_directions import MODEL_KINDS, MotionModel, MotionModelFiles, MotionSettings, sample_codes, train_motion_model
-from optimize.fast_reenact import (FAST_CARRY, FAST_GAIN, REFINE_CARRY, REFINE_FEEDBACK, REFINE_LR, REFINE_STEPS, MotionPredictor, RenderReader, closed_loop,
+from optimize.fast_reenact import (FAST_CARRY, FAST_GAIN, FAST_STEP, REFINE_CARRY, REFINE_FEEDBACK, REFINE_LR, REFINE_STEPS, MotionPredictor, RenderReader, closed_loop,
                                   fast_track, refine_settings, refine_track)
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
@@ -155,7 +156,7 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
             feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
             seed: int = 0, exact_first_steps: int | None = None, main_kind: str = DEFAULT_KIND,
             max_mix: int = MotionSettings().max_mix, clip: str = "pan", fast_gain: float = FAST_GAIN,
-            fast_carry: float = FAST_CARRY) -> dict[str, float]:
+            fast_carry: float = FAST_CARRY, fast_step: float = FAST_STEP) -> dict[str, float]:
     """Part 1; returns the mean generator passes per frame of the exact mode and of refine's
     optimizer steps (its closed-loop passes are ``feedback`` a frame). Fast and refine use the
     ``main_kind`` motion model; fast also runs with the other kind."""
@@ -192,10 +193,10 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         t0 = time.perf_counter()
         with RenderReader(generator) as reader:
             fast = fast_track(anchors, generator.num_ws, driving, tmp / "fast.npz", models[main_kind], reader,
-                              gain=fast_gain, carry=fast_carry, settings=settings)
+                              gain=fast_gain, carry=fast_carry, step=fast_step, settings=settings)
             results["fast"] = (fast, time.perf_counter() - t0)
             other = fast_track(anchors, generator.num_ws, driving, tmp / "other.npz", models[other_kind], reader,
-                               gain=fast_gain, carry=fast_carry, settings=settings)
+                               gain=fast_gain, carry=fast_carry, step=fast_step, settings=settings)
             results[f"fast ({other_kind})"] = (other, 0.0)
         # the control: fast without its feedback (every code straight from its descriptor)
         t0 = time.perf_counter()
@@ -249,7 +250,7 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         print(f"  {name:<21} {right:.3f} / {wrong:.3f}")
     names = list(POSE_NAMES) + [f"pc{i + 1}" for i in range(models[main_kind].descriptor.dim - len(POSE_NAMES))]
     print(f"[quality] fast's descriptor miss per element ({', '.join(names)}): RMS / lag-1 autocorrelation over the clip "
-          f"(feedback gain {fast_gain:g}, carry {fast_carry:g}; what earlier frames foretell, it can remove)")
+          f"(feedback gain {fast_gain:g}, carry {fast_carry:g}, step {fast_step:g}; what earlier frames foretell, it can remove)")
     for name in ("fast", "fast (open loop)", "exact"):
         rms, lag1 = _miss_autocorrelation(generator, models[main_kind], results[name][0].track.ws, driving, size)
         print(f"  {name:<21} " + "  ".join(f"{r:.3f}/{a:+.2f}" for r, a in zip(rms, lag1)))
@@ -372,7 +373,14 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
         for _ in range(frames):
             crop_landmarks(detector, image)
         read_s = (time.perf_counter() - t0) / frames
-    fast_s = 2 * render_s + read_s     # the feedback's pass and read while tracking, then the take's render
+    # its step predicts each kept code once more, from the corrected input (the motion model alone)
+    inputs = predictor.inputs(batch, size)
+    t0 = time.perf_counter()
+    for t in range(frames):
+        predictor.space.coefficients_to_ws(predictor.coefficients_at(inputs[t:t + 1]))
+    _sync(device)
+    predict_s = (time.perf_counter() - t0) / frames
+    fast_s = 2 * render_s + read_s + predict_s   # the feedback's pass, read and step while tracking, then the take's render
     batched = 8 if device.type == "cuda" else 4
     _sync(device)
     t0 = time.perf_counter()
@@ -406,7 +414,8 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
     refine_s = feedback * loop_s + refine_steps * step_s + render_s
     print(f"[speed] {device.type} {size}px, {n_anchors} anchors: a render {render_s:.3f} s/frame "
           f"({fast_batched_s:.3f} s/frame in batches of {batched}), MediaPipe on a {size}px face {read_s:.3f} s; "
-          f"fast (a pass and a read while tracking, then the render) {fast_s:.3f} s/frame; open loop (the render "
+          f"the step's second prediction {predict_s * 1000:.1f} ms; fast (a pass, a read and the step while "
+          f"tracking, then the render) {fast_s:.3f} s/frame; open loop (the render "
           f"alone) {render_s:.3f} s/frame; one optimizer step {step_s:.3f} s; one "
           f"closed-loop pass {loop_s:.3f} s; exact {exact_steps:.1f} steps (a frame after the first) -> {exact_s:.2f} s/frame; refine "
           f"{feedback} passes + {refine_steps:.0f} steps -> {refine_s:.2f} s/frame"
@@ -482,6 +491,8 @@ def main() -> None:
     parser.add_argument("--clip", choices=sorted(CLIPS), default="pan", help="the quality part's driving clip (CLIPS)")
     parser.add_argument("--fast-gain", type=float, default=FAST_GAIN, help="fast mode's feedback gain (0: the open loop)")
     parser.add_argument("--fast-carry", type=float, default=FAST_CARRY, help="fast mode's feedback carry")
+    parser.add_argument("--fast-step", type=float, default=FAST_STEP,
+                        help="share of a frame's own miss that moves fast mode's code for it (0: only later frames use it)")
     parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="refine mode's optimizer steps per frame")
     parser.add_argument("--refine-feedback", type=int, default=REFINE_FEEDBACK,
                         help="refine mode's closed-loop passes per frame (0: none, the optimizer alone)")
@@ -499,7 +510,8 @@ def main() -> None:
         counts = quality(256, frames, steps, pool=args.pool or (128 if args.quick else 256), refine_steps=args.refine_steps,
                          feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr, seed=args.model_seed,
                          exact_first_steps=args.exact_first_steps, main_kind=args.kind, max_mix=args.max_mix,
-                         clip=args.clip, fast_gain=args.fast_gain, fast_carry=args.fast_carry)
+                         clip=args.clip, fast_gain=args.fast_gain, fast_carry=args.fast_carry,
+                         fast_step=args.fast_step)
     runs = []
     if args.skip_speed:
         return

@@ -139,12 +139,13 @@ class MotionSettings:
     """MLP width (64 / 512 measured 0.108 / 0.095 px on that clip, 256 0.0885 px)."""
     fit_steps: int = 10000
     """MLP only: steps fitting it to the pool before the keypoint training (``fit_to_pool``);
-    2 000 / 30 000 measured 0.131 / 0.112 px on that clip (run-to-run spread about +-0.02 px)."""
+    2 000 / 30 000 measured 0.131 / 0.112 px on that clip (seed-to-seed spread about +-0.02 px)."""
     fit_batch: int = 256
     mesh_input: int = 256
     ridge: float = 1e-3
     checkpoint_every: int = 50
     seed: int = 0
+    """Draws the pool's codes, the MLP's start, its fit's and the training's batches: one seed, one model."""
     weights: MotionLossWeights = field(default_factory=MotionLossWeights)
 
     def validate(self) -> None:
@@ -626,8 +627,12 @@ def train_motion_model(generator: nn.Module, anchors: np.ndarray, scan_landmarks
     descriptor.set_range(raw)
 
     trainer = _Trainer(generator, space, descriptor, pool, settings, landmarks, lpips_model, device)
-    model = MotionModel(descriptor.dim, space.n_anchors, min(settings.shift_layers, space.num_ws),
-                        settings.kind, settings.hidden).to(device)
+    # The MLP's hidden layers start from torch's default random init: drawn from the seed, not from
+    # the process's global state, so a seed gives one model (a bench's seeds compare models, not runs).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed + 4)
+        model = MotionModel(descriptor.dim, space.n_anchors, min(settings.shift_layers, space.num_ws),
+                            settings.kind, settings.hidden).to(device)
     with torch.no_grad():
         valid = trainer.valid.to(device)
         w0 = ridge_directions(trainer.codes[valid], trainer.p_hat[valid], settings.ridge)  # (d, N)

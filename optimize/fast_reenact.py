@@ -3,17 +3,22 @@
 Modes (issue #14), all writing the same latent track (``optimize.track``) as the optimizer:
 
 * ``fast``: every frame's code is predicted from its driving descriptor,
-  ``c_t = c_s + A (u_t - p_s)``, with the center of P as the source s (the identity reference
-  of the exact mode), from the model input ``u_t = p_t + correction``: each frame's code is
-  rendered and read with MediaPipe as the driving crops were (``RenderReader``: its one
-  generator pass while making the track), and after it ``correction <- FAST_CARRY * correction +
-  FAST_GAIN * (p_t - p(render_t))`` (``fast_track``). Why: what the model misses at a descriptor
-  is mostly its bias there, which changes little from one frame to the next, so the earlier
-  frames' misses predict this frame's; it is refine's closed loop spread over time, one round a
-  frame, and a correction that fades (0.8^t) follows a miss that changes along the clip. The
-  same temporal filter then smooths the codes (the descriptor's MediaPipe jitter would
-  otherwise show). The open loop (``reader=None``: every code straight from its descriptor, in
-  batches, no generator pass) is the bench's control.
+  ``c_t = c_s + A (u - p_s)``, with the center of P as the source s (the identity reference of
+  the exact mode). Frame t is rendered from the model input ``u_t = p_t + correction`` and read
+  with MediaPipe as the driving crops were (``RenderReader``: its one generator pass while making
+  the track). Its miss ``m_t = p_t - p(render_t)`` then does two things (``fast_track``): the
+  code kept for the frame is predicted from ``u_t + FAST_STEP * m_t``, one closed-loop step
+  (``closed_loop``) whose render is the take's own, and the next frames' correction becomes
+  ``FAST_CARRY * correction + FAST_GAIN * m_t``. Why both: the model is an approximate inverse
+  of "code -> descriptor", so its own miss moves the input towards the frame (refine iterates
+  this and checks every step; fast takes one step unseen); and what the model misses at a
+  descriptor is partly a bias that changes little from one frame to the next, so the earlier
+  frames' misses also foretell this frame's, and a correction that fades (0.8^t) follows a miss
+  that changes along the clip. The step is 0.7 of the miss, not all of it, because nothing
+  checks it before the take renders it and the read is noisy. The same temporal filter then
+  smooths the codes (the descriptor's MediaPipe jitter would otherwise show). The open loop
+  (``reader=None``: every code straight from its descriptor, in batches, no generator pass) is
+  the bench's control.
 * ``refine``: the take's first frame with a face is the exact mode's own first frame (same start,
   steps and schedule: later frames keep what it settles, so it must settle). Every later frame
   starts from the prediction corrected in a closed loop, then takes ``REFINE_STEPS`` optimizer
@@ -37,13 +42,15 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   direction poorly (spread / held-out error 8, against 38-1400 for the others), so the model's
   guess along it is mostly bias, the loop cannot see the miss, and a few optimizer steps barely
   move it (the keypoint loss is nearly flat there). Taken from a settled previous frame instead,
-  it stays right. Measured on that clip with three motion models (MLP seeds 0/1/2; the exact
-  mode 0.0295 px with its first frame converged, ``--exact-first-steps 120``): refine 0.030 /
-  0.032 / 0.029 px (1.0-1.07x), keeping nothing 0.046 / 0.035 / 0.034 px (a scratch harness
-  calling this module; the bench reruns each with ``--model-seed``: seed 0 gave 0.028 / 0.037 px
-  there); the same designs
-  with refine's own 3-step first frame and 3 loop passes + 3 steps: 0.031 / 0.051 / 0.050 px
-  (keeping) against 0.049 / 0.034 / 0.038 px. Both halves matter: a first frame that has not
+  it stays right. Measured on that clip with three motion models (MLP seeds 0/1/2 on a 2-core
+  AVX2 machine, before the MLP's start was seeded; the exact mode 0.0295 px with its first
+  frame converged, ``--exact-first-steps 120``): refine 0.030 / 0.032 / 0.029 px (1.0-1.07x),
+  keeping nothing 0.046 / 0.035 / 0.034 px (a scratch harness calling this module; the bench
+  reruns each with ``--model-seed``: seed 0 gave 0.028 / 0.037 px there). The seeded models on
+  a 2-core AMX machine, from frame 3 on: 0.030 / 0.031 / 0.035 px against 0.045 / 0.032 /
+  0.031 px, so keeping wins on average, not for every model. The same designs with refine's
+  own 3-step first frame and 3 loop passes + 3 steps: 0.031 / 0.051 / 0.050 px (keeping)
+  against 0.049 / 0.034 / 0.038 px. Both halves matter: a first frame that has not
   settled is kept wrong, and optimizer steps drift the kept direction (one model: 0.037 px at
   1 step a frame, 0.051 px at 3 and at 10). Refine costs 6 passes a frame after the first
   against the exact mode's ~40; the first frame costs both the same.
@@ -53,41 +60,49 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   mostly, not only, the blend) and fast's error rose from 0.096 to 0.17 px on that clip.
 
   Fast's feedback, measured on that clip (``bench/fastmode.py --exact-first-steps 120
-  --model-seed 0|1|2``; the exact mode 0.030 px): 0.072-0.073 px against the open loop's
-  0.080-0.107, 2.43-2.48x against 2.73-3.61x; as rendered through the take's temporal filter
-  1.57-1.79x against 2.09-2.87x; with the linear model 2.90-3.01x. On a nodding clip (``--clip
-  nod``, a sinusoid of about 25 frames; seed 0, the exact mode 0.045 px): 1.46x against 2.65x
-  (refine 0.83x). Over four MLP seeds in a scratch harness calling ``fast_track`` (not kept):
-  on the first clip 2.15-2.67x against 2.54-3.32x open loop, on the nodding one 1.46-1.63x
-  against 2.63-3.01x. Eight other pairs of gain and carry (0.3-1.0, 0.5-1.0) did no better over both
-  clips: a correction at full gain that never fades overshoots (3.1-5.3x on the first clip).
-  It costs one generator pass and one MediaPipe read a frame, in order (so not batched), on
-  top of the take's render: 41-45x faster than the exact mode on the 2-core CPU at 256 px,
-  against the open loop's 83-95x (two runs; MediaPipe's read is 10 ms of a frame's 0.7-0.8 s). A miss the generator cannot close (another person's face) is
-  bounded: the correction stays within gain / (1 - carry) = 3.5 times it, then the input's
-  clamp. Driven by the shared media's two real driving clips of other people (40 frames each,
-  on the stand-in, 40 % of the descriptor's elements beyond the learned range), fast with the
-  feedback did no worse than the open loop: 0.89-0.96 of the exact mode's keypoint error
-  against 0.89-0.99 (scratch, two models; all modes ~3 px there, the faces differ).
+  --model-seed 0|1|2``). The exact mode converged there at 0.030 px on a 2-core AVX2 machine,
+  where fast with its step reached 2.14x (seed 0; 2.43-2.48x with the earlier frames' misses
+  alone, ``--fast-step 0``; the open loop 3.07x). On a 2-core AVX-512/AMX machine the exact
+  mode's first frame stalled (float rounding decides; see ``ReenactSettings.first_steps``), so
+  its ratios there are against its frames from 3 on (0.032-0.036 px): fast 0.058 / 0.055 /
+  0.068 px (1.88 / 1.67 / 2.00x), the open loop 0.088 / 0.079 / 0.103 px, the linear model
+  0.065-0.068 px; refine 0.87-0.99x. On a nodding clip (``--clip nod``, a sinusoid of about 25
+  frames; seed 0): fast 1.00x of the exact mode against the open loop's 2.68x, refine 0.92x.
+  The step's share, over four MLP seeds in a scratch harness calling ``fast_track`` (not
+  kept; gain 0.7, carry 0.8): 0.7 gave 1.74-2.26x on the first clip and 0.94-1.18x on the
+  nodding one, against 2.15-2.67x and 1.46-1.63x without the step; 0.6 and 0.85 did about as
+  well on average, and a step, gain and carry all at 0.8 once diverged (4.8x): nothing checks
+  the step before the take renders it. Fast's MLP starts from its seed (``MotionSettings.seed``),
+  so these seeds compare models, not runs. It costs one generator pass and one MediaPipe read a
+  frame, in order (so not batched), and a second prediction (0.3 ms), on top of the take's
+  render: 65x faster than the exact mode on the AMX machine at 256 px (the open loop 133x),
+  41-45x on the AVX2 one (83-95x). A miss the generator cannot close (another person's face)
+  is bounded: the correction stays within gain / (1 - carry) = 3.5 times it, the step within
+  0.7 times it, then the input's clamp. Driven by the shared media's two real driving clips of
+  other people (40 frames each, on the stand-in, 40 % of the descriptor's elements beyond the
+  learned range), fast with the earlier frames' feedback alone (before the step) did no worse
+  than the open loop: 0.89-0.96 of the exact mode's keypoint error against 0.89-0.99 (scratch,
+  two models; all modes ~3 px there, the faces differ).
 
   What stays of fast's gap on the first clip is spread over all five controls:
   ``bench/fastmode.py``'s ablation sets one control of fast's codes to its true value and the
-  error drops only from 0.073 to 0.063-0.070 px, while any one control left as predicted (the
-  others true) gives 0.036-0.048 px alone (seed 0). So no direction can be taken from elsewhere,
-  as refine takes the blend, and the feedback cannot see the blend either. What the feedback
-  leaves cannot be foretold from earlier frames: the open loop's descriptor misses are nearly
-  uncorrelated from one frame to the next in their largest elements (lag-1 autocorrelation
-  0.4 for yaw, 0.15-0.2 for pitch, 0.1-0.5 for scale, against 0.4-0.8 for the small roll,
-  position and first expression ones), and after the feedback 0-0.4 (scratch, two models):
-  MediaPipe's reading of a face that the stand-in only warps in 2D is rough in the code, and
-  only iterating on the frame itself removes that, which is refine. The limit of the open
-  loop is what the descriptor carries: in a scratch experiment (not kept), a quadratic
-  regression fitted on 400 codes drawn around the clip's own path, an oracle's pool, still
-  reached only 0.048-0.063 px (1.6-2.1x); descriptors with more expression components (98 % of
-  the scan's variance, the default, against 99.5 / 99.9 / 100 %) predicted no better
-  (0.115-0.136 px against 0.096 px), nor did twice the samples mixing up to 6 anchors (0.079 px
-  against 0.076 px, ``--pool 512 --max-mix 6``: it cut the blend's error 3x, and the keypoints
-  did not notice), nor averaging four models' codes (2.46x and 2.73x on the two clips).
+  error drops only from 0.055-0.068 to 0.047-0.064 px, while any one control left as predicted
+  (the others true) gives 0.022-0.040 px alone (seeds 0/1/2). So no direction can be taken from
+  elsewhere, as refine takes the blend, and the feedback cannot see the blend either. Its
+  largest remaining descriptor misses (yaw, pitch, scale: MediaPipe reading a face that the
+  stand-in only warps in 2D) still correlate from one frame to the next (lag-1
+  autocorrelation 0.2-0.6 for yaw, -0.1-0.3 for pitch, 0.2-0.5 for scale, over the four runs
+  above; the open loop's 0.2-0.7, 0.1-0.4, 0.4-0.6), yet higher gains or slower fading did
+  worse in the scratch harness (the read is noisy, and a correction that lags a changing miss
+  overshoots). One step unseen removes part of a frame's own miss; only iterating on the frame
+  itself, checked, removes the rest: that is refine. The limit of the open loop is what the descriptor
+  carries: in a scratch experiment (not kept), a quadratic regression fitted on 400 codes drawn
+  around the clip's own path, an oracle's pool, still reached only 0.048-0.063 px (1.6-2.1x);
+  descriptors with more expression components (98 % of the scan's variance, the default,
+  against 99.5 / 99.9 / 100 %) predicted no better (0.115-0.136 px against 0.096 px), nor did
+  twice the samples mixing up to 6 anchors (0.079 px against 0.076 px, ``--pool 512 --max-mix
+  6``: it cut the blend's error 3x, and the keypoints did not notice), nor averaging four
+  models' codes (2.46x and 2.73x on the two clips, without the step).
 * ``exact`` is ``optimize.reenact`` itself.
 
 Frames where MediaPipe found no face hold the previous frame's code, as in the exact mode.
@@ -138,6 +153,10 @@ frames' model input (``fast_track``; module docstring)."""
 FAST_CARRY = 0.8
 """Share of the running correction fast mode keeps from one frame to the next: old misses fade
 (0.8^t), so a correction follows a miss that changes along the clip instead of adding up."""
+FAST_STEP = 0.7
+"""Share of a frame's own miss that moves the code fast mode keeps for it: the code rendered to
+read the miss came from ``u_t``, the code kept from ``u_t + FAST_STEP * (p_t - p(render_t))``,
+one closed-loop step (``closed_loop``) whose render is the take's own (module docstring)."""
 FAST_CHUNK = 256
 """Frames predicted at once by the open loop (no feedback)."""
 INPUT_LIMIT = 2.0
@@ -273,18 +292,20 @@ class RenderReader:
 
 def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_path: Path,
                predictor: MotionPredictor, reader: RenderReader | None = None, *,
-               gain: float = FAST_GAIN, carry: float = FAST_CARRY,
+               gain: float = FAST_GAIN, carry: float = FAST_CARRY, step: float = FAST_STEP,
                settings: ReenactSettings = ReenactSettings(), generator_id: str = "",
                image_size: int | None = None, restart: bool = False,
                progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
     """Predict every frame's code (fast mode) and save the finished track to ``track_path``.
 
-    With a ``reader`` (the product's fast mode), frame t's model input is its descriptor plus a
-    correction learned from the frames before it: after each frame, ``correction = carry *
-    correction + gain * (p_t - p(render_t))``, read by ``reader`` (module docstring). One
-    generator pass a frame, in order; saved as it goes, so a cancelled take resumes (its first
-    new frame without a correction). Without one (``reader=None`` or ``gain=0``), the open loop:
-    every code straight from its descriptor, in batches, no generator pass.
+    With a ``reader`` (the product's fast mode), frame t's code is rendered from its descriptor
+    plus a correction learned from the frames before it, ``u_t = p_t + correction``, and read by
+    ``reader``; its miss ``m_t = p_t - p(render_t)`` moves the code kept for the frame to
+    ``u_t + step * m_t`` and the correction to ``carry * correction + gain * m_t`` (module
+    docstring). One generator pass a frame, in order; saved as it goes, so a cancelled take
+    resumes (its first new frame without a correction). Without one (``reader=None``, or
+    ``gain`` and ``step`` 0), the open loop: every code straight from its descriptor, in batches, no
+    generator pass.
 
     ``image_size``: the side of the driving crops the landmarks are in (default: read frame 0).
     A finished track made from the same inputs is reused; ``settings.smooth_sigma`` smooths it.
@@ -294,10 +315,10 @@ def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_p
     track_path = Path(track_path)
     anchors = np.asarray(anchors, np.float32)
     n = driving.n_frames
-    feedback = reader is not None and gain > 0
+    feedback = reader is not None and (gain > 0 or step > 0)
     params: dict[str, object] = {"mode": "fast"}
     if feedback:
-        params.update(feedback_gain=float(gain), feedback_carry=float(carry))
+        params.update(feedback_gain=float(gain), feedback_carry=float(carry), feedback_step=float(step))
     fingerprint = track_fingerprint(driving, anchors, f"{generator_id}|fast:{predictor.model_id}", params)
     space = predictor.space
     track: LatentTrack | None = None
@@ -322,7 +343,7 @@ def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_p
     valid = np.asarray(driving.valid, bool)
     first = track.frames_done
     if feedback:
-        passes = _fast_with_feedback(track, track_path, driving, size, predictor, reader, gain, carry,
+        passes = _fast_with_feedback(track, track_path, driving, size, predictor, reader, gain, carry, step,
                                      settings, progress, cancel)
     else:
         passes = 0
@@ -354,9 +375,10 @@ def _write_codes(track: LatentTrack, frames: slice, predictor: MotionPredictor, 
 
 def _fast_with_feedback(track: LatentTrack, track_path: Path, driving: DrivingFrames, size: float,
                         predictor: MotionPredictor, reader: RenderReader, gain: float, carry: float,
-                        settings: ReenactSettings, progress: ProgressFn, cancel: CancelToken) -> int:
+                        step: float, settings: ReenactSettings, progress: ProgressFn, cancel: CancelToken) -> int:
     """Fast mode's frames from ``track.frames_done`` on, each input corrected by the earlier
-    frames' misses (``fast_track``); saves the track as it goes. Returns the renders made."""
+    frames' misses and each kept code by its own (``fast_track``); saves the track as it goes.
+    Returns the renders made."""
     n = track.n_frames
     inputs = predictor.inputs(driving.landmarks, size)                     # (T,d)
     correction = torch.zeros_like(inputs[:1])
@@ -366,14 +388,15 @@ def _fast_with_feedback(track: LatentTrack, track_path: Path, driving: DrivingFr
         for t in range(track.frames_done, n):
             cancel.check()
             if driving.valid[t]:
-                with torch.no_grad():
-                    coefficients = predictor.coefficients_at(predictor.clamp(inputs[t:t + 1] + correction))
-                    ws = _write_codes(track, slice(t, t + 1), predictor, coefficients)
-                read = reader(ws)
+                u = predictor.clamp(inputs[t:t + 1] + correction)
+                read = reader(predictor.space.coefficients_to_ws(predictor.coefficients_at(u)))
                 passes += 1
                 correction = carry * correction
                 if read is not None:
-                    correction = correction + gain * (inputs[t:t + 1] - predictor.inputs(read, reader.size))
+                    miss = inputs[t:t + 1] - predictor.inputs(read, reader.size)
+                    correction = correction + gain * miss
+                    u = predictor.clamp(u + step * miss)
+                _write_codes(track, slice(t, t + 1), predictor, predictor.coefficients_at(u))
             else:
                 # a face that comes back may have moved anywhere: what was missed before says nothing
                 correction = torch.zeros_like(correction)
@@ -488,5 +511,5 @@ def refine_track(generator: torch.nn.Module, anchors: np.ndarray, driving: Drivi
     return result
 
 
-__all__ = ["MODES", "FAST_GAIN", "FAST_CARRY", "RenderReader", "REFINE_FEEDBACK", "REFINE_STEPS", "REFINE_LR", "REFINE_CARRY", "MotionPredictor", "closed_loop",
+__all__ = ["MODES", "FAST_GAIN", "FAST_CARRY", "FAST_STEP", "RenderReader", "REFINE_FEEDBACK", "REFINE_STEPS", "REFINE_LR", "REFINE_CARRY", "MotionPredictor", "closed_loop",
            "refine_settings", "fast_track", "refine_track"]

@@ -59,9 +59,13 @@ class ReenactSettings:
     Not enough everywhere: on ``bench/fastmode.py``'s 24-frame clip the first frame's 80 steps
     from the nearest anchor stop at 0.28 px keypoint error (L_key 0.074 against 0.003
     converged), the frames after it need three frames to catch up (0.28, 0.28, 0.14 px), and the
-    take's mean error is 0.060 px (0.030 px with 120 first steps, which converge). 3 x was not
-    made the default: on test_reenact's 128 px warm-started take it moved a control that the
-    keypoints do not see past that test's bound (0.26 against 0.25)."""
+    take's mean error is 0.060 px (0.030 px with 120 first steps, which converged on a 2-core
+    AVX2 machine). Even 120 is a coin toss: on a 2-core AVX-512/AMX machine the same frame
+    ended at L_key 0.075 with two threads and 0.005 with one (the trajectories part after ~25
+    noisy Adam steps, and one stays on a plateau), 160 and 240 steps reached 0.01-0.015, and
+    the center start ('center') converged in 80 steps with either. 3 x was not made the
+    default: on test_reenact's 128 px warm-started take it moved a control that the keypoints
+    do not see past that test's bound (0.26 against 0.25)."""
     lr_decay: bool = True
     """Cosine decay of the step size over the frame's step budget (down to 10 %): big steps
     first for speed, small ones last to settle."""

@@ -8,7 +8,7 @@ import torch
 
 from optimize.driving import DrivingFrames, detect_crop_landmarks, image_to_tensor, tensor_to_uint8
 from optimize.fast_directions import (CHECKPOINTS_DIR, MotionModel, apply_shift, load_motion_model)
-from optimize.fast_reenact import (FAST_CARRY, FAST_GAIN, REFINE_FEEDBACK, REFINE_STEPS, MotionPredictor, RenderReader,
+from optimize.fast_reenact import (FAST_CARRY, FAST_GAIN, FAST_STEP, REFINE_FEEDBACK, REFINE_STEPS, MotionPredictor, RenderReader,
                                   fast_track, refine_track)
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, keypoints_from_landmarks
@@ -87,10 +87,10 @@ def test_fast_and_refine_meet_the_issue_targets_against_the_exact_optimizer(setu
     Issue #14: fast keypoint error within 2x of the exact optimizer's on the same frames; refine
     within 1.1x at >= 5x fewer generator passes. The judge is MediaPipe on both sides. They hold
     on this 128 px clip, where the exact optimizer itself is noisier (0.06 px); on
-    ``bench/fastmode.py``'s 256 px clip, against the exact mode with a converged first frame
-    (0.030 px), fast measured 2.4-2.5x (1.6-1.8x as rendered, after the temporal filter; its
-    open loop 2.7-3.6x) and refine 0.95-1.08x (see optimize.fast_reenact). Refine and exact
-    start with the same first frame (the exact mode's), so passes are compared after it.
+    ``bench/fastmode.py``'s 256 px clip, against the exact mode's converged frames, fast
+    measured 1.7-2.1x over three motion models (its open loop 2.4-3.1x) and refine 0.87-1.02x
+    (see optimize.fast_reenact). Refine and exact start with the same first frame (the exact
+    mode's), so passes are compared after it.
     """
     generator, anchors, space, mesh, trained, _ = setup
     assert trained.files.info["held_out_keypoint_px"]["trained"] < 1.0
@@ -108,12 +108,13 @@ def test_fast_and_refine_meet_the_issue_targets_against_the_exact_optimizer(setu
     assert fast.generator_passes == driving.n_frames        # its feedback: one pass a frame, in order
     assert means["fast"] <= 2.0 * means["exact"], means
     assert means["refine"] <= 1.1 * means["exact"], means
-    # both start the take with the same first frame (the exact mode's); every frame after it costs
-    # refine >= 5x fewer passes
-    np.testing.assert_array_equal(refine.track.ws[0], exact.track.ws[0])
-    first = int(exact.track.steps[0])
-    assert refine.generator_passes == first + (REFINE_FEEDBACK + REFINE_STEPS) * (driving.n_frames - 1)
-    later = {name: r.generator_passes - first for name, r in (("exact", exact), ("refine", refine))}
+    # both start the take with the exact mode's first frame (equal up to float noise: two threads'
+    # sums are not bit-reproducible, and ~100 Adam steps with early stopping carry a 1e-8 difference
+    # to ~1e-2 in ws); every frame after it costs refine >= 5x fewer passes
+    np.testing.assert_allclose(refine.track.ws[0], exact.track.ws[0], atol=0.05, rtol=0)
+    first = {name: int(r.track.steps[0]) for name, r in (("exact", exact), ("refine", refine))}
+    assert refine.generator_passes == first["refine"] + (REFINE_FEEDBACK + REFINE_STEPS) * (driving.n_frames - 1)
+    later = {name: r.generator_passes - first[name] for name, r in (("exact", exact), ("refine", refine))}
     assert later["exact"] >= 5 * later["refine"], later
 
 
@@ -293,10 +294,11 @@ class _ScriptedReader:
         return None if answer is None else answer[None]
 
 
-def test_fast_feedback_adds_the_earlier_frames_misses_to_each_input_and_resumes(setup, tmp_path) -> None:
-    """Frame t's input is p_t plus c, with c <- carry c + gain (p_t - p(render_t)) after each frame;
-    a render without a face only fades c, a faceless driving frame clears it, and a cancelled
-    take resumes from its saved frames (the first new one without a correction)."""
+def test_fast_feedback_moves_each_code_by_its_own_miss_and_later_inputs_by_earlier_ones_and_resumes(setup, tmp_path) -> None:
+    """Frame t is rendered from u_t = p_t + c and its miss m_t = p_t - p(render_t) moves the code
+    kept to u_t + step m_t and c to carry c + gain m_t; a render without a face keeps u_t and only
+    fades c, a faceless driving frame clears c, and a cancelled take resumes from its saved
+    frames (the first new one without a correction)."""
     generator, anchors, space, _, trained, _ = setup
     frames = list(render(generator, space, _path(6)))
     frames[3] = np.full_like(frames[3], 128)
@@ -307,19 +309,31 @@ def test_fast_feedback_adds_the_earlier_frames_misses_to_each_input_and_resumes(
     answers = [lm[1], None, lm[0], lm[5], lm[4]]             # what "the renders" of frames 0, 1, 2, 4, 5 read
     p = predictor.inputs(lm, SIZE)
     read = predictor.inputs(np.stack([a for a in answers if a is not None]), SIZE)
-    c0 = FAST_GAIN * (p[0] - read[0])
-    c1 = FAST_CARRY * c0                                     # frame 1's render showed no face
-    c4 = FAST_GAIN * (p[4] - read[2])      # frame 2's miss is lost: frame 3 had no face, c was cleared
-    wanted = {0: p[0], 1: p[1] + c0, 2: p[2] + c1, 4: p[4], 5: p[5] + c4}
+    u = {0: p[0]}
+    m = {0: p[0] - read[0]}
+    c0 = FAST_GAIN * m[0]
+    u[1] = predictor.clamp(p[1] + c0)                        # frame 1's render showed no face:
+    c1 = FAST_CARRY * c0                                     # its code is kept, c only fades
+    u[2] = predictor.clamp(p[2] + c1)
+    m[2] = p[2] - read[1]
+    u[4] = p[4]                            # frame 2's miss is lost: frame 3 had no face, c was cleared
+    m[4] = p[4] - read[2]
+    u[5] = predictor.clamp(p[5] + FAST_GAIN * m[4])
+    m[5] = p[5] - read[3]
+    kept = {t: predictor.clamp(u[t] + FAST_STEP * m[t]) if t in m else u[t] for t in u}
+
+    def ws_at(p_hat: torch.Tensor) -> torch.Tensor:
+        return space.coefficients_to_ws(predictor.coefficients_at(p_hat[None]))
+
     reader = _ScriptedReader(answers)
     result = fast_track(anchors, generator.num_ws, driving, tmp_path / "a.npz", predictor, reader)
     assert result.generator_passes == 5 and result.flagged_frames == [3]
-    for k, (t, u) in enumerate(wanted.items()):
-        want = space.coefficients_to_ws(predictor.coefficients_at(predictor.clamp(u[None])))
-        np.testing.assert_allclose(result.track.ws[t], want[0].numpy(), atol=1e-5)
-        torch.testing.assert_close(reader.asked[k], want)
+    for k, t in enumerate(u):
+        torch.testing.assert_close(reader.asked[k], ws_at(u[t]))
+        np.testing.assert_allclose(result.track.ws[t], ws_at(kept[t])[0].numpy(), atol=1e-5)
     np.testing.assert_array_equal(result.track.ws[3], result.track.ws[2])
     assert not np.allclose(result.track.ws[1], predictor.ws(lm[1:2], SIZE)[0].numpy(), atol=1e-4)   # c changed it
+    assert not np.allclose(result.track.ws[0], predictor.ws(lm[0:1], SIZE)[0].numpy(), atol=1e-4)   # so did m_0
 
     token = CancelToken()
     path = tmp_path / "b.npz"
@@ -337,8 +351,8 @@ def test_fast_feedback_adds_the_earlier_frames_misses_to_each_input_and_resumes(
     resumed = fast_track(anchors, generator.num_ws, driving, path, predictor, resumed_reader)
     assert resumed.frames_optimized == 4 and resumed.generator_passes == 3 and resumed.track.complete
     np.testing.assert_allclose(resumed.track.ws[:2], result.track.ws[:2], atol=1e-6)
-    start = space.coefficients_to_ws(predictor.coefficients_at(predictor.clamp(p[2:3])))    # no carried correction
-    np.testing.assert_allclose(resumed.track.ws[2], start[0].numpy(), atol=1e-5)
+    torch.testing.assert_close(resumed_reader.asked[0], ws_at(p[2]))                    # no carried correction
+    np.testing.assert_allclose(resumed.track.ws[2], ws_at(predictor.clamp(p[2] + FAST_STEP * m[2]))[0].numpy(), atol=1e-5)
     # the open loop (no reader) is another take: its track is not mixed with this one
     with pytest.raises(ProjectError, match="another driving video, generator, motion model or mode"):
         fast_track(anchors, generator.num_ws, driving, path, predictor)
@@ -408,6 +422,24 @@ def test_a_resumed_mlp_training_keeps_its_fit_and_does_not_fit_again(setup, tmp_
     assert resumed.files.model.kind == "mlp" and resumed.files.info["settings"]["fit_steps"] == 60
     last = resumed.files.model.mlp[-1].weight                  # fitted: no longer its zero start
     assert float(last.abs().max()) > 0
+
+
+def test_one_seed_gives_one_motion_model_whatever_the_process_drew_before(setup, tmp_path) -> None:
+    """The MLP's start comes from ``MotionSettings.seed``, not torch's global state: two trainings
+    with one seed after different global draws give the same weights, and another seed does not."""
+    from optimize.fast_directions import MotionSettings, train_motion_model
+    from tests._fast_helpers import standin_scan
+
+    generator, anchors, space, mesh, _, _ = setup
+    scan = standin_scan(generator, space)
+    weights = []
+    for run, (global_seed, seed) in enumerate(((1, 0), (2, 0), (1, 1))):
+        torch.manual_seed(global_seed)
+        settings = MotionSettings(kind="mlp", steps=1, pool=16, batch=2, mesh_input=SIZE, fit_steps=5, seed=seed)
+        trained = train_motion_model(generator, anchors, scan, SIZE, tmp_path / str(run), settings, landmarks=mesh)
+        weights.append(trained.files.model.mlp[0].weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+    assert not torch.equal(weights[0], weights[2])
 
 
 def test_a_generator_without_faces_is_reported(tmp_path) -> None:
