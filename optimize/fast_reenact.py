@@ -80,9 +80,9 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   is bounded: the correction stays within gain / (1 - carry) = 3.5 times it, the step within
   0.7 times it, then the input's clamp. Driven by the shared media's two real driving clips of
   other people (40 frames each, on the stand-in, 40 % of the descriptor's elements beyond the
-  learned range), fast with the earlier frames' feedback alone (before the step) did no worse
-  than the open loop: 0.89-0.96 of the exact mode's keypoint error against 0.89-0.99 (scratch,
-  two models; all modes ~3 px there, the faces differ).
+  learned range), fast did no worse than the open loop: 0.87-0.93 of the exact mode's keypoint
+  error with the step, 0.88-0.95 without it, 0.92-0.99 open loop (scratch, MLP seeds 0/1; all
+  modes ~3 px there, the faces differ).
 
   What stays of fast's gap on the first clip is spread over all five controls:
   ``bench/fastmode.py``'s ablation sets one control of fast's codes to its true value and the
