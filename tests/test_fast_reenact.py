@@ -438,8 +438,9 @@ def test_one_seed_gives_one_motion_model_whatever_the_process_drew_before(setup,
         settings = MotionSettings(kind="mlp", steps=1, pool=16, batch=2, mesh_input=SIZE, fit_steps=5, seed=seed)
         trained = train_motion_model(generator, anchors, scan, SIZE, tmp_path / str(run), settings, landmarks=mesh)
         weights.append(trained.files.model.mlp[0].weight.detach().clone())
-    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
-    assert not torch.equal(weights[0], weights[2])
+    # (within float noise: two threads' sums are not bit-reproducible; another start differs by ~0.1)
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=1e-4)
+    assert float((weights[0] - weights[2]).abs().max()) > 1e-2
 
 
 def test_a_generator_without_faces_is_reported(tmp_path) -> None:
