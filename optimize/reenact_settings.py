@@ -65,7 +65,11 @@ class ReenactSettings:
     noisy Adam steps, and one stays on a plateau), 160 and 240 steps reached 0.01-0.015, and
     the center start ('center') converged in 80 steps with either. 3 x was not made the
     default: on test_reenact's 128 px warm-started take it moved a control that the keypoints
-    do not see past that test's bound (0.26 against 0.25)."""
+    do not see (its codes' control error 0.26 against 0.19-0.25 at 2 x). Starting from both the
+    nearest anchor and the center and keeping the lower loss was tried (not kept): the exact
+    mode gained on test_fast_reenact's clip, but refine, which keeps the first frame's code
+    along what the keypoints do not see, lost (0.065 px against 0.045 from the nearest anchor
+    alone): the two starts tied in loss (0.037 / 0.039) and differed there."""
     lr_decay: bool = True
     """Cosine decay of the step size over the frame's step budget (down to 10 %): big steps
     first for speed, small ones last to settle."""

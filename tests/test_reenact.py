@@ -104,7 +104,14 @@ def test_warm_started_take_follows_a_moving_known_answer(face_mesh, warp_setup, 
     with torch.no_grad():
         got = generator.controls_of(torch.from_numpy(track.ws))
         want = generator.controls_of(true_ws)
-    assert float((got - want).norm(dim=-1).max()) < 0.25, (got, want)
+    miss = (got - want).abs()
+    # the four controls the keypoints see (shift, rotation, mouth stretch) stay close: 0.11-0.12
+    # measured; the blend towards the open-mouth face barely moves them, so it keeps where the
+    # first frame's Adam run stopped in its flat valley (0.19-0.23 over runs: float rounding of
+    # two threads decides); and nothing drifts along the take
+    assert float(miss[:, :4].norm(dim=-1).max()) < 0.15, (got, want)
+    assert float(miss[:, 4].max()) < 0.3, (got, want)
+    assert float(miss.norm(dim=-1)[-1]) <= float(miss.norm(dim=-1)[0]) + 0.05, (got, want)
     assert float(track.alpha.min()) >= space.alpha_floor - 1e-5
 
 
