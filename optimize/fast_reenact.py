@@ -389,14 +389,16 @@ def _fast_with_feedback(track: LatentTrack, track_path: Path, driving: DrivingFr
             cancel.check()
             if driving.valid[t]:
                 u = predictor.clamp(inputs[t:t + 1] + correction)
-                read = reader(predictor.space.coefficients_to_ws(predictor.coefficients_at(u)))
+                coefficients = predictor.coefficients_at(u)
+                read = reader(predictor.space.coefficients_to_ws(coefficients))
                 passes += 1
                 correction = carry * correction
                 if read is not None:
                     miss = inputs[t:t + 1] - predictor.inputs(read, reader.size)
                     correction = correction + gain * miss
-                    u = predictor.clamp(u + step * miss)
-                _write_codes(track, slice(t, t + 1), predictor, predictor.coefficients_at(u))
+                    if step > 0:      # the kept code: one step on from the rendered one
+                        coefficients = predictor.coefficients_at(predictor.clamp(u + step * miss))
+                _write_codes(track, slice(t, t + 1), predictor, coefficients)
             else:
                 # a face that comes back may have moved anywhere: what was missed before says nothing
                 correction = torch.zeros_like(correction)
