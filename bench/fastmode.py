@@ -17,7 +17,12 @@ Prints:
    error is also taken apart control by control: with one control set to its true value, and with
    only that control as predicted; and fast's descriptor miss per element, with and without its
    feedback, with its lag-1 autocorrelation (the part earlier frames foretell, which the feedback
-   can remove). ``--clip`` picks the driving clip (``CLIPS``);
+   can remove). ``--clip`` picks the driving clip (``CLIPS``). ``--driving-video`` adds real
+   clips of other people (their first ``--real-frames`` frames, aligned as a take's): no known
+   answer there and misses the stand-in cannot close, so it prints fast (with and without its
+   step), the open loop and the exact mode side by side. ``--threads`` sets torch's CPU threads:
+   the exact mode's first frame (its loss is printed) can end on a plateau or converge depending
+   on float rounding alone;
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
    present): seconds per frame of the fast mode measured (descriptor + motion model + one generator
    pass, a MediaPipe read and the step's second prediction for its feedback, then the take's
@@ -42,6 +47,9 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --skip-speed --exact-first-steps 120 --clip nod   # a nodding clip
     .venv/bin/python bench/fastmode.py --skip-speed --fast-gain 0.5 --fast-carry 1  # fast's feedback variants
     .venv/bin/python bench/fastmode.py --skip-speed --fast-step 0     # fast without its step (the earlier frames' misses only)
+    .venv/bin/python bench/fastmode.py --skip-speed --exact-first-steps 120 --threads 1   # the first frame with one thread
+    .venv/bin/python bench/fastmode.py --skip-speed --driving-video ../shared/media/driving_man_smile_wink_3s.mp4 \
+        --driving-video ../shared/media/driving_speech_audio_8s.mp4           # real clips of other people
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
 Not a test: it only prints figures.
 """
@@ -156,7 +164,8 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
             feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
             seed: int = 0, exact_first_steps: int | None = None, main_kind: str = DEFAULT_KIND,
             max_mix: int = MotionSettings().max_mix, clip: str = "pan", fast_gain: float = FAST_GAIN,
-            fast_carry: float = FAST_CARRY, fast_step: float = FAST_STEP) -> dict[str, float]:
+            fast_carry: float = FAST_CARRY, fast_step: float = FAST_STEP,
+            real_clips: tuple[Path, ...] = (), real_frames: int = 40) -> dict[str, float]:
     """Part 1; returns the mean generator passes per frame of the exact mode and of refine's
     optimizer steps (its closed-loop passes are ``feedback`` a frame). Fast and refine use the
     ``main_kind`` motion model; fast also runs with the other kind."""
@@ -277,8 +286,40 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
     settled = {k: float(np.nanmean(v[SETTLED:])) for k, v in errors.items()}
     print(f"[quality] from frame {SETTLED} on (after the exact mode's start-up): fast/exact "
           f"{settled['fast'] / settled['exact']:.2f}x, refine/exact {settled['refine'] / settled['exact']:.2f}x")
+    print(f"[quality] the exact mode's first frame: {first} passes, final loss {exact.track.final_loss[0]:.4f} "
+          f"(L_key {exact.track.key_loss[0]:.4f}; {torch.get_num_threads()} CPU threads)")
+    for video in real_clips:
+        _real_clip(video, real_frames, generator, anchors, mesh, models[main_kind], exact_settings,
+                   fast_gain, fast_carry, fast_step)
     out["exact_steps"], out["refine_steps"] = later["exact"], later["refine"] - feedback
     return out
+
+
+def _real_clip(video: Path, n_frames: int, generator, anchors: np.ndarray, mesh: MeshLandmarks,
+               predictor: MotionPredictor, exact_settings: ReenactSettings, gain: float, carry: float,
+               step: float) -> None:
+    """Part 1's stand-in driven by a real clip of another person: its first ``n_frames`` frames
+    aligned as a take's, fast with and without its step, the open loop and the exact mode."""
+    from personalize.faces.prepare import prepare_video
+
+    size = int(generator.img_resolution)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        prepare_video(video, tmp / "prepared", size=size)
+        driving = DrivingFrames.from_crop_files(sorted((tmp / "prepared" / "crops").glob("*.png"))[:n_frames])
+        tracks = {}
+        with RenderReader(generator) as reader:
+            for name, step_here in (("fast", step), ("fast (step 0)", 0.0)):
+                tracks[name] = fast_track(anchors, generator.num_ws, driving, tmp / f"{step_here}.npz", predictor, reader,
+                                          gain=gain, carry=carry, step=step_here, settings=exact_settings).track
+        tracks["fast (open loop)"] = fast_track(anchors, generator.num_ws, driving, tmp / "open.npz", predictor,
+                                                settings=exact_settings).track
+        tracks["exact"] = reenact(generator, anchors, driving, tmp / "exact.npz", mesh, settings=exact_settings).track
+    errors = {name: float(np.nanmean(_errors(generator, track.ws, driving, size))) for name, track in tracks.items()}
+    print(f"[real clip] {video.name}: {driving.n_frames} frames of another person (misses the stand-in cannot close); "
+          f"keypoint error / the exact mode's ({errors['exact']:.3f} px): "
+          + ", ".join(f"{name} {value / errors['exact']:.2f}x" for name, value in errors.items() if name != "exact")
+          + f" (step {step:g})")
 
 
 def _ffhq_generator(size: int, device: torch.device):
@@ -493,6 +534,10 @@ def main() -> None:
     parser.add_argument("--fast-carry", type=float, default=FAST_CARRY, help="fast mode's feedback carry")
     parser.add_argument("--fast-step", type=float, default=FAST_STEP,
                         help="share of a frame's own miss that moves fast mode's code for it (0: only later frames use it)")
+    parser.add_argument("--driving-video", type=Path, action="append", default=[],
+                        help="also drive the stand-in with this real video's first --real-frames frames (repeatable)")
+    parser.add_argument("--real-frames", type=int, default=40, help="frames of each --driving-video")
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
     parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="refine mode's optimizer steps per frame")
     parser.add_argument("--refine-feedback", type=int, default=REFINE_FEEDBACK,
                         help="refine mode's closed-loop passes per frame (0: none, the optimizer alone)")
@@ -502,6 +547,8 @@ def main() -> None:
                         help="share of the previous frame's input correction refine's loop starts from (0: none)")
     args = parser.parse_args()
     torch.set_grad_enabled(True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     frames, steps = (6, 20) if args.quick else (24, 100)
     frames, steps = args.frames or frames, args.train_steps or steps
     # without part 1, the exact mode's passes are taken as its per-frame budget (printed as such)
@@ -511,7 +558,7 @@ def main() -> None:
                          feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr, seed=args.model_seed,
                          exact_first_steps=args.exact_first_steps, main_kind=args.kind, max_mix=args.max_mix,
                          clip=args.clip, fast_gain=args.fast_gain, fast_carry=args.fast_carry,
-                         fast_step=args.fast_step)
+                         fast_step=args.fast_step, real_clips=tuple(args.driving_video), real_frames=args.real_frames)
     runs = []
     if args.skip_speed:
         return

@@ -66,7 +66,8 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   mode's first frame stalled (float rounding decides; see ``ReenactSettings.first_steps``), so
   its ratios there are against its frames from 3 on (0.032-0.036 px): fast 0.058 / 0.055 /
   0.068 px (1.88 / 1.67 / 2.00x), the open loop 0.088 / 0.079 / 0.103 px, the linear model
-  0.065-0.068 px; refine 0.87-0.99x. On a nodding clip (``--clip nod``, a sinusoid of about 25
+  0.065-0.068 px; refine 0.87-0.99x. With one thread there (``--threads 1``) the first frame
+  converged (the exact mode 0.030 px): fast 1.94x, refine 0.96x (seed 0). On a nodding clip (``--clip nod``, a sinusoid of about 25
   frames; seed 0): fast 1.00x of the exact mode against the open loop's 2.68x, refine 0.92x.
   The step's share, over four MLP seeds in a scratch harness calling ``fast_track`` (not
   kept; gain 0.7, carry 0.8): 0.7 gave 1.74-2.26x on the first clip and 0.94-1.18x on the
@@ -81,8 +82,8 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   0.7 times it, then the input's clamp. Driven by the shared media's two real driving clips of
   other people (40 frames each, on the stand-in, 40 % of the descriptor's elements beyond the
   learned range), fast did no worse than the open loop: 0.87-0.93 of the exact mode's keypoint
-  error with the step, 0.88-0.95 without it, 0.92-0.99 open loop (scratch, MLP seeds 0/1; all
-  modes ~3 px there, the faces differ).
+  error with the step, 0.88-0.95 without it, 0.92-0.99 open loop (``bench/fastmode.py
+  --driving-video``, MLP seeds 0/1; all modes ~3 px there, the faces differ).
 
   What stays of fast's gap on the first clip is spread over all five controls:
   ``bench/fastmode.py``'s ablation sets one control of fast's codes to its true value and the

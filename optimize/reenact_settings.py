@@ -61,7 +61,8 @@ class ReenactSettings:
     converged), the frames after it need three frames to catch up (0.28, 0.28, 0.14 px), and the
     take's mean error is 0.060 px (0.030 px with 120 first steps, which converged on a 2-core
     AVX2 machine). Even 120 is a coin toss: on a 2-core AVX-512/AMX machine the same frame
-    ended at L_key 0.075 with two threads and 0.005 with one (the trajectories part after ~25
+    ended at loss 0.075 (L_key 0.072) with two threads and 0.005 (L_key 0.003) with one
+    (``bench/fastmode.py --exact-first-steps 120 [--threads 1]``; the trajectories part after ~25
     noisy Adam steps, and one stays on a plateau), 160 and 240 steps reached 0.01-0.015, and
     the center start ('center') converged in 80 steps with either. 3 x was not made the
     default: on test_reenact's 128 px warm-started take it moved a control that the keypoints
