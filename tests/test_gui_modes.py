@@ -84,3 +84,39 @@ def test_reenact_page_runs_a_one_shot_take_right_after_prepare(project_window, q
     wait_job(qtbot, win)
     assert seen["backend"] == "directions" and seen["oneshot"] == OneShotOptions()
     assert win.ctx.statuses["reenact"] == "done"
+
+
+def test_reenact_page_never_scrolls_sideways_at_the_smallest_window(project_window, qtbot, tmp_path):
+    """At 1024x640 no state of the page may be wider than the window: the Method list's long Refine
+    line, a one-shot mode's rows, long file names (elided, whole in the tooltip) all fit."""
+    import shutil
+
+    from PySide6.QtWidgets import QScrollArea
+
+    from tests.test_screenshots import WINDOW_SIZE
+
+    win = project_window
+    win.resize(*WINDOW_SIZE)
+    win.go_to_stage("reenact")
+    page = win.pages["reenact"]
+    scroll = page.findChild(QScrollArea)
+    long_name = tmp_path / ("driving_clip_with_a_long_name_and_no_spaces_" + "x" * 40 + ".mp4")
+    shutil.copy(helpers.DRIVING, long_name)
+    assert page.set_driving(str(long_name)) and page.drop.toolTip() == str(long_name)
+
+    def fits(state: str) -> None:
+        qtbot.wait(20)
+        assert not scroll.horizontalScrollBar().isVisible(), f"scrolls sideways: {state}"
+        label = page.drop.label  # its zone has a fixed minimum width: a long name would be cut there
+        assert label.width() >= label.minimumSizeHint().width(), f"driving video's name cut: {state}"
+
+    fits("personal mode, Exact")
+    page.fast.mode_box.setCurrentIndex(page.fast.mode_box.findData("refine"))
+    fits("personal mode, Refine")
+    page.tabs.setCurrentIndex(1)
+    fits("the Motion model & Live tab")
+    for backend in BACKENDS:
+        page.modes.set_backend(backend)
+        fits(backend)
+    page.modes.set_source(str(tmp_path / ("a_portrait_photo_with_a_long_name_" + "y" * 40 + ".jpg")))
+    fits("a one-shot mode with a long photo name")

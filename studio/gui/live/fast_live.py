@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushB
 
 from studio.gui.context import StudioContext
 from studio.gui.live.live_panel import LivePanel
+from studio.gui.widgets.text_fit import shrinkable
 
 MODES = (("exact", "Exact (optimize every frame; slowest, most faithful)"),
          ("refine", "Refine (the first frame as Exact, then the fast prediction corrected: 5 passes + 1 step)"),
@@ -33,6 +34,7 @@ class FastLiveBox(QGroupBox):
         for key, text in MODES:
             self.mode_box.addItem(text, key)
         self.mode_box.setToolTip("How new takes are made. Fast and Refine need the motion model.")
+        shrinkable(self.mode_box)  # Refine's long line must not widen the page past 1024 px
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
         self.train_button = QPushButton("Train motion model")

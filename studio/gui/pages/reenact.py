@@ -5,7 +5,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog,
-                               QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu, QMessageBox,
+                               QLineEdit, QListWidget, QListWidgetItem, QMenu, QMessageBox,
                                QPushButton, QSpinBox, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from optimize.reenact_settings import ReenactSettings
@@ -16,9 +16,12 @@ from studio.gui.live.fast_live import FastLiveBox
 from studio.gui.pages.base import StagePage, hint
 from studio.gui.widgets.drop_zone import DropZone
 from studio.gui.widgets.mode_selector import ModeSelector
+from studio.gui.widgets.text_fit import elided
 from studio.gui.widgets.video_player import SideBySidePlayer
 
 TAKE = Qt.ItemDataRole.UserRole  # a take item's name (its text may carry a note)
+DROP_WIDTH = 240  # the driving-video zone's least width; names shown in it are elided to fit it
+NAME_CHARS = 34
 
 
 def unique_take_name(existing: list[str], stem: str) -> str:
@@ -47,6 +50,7 @@ class ReenactPage(StagePage):
         self.drop = DropZone("Drop a driving video here, or click to choose one",
                              start_dir=ctx.settings.last_folder)
         self.drop.file_chosen.connect(self.set_driving)
+        self.drop.setMinimumWidth(DROP_WIDTH)  # the form beside it asks for more room than 1024 px leaves
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("take name")
         self.name_edit.setToolTip("A name for this take (a folder under takes/).")
@@ -179,7 +183,7 @@ class ReenactPage(StagePage):
         self.driving = str(path)
         if take is None:
             self.ctx.settings.set_last_folder(path)
-            shown = Path(path).name
+            shown = elided(Path(path).name, self.drop.label, NAME_CHARS)  # the full path is the tooltip
             self.takes.blockSignals(True)
             self.takes.setCurrentItem(None)  # the player shows the new video, not a take
             self.takes.blockSignals(False)
@@ -189,7 +193,8 @@ class ReenactPage(StagePage):
             self.player.set_videos(path, None)
         else:
             source = self.project.read_take_info(take).get("driving_source") if self.project else None
-            shown = f"{Path(source).name} (kept in take '{take}')" if source else f"the copy kept in take '{take}'"
+            kept = f"kept in take '{elided(take, self.drop.label, NAME_CHARS - 2)}'"
+            shown = f"{elided(Path(source).name, self.drop.label, NAME_CHARS)} ({kept})" if source else f"the copy {kept}"
         self.drop.label.setText(f"Driving video: {shown}\n{info.duration:.1f} s, {info.n_frames} frames "
                                 "(drop another to change)")
         self.drop.setToolTip(str(path))

@@ -1,1 +1,1 @@
-"""Reusable widgets: loss plot, frame grid, coverage meter, side-by-side player, drop zone."""
+"""Reusable widgets: loss plot, frame grid, coverage meter, side-by-side player, drop zone, text fitting."""

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout
                                QPushButton, QRadioButton, QVBoxLayout, QWidget)
 
 from optimize.backends import BACKENDS
+from studio.gui.widgets.text_fit import elided, shrinkable
 from studio.jobs.oneshot import OneShotOptions
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.webp);;All files (*)"
@@ -100,6 +101,8 @@ class ModeSelector(QGroupBox):
         for preset, steps in presets.items():
             self.quality_box.addItem(f"{preset} ({steps} diffusion steps per frame)", preset)
         self.quality_box.setToolTip("Fewer steps are faster; 'standard' is the official setting.")
+        shrinkable(self.landmarks_box)  # their long lines must not widen the page past 1024 px
+        shrinkable(self.quality_box)
         form.addRow("Landmarks:", self.landmarks_box)
         form.addRow("Quality:", self.quality_box)
         layout.addWidget(self.oneshot_box)
@@ -135,7 +138,8 @@ class ModeSelector(QGroupBox):
     # ------------------------------------------------------------------ actions
     def set_source(self, path: str | None) -> None:
         self.source_image = path
-        self.source_label.setText(f"photo {Path(path).name}" if path else "your self-scan's best frame")
+        self.source_label.setText(f"photo {elided(Path(path).name, self.source_label, 24)}" if path
+                                  else "your self-scan's best frame")
         self.source_label.setToolTip(str(path) if path else "The sharpest frontal frame of your self-scan.")
         self.scan_button.setEnabled(path is not None)
         self.mode_changed.emit(self.backend())
