@@ -20,9 +20,9 @@ Prints:
    can remove). ``--clip`` picks the driving clip (``CLIPS``). ``--driving-video`` adds real
    clips of other people (their first ``--real-frames`` frames, aligned as a take's): no known
    answer there and misses the stand-in cannot close, so it prints fast (with and without its
-   step), the open loop and the exact mode side by side. ``--threads`` sets torch's CPU threads:
-   the exact mode's first frame (its loss is printed) can end on a plateau or converge depending
-   on float rounding alone;
+   step), the open loop and the exact mode side by side. ``--threads`` sets torch's CPU threads
+   and ``--first-frame`` the exact mode's first-frame start: from the nearest anchor the first
+   frame (its loss is printed) ended on a plateau or converged depending on float rounding alone;
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
    present): seconds per frame of the fast mode measured (descriptor + motion model + one generator
    pass, a MediaPipe read and the step's second prediction for its feedback, then the take's
@@ -41,13 +41,13 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --skip-speed --carry 0 --refine-lr 0.1     # refine variants
     .venv/bin/python bench/fastmode.py --skip-speed --model-seed 2                # another pair of motion models
     .venv/bin/python bench/fastmode.py --skip-speed --kind linear                 # refine with A alone
-    .venv/bin/python bench/fastmode.py --skip-speed --exact-first-steps 120       # exact's first frame converged
+    .venv/bin/python bench/fastmode.py --skip-speed --first-frame nearest-anchor --exact-first-steps 120  # the earlier start
     .venv/bin/python bench/fastmode.py --skip-speed --frames 12        # the clip of earlier runs
     .venv/bin/python bench/fastmode.py --skip-speed --pool 512 --max-mix 6        # other sample pools
-    .venv/bin/python bench/fastmode.py --skip-speed --exact-first-steps 120 --clip nod   # a nodding clip
+    .venv/bin/python bench/fastmode.py --skip-speed --clip nod                    # a nodding clip
     .venv/bin/python bench/fastmode.py --skip-speed --fast-gain 0.5 --fast-carry 1  # fast's feedback variants
     .venv/bin/python bench/fastmode.py --skip-speed --fast-step 0     # fast without its step (the earlier frames' misses only)
-    .venv/bin/python bench/fastmode.py --skip-speed --exact-first-steps 120 --threads 1   # the first frame with one thread
+    .venv/bin/python bench/fastmode.py --skip-speed --threads 1                   # one CPU thread (float rounding)
     .venv/bin/python bench/fastmode.py --skip-speed --driving-video ../shared/media/driving_man_smile_wink_3s.mp4 \
         --driving-video ../shared/media/driving_speech_audio_8s.mp4           # real clips of other people
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
@@ -73,7 +73,7 @@ from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
 from optimize.pose_expression import POSE_NAMES, fit_descriptor
 from optimize.reenact import FrameOptimizer, identity_reference, reenact
-from optimize.reenact_settings import ReenactSettings
+from optimize.reenact_settings import FIRST_FRAME_STARTS, ReenactSettings
 from optimize.standin import CONTROL_NAMES, WarpFaceGenerator, warp_anchors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,8 +81,9 @@ MEDIA = ROOT.parent / "shared" / "media"
 SELFSCAN = MEDIA / "selfscan_woman2_12s.mp4"
 DEFAULT_KIND = MotionSettings().kind
 SETTLED = 3
-"""Errors are also averaged from this frame on: at its default 80 first-frame steps, the exact mode's
-first frame stops short on this clip and two more frames catch up (``ReenactSettings.first_steps``)."""
+"""Errors are also averaged from this frame on: a first frame that stops short takes two more frames
+to catch up (``ReenactSettings.first_steps``: from the nearest anchor, the exact mode's earlier start,
+``--first-frame nearest-anchor``, it did on this clip)."""
 
 
 def _sync(device: torch.device) -> None:
@@ -162,7 +163,8 @@ def _miss_autocorrelation(generator, predictor: MotionPredictor, ws: np.ndarray,
 
 def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int = REFINE_STEPS,
             feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
-            seed: int = 0, exact_first_steps: int | None = None, main_kind: str = DEFAULT_KIND,
+            seed: int = 0, exact_first_steps: int | None = None, first_frame: str = ReenactSettings().first_frame,
+            main_kind: str = DEFAULT_KIND,
             max_mix: int = MotionSettings().max_mix, clip: str = "pan", fast_gain: float = FAST_GAIN,
             fast_carry: float = FAST_CARRY, fast_step: float = FAST_STEP,
             real_clips: tuple[Path, ...] = (), real_frames: int = 40) -> dict[str, float]:
@@ -182,7 +184,7 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
     path = [list(np.asarray(CLIPS[clip](t, n_frames)) / np.sum(CLIPS[clip](t, n_frames))) for t in range(n_frames)]
     driving = DrivingFrames.from_arrays(list(_render(generator, space, path)))
     settings = ReenactSettings()    # the take's temporal filter: errors are measured before and after it
-    exact_settings = ReenactSettings(first_steps=exact_first_steps)
+    exact_settings = ReenactSettings(first_steps=exact_first_steps, first_frame=first_frame)
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -525,6 +527,8 @@ def main() -> None:
                         help="anchors a pool sample mixes at most (MotionSettings.max_mix)")
     parser.add_argument("--exact-first-steps", type=int, default=None,
                         help="the exact mode's steps on the first frame (default: ReenactSettings'); 120 converges here")
+    parser.add_argument("--first-frame", choices=FIRST_FRAME_STARTS, default=ReenactSettings().first_frame,
+                        help="the exact mode's (and refine's) first-frame start; nearest-anchor was the default before")
     parser.add_argument("--kind", choices=MODEL_KINDS, default=DEFAULT_KIND,
                         help="the motion model kind fast and refine use (fast also runs with the other)")
     parser.add_argument("--model-seed", type=int, default=0,
@@ -556,7 +560,8 @@ def main() -> None:
     if not args.skip_quality:
         counts = quality(256, frames, steps, pool=args.pool or (128 if args.quick else 256), refine_steps=args.refine_steps,
                          feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr, seed=args.model_seed,
-                         exact_first_steps=args.exact_first_steps, main_kind=args.kind, max_mix=args.max_mix,
+                         exact_first_steps=args.exact_first_steps, first_frame=args.first_frame,
+                         main_kind=args.kind, max_mix=args.max_mix,
                          clip=args.clip, fast_gain=args.fast_gain, fast_carry=args.fast_carry,
                          fast_step=args.fast_step, real_clips=tuple(args.driving_video), real_frames=args.real_frames)
     runs = []

@@ -11,7 +11,8 @@ Prints:
 3. a warm-started take on the same stand-in, default settings side by side with a long run
    and with tighter early stopping: steps actually run per frame, generator passes, s/frame and
    the keypoint error per frame;
-4. in the quality part also: cold starts from the center and from the nearest anchor, and the
+4. in the quality part also: cold starts from the center, from the nearest anchor and from the
+   anchors' keypoint mixture (the default, ``ReenactSettings.first_frame``), and the
    cosine between autograd's keypoint-loss gradient and finite differences at the exact answer,
    with the FaceMesh region fixed per frame (the default) and found afresh at every step;
 5. fidelity (issue 12): one known-answer clip of the stand-in with moving irises (head, mouth and
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optimize.anchor_keypoints import anchor_keypoints, nearest_anchor
+from optimize.anchor_keypoints import anchor_keypoints, keypoint_mixture, nearest_anchor
 from optimize.driving import DrivingFrames, image_to_tensor
 from optimize.latent_space import NOISE_UNITS, PersonalizedSpace
 from optimize.losses import CROP_NORMS, MeshLandmarks, ReenactLoss, keypoints_from_landmarks
@@ -139,8 +140,10 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
     anchors = warp_anchors(generator)
     space = PersonalizedSpace(anchors, generator.num_ws)
     mesh = MeshLandmarks(FaceMesh.from_mediapipe(), input_size=size)
-    targets = [[0.7, 0.0, 0.0, 0.3, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0, 0.5, 0.0], [0.1, 0.1, 0.6, 0.1, 0.0, 0.1]]
-    starts = ("center", "nearest-anchor")
+    # the last two lie between anchors, where the nearest anchor's run stalled (anchor_keypoints.keypoint_mixture)
+    targets = [[0.7, 0.0, 0.0, 0.3, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0, 0.5, 0.0], [0.1, 0.1, 0.6, 0.1, 0.0, 0.1],
+               [0.6, 0.1, 0.0, 0.3, 0.0, 0.0], [0.42, 0.0, 0.0, 0.0, 0.0, 0.58]]
+    starts = ("center", "nearest-anchor", "keypoint-mix")
     rows: dict[str, list[list[float]]] = {name: [] for name in starts}
     cosines: dict[str, list[float]] = {"fixed region": [], "region per step": []}
     for coeff in targets:
@@ -160,8 +163,13 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
 
         anchor_kp = anchor_keypoints(generator, space, mesh)
         for name in starts:
-            start = (space.center_code() if name == "center"
-                     else space.anchor_code(nearest_anchor(anchor_kp, target.keypoints[0].numpy())))
+            frame_kp = target.keypoints[0].numpy()
+            if name == "center":
+                start = space.center_code()
+            elif name == "nearest-anchor":
+                start = space.anchor_code(nearest_anchor(anchor_kp, frame_kp))
+            else:
+                start = space.code_from_coefficients(torch.from_numpy(keypoint_mixture(anchor_kp, frame_kp))[None])
             row = [error(start)]
             for steps in step_list:
                 row.append(error(optimizer.optimize(start, target, reference, steps=steps,

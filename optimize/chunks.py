@@ -51,7 +51,7 @@ the two chunks' codes over all of them (about half a second of video)."""
 
 FirstStart = Callable[[int, FrameTarget], "PPlusCode | None"]
 """(frame index in the take, the frame's target) -> the code to start that chunk's first face
-frame from, or None for the default (nearest anchor / center of P)."""
+frame from, or None for the default (``ReenactSettings.first_frame``)."""
 
 
 @dataclass(frozen=True)

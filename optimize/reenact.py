@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from optimize.anchor_keypoints import cached_anchor_keypoints, nearest_anchor
+from optimize.anchor_keypoints import cached_anchor_keypoints, keypoint_mixture, nearest_anchor
 from optimize.driving import DrivingFrames, image_to_tensor
 from optimize.latent_space import PersonalizedSpace, PPlusCode
 from optimize.losses import (FrameTarget, IdentityReference, LandmarkFn, LossTerms, MeshLandmarks,
@@ -76,12 +76,14 @@ class FrameOptimizer:
         return self.generator.synthesis(ws, noise_mode="const")
 
     def optimize(self, start: PPlusCode, target: FrameTarget, reference: IdentityReference | None,
-                 steps: int | None = None, lr: float | None = None) -> FrameResult:
+                 steps: int | None = None, lr: float | None = None, min_steps: int | None = None) -> FrameResult:
         """Adam from ``start`` for at most ``steps`` (default ``settings.steps``) at step size
-        ``lr`` (default ``settings.lr``); returns the best code seen."""
+        ``lr`` (default ``settings.lr``), never stopping early before ``min_steps`` (default
+        ``settings.min_steps``); returns the best code seen."""
         s = self.settings
         steps = steps or s.steps
         lr = lr or s.lr
+        min_steps = s.min_steps if min_steps is None else min_steps
         code = PPlusCode(start.alpha.detach().clone().requires_grad_(True),
                          start.delta.detach().clone().requires_grad_(True))
         self.space.clamp_to_floor_(code)
@@ -115,7 +117,7 @@ class FrameOptimizer:
                 best_total = value
                 best = code.detach()
                 best_terms = terms.scalars()
-            if since_improved >= s.patience and len(curve) >= min(s.min_steps, steps):
+            if since_improved >= s.patience and len(curve) >= min(min_steps, steps):
                 break
             total.backward()
             optimizer.step()
@@ -216,14 +218,18 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
         cache_key = f"{generator_id}|{type(landmarks).__name__}:{getattr(landmarks, 'input_size', '')}"
 
         def first_code(t: int, target: FrameTarget) -> PPlusCode:
-            """Frame 0's start: the caller's, the center of P, or the anchor with the nearest keypoints."""
+            """Frame 0's start: the caller's, or ``settings.first_frame``'s (the anchors' keypoint mixture by default)."""
             given = first_start(t, target) if first_start is not None else None
             if given is not None:
                 return given
             if settings.first_frame == "center" or space.n_anchors == 1:
                 return space.center_code()
             anchor_kp = cached_anchor_keypoints(generator, space, landmarks, anchor_cache, cache_key, cancel)
-            return space.anchor_code(nearest_anchor(anchor_kp, target.keypoints[0].cpu().numpy()))
+            frame_kp = target.keypoints[0].cpu().numpy()
+            if settings.first_frame == "nearest-anchor":
+                return space.anchor_code(nearest_anchor(anchor_kp, frame_kp))
+            mix = keypoint_mixture(anchor_kp, frame_kp, settings.weights.use_z)
+            return space.code_from_coefficients(torch.from_numpy(mix)[None])
 
         previous: PPlusCode | None = None
         if track.frames_done > 0:
@@ -243,18 +249,19 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
                     # landmarks are in the crop's pixels; the crop may differ from the generator's size
                     lm = torch.from_numpy(driving.landmarks[t:t + 1]).to(device) * (resolution / frame.shape[1])
                     target = loss.driving_target(image, lm)
-                    frame_optimizer = optimizer
+                    frame_optimizer, min_steps = optimizer, None
                     if previous is None or not first_valid_done:
                         # the first frame with a face (earlier faceless frames only held a placeholder)
                         start = first_code(t, target)
                         steps, lr, frame_optimizer = first_steps, first_settings.first_lr, first_optimizer
+                        min_steps = max(first_settings.min_steps, first_steps // 2)  # see ReenactSettings.min_steps
                     elif starts is not None:
                         start, steps, lr = starts(t, previous, target), settings.steps, settings.lr
                     else:
                         noise = torch.Generator().manual_seed(settings.seed * 1_000_003 + t)
                         start = space.perturbed(previous, settings.noise_sigma, noise, settings.noise_units)
                         steps, lr = settings.steps, settings.lr
-                    result = frame_optimizer.optimize(start, target, reference, steps, lr)
+                    result = frame_optimizer.optimize(start, target, reference, steps, lr, min_steps)
                     code = result.code
                     passes += result.generator_passes
                     frames_optimized += 1

@@ -16,7 +16,7 @@ from optimize.latent_space import NOISE_UNITS
 from optimize.losses import LossWeights
 from personalize.errors import UserError
 
-FIRST_FRAME_STARTS = ("nearest-anchor", "center")
+FIRST_FRAME_STARTS = ("keypoint-mix", "nearest-anchor", "center")
 
 
 @dataclass(frozen=True)
@@ -53,24 +53,29 @@ class ReenactSettings:
     min_improvement: float = 2e-3
     min_steps: int = 15
     """Early stopping never ends a frame before this many steps (Adam's first big steps often
-    overshoot, which must not read as a plateau)."""
+    overshoot, which must not read as a plateau); the first frame, never before half its budget
+    (``first_frame_steps``). Why: its step size is 4x larger and its start (the keypoint mixture)
+    often already near, so its first steps can bounce about a start they do not improve on for
+    longer than ``patience``: on ``bench/fastmode.py``'s nodding clip one run stopped after 27
+    steps at L_key 0.012 where the same start converged to 0.003 in 80 (float rounding decided
+    which); with 40 steps at least, eight first frames of the bench clips converged every time."""
     first_steps: int | None = None
-    """Steps for the first optimized frame (it starts far from the answer); default 2 x steps.
-    Not enough everywhere: on ``bench/fastmode.py``'s 24-frame clip the first frame's 80 steps
-    from the nearest anchor stop at 0.28 px keypoint error (L_key 0.074 against 0.003
-    converged), the frames after it need three frames to catch up (0.28, 0.28, 0.14 px), and the
-    take's mean error is 0.060 px (0.030 px with 120 first steps, which converged on a 2-core
-    AVX2 machine). Even 120 is a coin toss: on a 2-core AVX-512/AMX machine the same frame
-    ended at loss 0.075 (L_key 0.072) with two threads and 0.005 (L_key 0.003) with one
-    (``bench/fastmode.py --exact-first-steps 120 [--threads 1]``; the trajectories part after ~25
-    noisy Adam steps, and one stays on a plateau), 160 and 240 steps reached 0.01-0.015, and
-    the center start ('center') converged in 80 steps with either. 3 x was not made the
-    default: on test_reenact's 128 px warm-started take it moved a control that the keypoints
-    do not see (its codes' control error 0.26 against 0.19-0.25 at 2 x). Starting from both the
-    nearest anchor and the center and keeping the lower loss was tried (not kept): the exact
-    mode gained on test_fast_reenact's clip, but refine, which keeps the first frame's code
-    along what the keypoints do not see, lost (0.065 px against 0.045 from the nearest anchor
-    alone): the two starts tied in loss (0.037 / 0.039) and differed there."""
+    """Steps for the first optimized frame (it starts far from its answer); default 2 x steps.
+    From the anchors' keypoint mixture (``first_frame``'s default) they converge on
+    ``bench/fastmode.py``'s 24-frame clip: L_key 0.003 after 69 steps (early stop), the take
+    0.030 px. From the nearest anchor, the earlier default, they did not: the run stopped at
+    L_key 0.074 (0.28 px), the next frames needed three frames to catch up (the take 0.060 px),
+    and even 120 steps was a coin toss decided by two threads' float rounding on a 2-core
+    AVX-512/AMX machine (L_key 0.072 with two threads, 0.003 with one: the runs part after ~25
+    noisy Adam steps and one stays on a plateau). 3 x was not made the default: on
+    test_reenact's 128 px warm-started take it moved a control that the keypoints do not see
+    (from the nearest anchor: control error 0.26 against 0.19-0.25 at 2 x). Before the mixture,
+    starting from both the nearest anchor and the center and keeping the lower loss was tried
+    and not kept: refine, which keeps the first frame's code along what the keypoints do not see,
+    lost on test_fast_reenact's clip (0.065 px against 0.045), as the two starts tied in loss
+    (0.037 / 0.039) and differed there. The mixture settles those directions too: the stand-in's
+    blend, which the keypoints barely see, ends 0.01-0.07 off on test_reenact's take against
+    0.2 from the nearest anchor."""
     lr_decay: bool = True
     """Cosine decay of the step size over the frame's step budget (down to 10 %): big steps
     first for speed, small ones last to settle."""
@@ -78,10 +83,13 @@ class ReenactSettings:
     """Steps over which the step size ramps up linearly. Why: Adam's first steps move every
     coefficient by the full step size whatever the gradient's size, which throws a warm start
     (already near the answer) far off; a ramp keeps the first moves small."""
-    first_frame: str = "nearest-anchor"
-    """'nearest-anchor' or 'center': where the first frame starts (on the known-answer test both
-    reached 0.02-0.05 px at 256 from four targets in 80 steps; on ``bench/fastmode.py``'s clip
-    the nearest anchor needed 120, the center 80)."""
+    first_frame: str = "keypoint-mix"
+    """Where the first frame starts: 'keypoint-mix' (default), the anchors' mixture whose
+    keypoints, mixed alike, come nearest the frame's (``anchor_keypoints.keypoint_mixture``);
+    'nearest-anchor', the single anchor with the nearest keypoints; 'center', the center of P.
+    Why the mixture: from one anchor or from the center the first frame's Adam run often stops
+    on a plateau (L_key above 0.02 in 7 and 5 of 20 known-answer targets, none from the mixture;
+    ``bench/fastmode.py``'s first frame stalled at 0.07 from the nearest anchor)."""
     mesh_input: int = 256
     """Side the generated image is resized to before the FaceMesh."""
     save_every: int = 5

@@ -185,7 +185,12 @@ def test_two_takes_queued_over_two_processes_through_the_cli(tmp_path, capfd) ->
 def test_chunked_take_tracks_the_known_answer_as_well_as_the_sequential_take(tmp_path, face_mesh, stand_in) -> None:
     """Issue #16: on the known-answer stand-in, a take in 2 chunks has a keypoint error within 1.1x
     of the same take run in one piece, and the frame-to-frame latent change where the chunks meet
-    is no larger than elsewhere (the smoothed track, as rendered)."""
+    exceeds the one-piece take's at the same frames, the motion's own, by no more than a fifth of
+    its largest step (the smoothed tracks, as rendered). Why not "no larger than elsewhere": the
+    path's fastest motion falls on the seam (0.44 there against 0.43 elsewhere, in both takes), so
+    that compared float noise. What the seam adds is the two pieces' difference along what the
+    keypoints do not see, spread by the blend over the overlap: 0.002-0.053 over five runs,
+    against steps of up to 0.44."""
     generator, anchors, space = stand_in
     n, overlap = 24, 8
     driving, _ = _moving_face(generator, space, n)
@@ -207,7 +212,10 @@ def test_chunked_take_tracks_the_known_answer_as_well_as_the_sequential_take(tmp
 
     seq_error, chunk_error = error(sequential.ws_smooth), error(chunked.ws_smooth)
     assert chunk_error <= 1.1 * seq_error, (chunk_error, seq_error)
-    steps = np.linalg.norm(np.diff(chunked.ws_smooth.reshape(n, -1).astype(np.float64), axis=0), axis=1)
+    def steps(track) -> np.ndarray:
+        return np.linalg.norm(np.diff(track.ws_smooth.reshape(n, -1).astype(np.float64), axis=0), axis=1)
+
     seam = np.zeros(n - 1, bool)
     seam[plan.chunks[1].start - 1:plan.chunks[1].core + 1] = True
-    assert steps[seam].max() <= steps[~seam].max(), (steps[seam], steps[~seam])
+    extra = steps(chunked) - steps(sequential)
+    assert extra[seam].max() <= 0.2 * steps(sequential).max(), (steps(chunked)[seam], steps(sequential)[seam])

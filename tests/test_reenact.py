@@ -8,7 +8,7 @@ import torch
 from editing.render import tensor_to_uint8
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
-from optimize.anchor_keypoints import anchor_keypoints, nearest_anchor
+from optimize.anchor_keypoints import anchor_keypoints, keypoint_mixture, nearest_anchor
 from optimize.driving import DrivingFrames, image_to_tensor
 from optimize.reenact import FrameOptimizer, identity_reference, reenact
 from optimize.reenact_settings import ReenactSettings
@@ -105,12 +105,13 @@ def test_warm_started_take_follows_a_moving_known_answer(face_mesh, warp_setup, 
         got = generator.controls_of(torch.from_numpy(track.ws))
         want = generator.controls_of(true_ws)
     miss = (got - want).abs()
-    # the four controls the keypoints see (shift, rotation, mouth stretch) stay close: 0.11-0.12
-    # measured; the blend towards the open-mouth face barely moves them, so it keeps where the
-    # first frame's Adam run stopped in its flat valley (0.19-0.23 over runs: float rounding of
-    # two threads decides); and nothing drifts along the take
-    assert float(miss[:, :4].norm(dim=-1).max()) < 0.15, (got, want)
-    assert float(miss[:, 4].max()) < 0.3, (got, want)
+    # the controls stay close (0.13-0.19 measured over runs, most of it shift and rotation, which
+    # the 128 px FaceMesh reads within a few hundredths of a pixel of each other); the blend towards
+    # the open-mouth face barely moves the keypoints, so it keeps where the first frame settled it:
+    # 0.06-0.07 from the anchors' keypoint mixture (0.19-0.23 from the nearest anchor, float
+    # rounding of two threads deciding where its run stopped); and nothing drifts along the take
+    assert float(miss.norm(dim=-1).max()) < 0.25, (got, want)
+    assert float(miss[:, 4].max()) < 0.12, (got, want)
     assert float(miss.norm(dim=-1)[-1]) <= float(miss.norm(dim=-1)[0]) + 0.05, (got, want)
     assert float(track.alpha.min()) >= space.alpha_floor - 1e-5
 
@@ -264,6 +265,35 @@ def test_first_frame_starts_from_the_anchor_with_the_nearest_keypoints(face_mesh
         frame = _render(generator, space, coeff.tolist())[0]
         detected = torch.from_numpy(detect_landmarks(frame))[None]
         assert nearest_anchor(kp, keypoints_from_landmarks(detected, SIZE)[0].numpy()) == index
+
+
+
+def test_first_frame_between_anchors_starts_from_their_keypoint_mixture(face_mesh, warp_setup) -> None:
+    """A face between anchors: the render of the anchors' keypoint mixture (the default start) lies
+    nearer the frame than the nearest single anchor's, from which the first frame's run stalled on
+    a plateau (anchor_keypoints.keypoint_mixture; measured 0.07x and 0.38x of its keypoint error);
+    an anchor's own face is started from that anchor."""
+    from personalize.faces import detect_landmarks
+
+    generator, _, space = warp_setup
+    mesh = MeshLandmarks(face_mesh, SIZE)
+    kp = anchor_keypoints(generator, space, mesh, batch=4)
+    for true_mix in ([0.6, 0.1, 0.0, 0.3, 0.0, 0.0], [0.42, 0.0, 0.0, 0.0, 0.0, 0.58]):
+        frame = _render(generator, space, [true_mix])[0]
+        frame_kp = keypoints_from_landmarks(torch.from_numpy(detect_landmarks(frame))[None], SIZE)
+        mix = keypoint_mixture(kp, frame_kp[0].numpy())
+        assert mix.shape == (space.n_anchors,) and mix.min() >= 0 and mix.sum() == pytest.approx(1, abs=1e-5)
+
+        def start_error(coefficients: np.ndarray) -> float:
+            with torch.no_grad():
+                image = generator.synthesis(space.coefficients_to_ws(torch.tensor(coefficients[None])))
+                return mean_keypoint_error(keypoints_from_landmarks(mesh(image), SIZE), frame_kp)
+
+        nearest = np.eye(space.n_anchors, dtype=np.float32)[nearest_anchor(kp, frame_kp[0].numpy())]
+        assert start_error(mix) < 0.6 * start_error(nearest), (mix, nearest)
+    frame = _render(generator, space, np.eye(space.n_anchors)[[4]].tolist())[0]
+    frame_kp = keypoints_from_landmarks(torch.from_numpy(detect_landmarks(frame))[None], SIZE)
+    assert keypoint_mixture(kp, frame_kp[0].numpy())[4] > 0.9
 
 
 def test_settings_are_one_frozen_object_and_user_options_make_a_new_one() -> None:
