@@ -41,7 +41,7 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --skip-speed --carry 0 --refine-lr 0.1     # refine variants
     .venv/bin/python bench/fastmode.py --skip-speed --model-seed 2                # another pair of motion models
     .venv/bin/python bench/fastmode.py --skip-speed --kind linear                 # refine with A alone
-    .venv/bin/python bench/fastmode.py --skip-speed --first-frame nearest-anchor --exact-first-steps 120  # the earlier start
+    .venv/bin/python bench/fastmode.py --skip-speed --first-frame keypoint-mix     # exact's first frame converged
     .venv/bin/python bench/fastmode.py --skip-speed --frames 12        # the clip of earlier runs
     .venv/bin/python bench/fastmode.py --skip-speed --pool 512 --max-mix 6        # other sample pools
     .venv/bin/python bench/fastmode.py --skip-speed --clip nod                    # a nodding clip
@@ -82,8 +82,8 @@ SELFSCAN = MEDIA / "selfscan_woman2_12s.mp4"
 DEFAULT_KIND = MotionSettings().kind
 SETTLED = 3
 """Errors are also averaged from this frame on: a first frame that stops short takes two more frames
-to catch up (``ReenactSettings.first_steps``: from the nearest anchor, the exact mode's earlier start,
-``--first-frame nearest-anchor``, it did on this clip)."""
+to catch up (``ReenactSettings.first_steps``: from the nearest anchor, the default start, it did on
+this clip; ``--first-frame keypoint-mix`` converges)."""
 
 
 def _sync(device: torch.device) -> None:
@@ -528,7 +528,7 @@ def main() -> None:
     parser.add_argument("--exact-first-steps", type=int, default=None,
                         help="the exact mode's steps on the first frame (default: ReenactSettings'); 120 converges here")
     parser.add_argument("--first-frame", choices=FIRST_FRAME_STARTS, default=ReenactSettings().first_frame,
-                        help="the exact mode's (and refine's) first-frame start; nearest-anchor was the default before")
+                        help="the exact mode's (and refine's) first-frame start (ReenactSettings.first_frame)")
     parser.add_argument("--kind", choices=MODEL_KINDS, default=DEFAULT_KIND,
                         help="the motion model kind fast and refine use (fast also runs with the other)")
     parser.add_argument("--model-seed", type=int, default=0,

@@ -12,7 +12,7 @@ Prints:
    and with tighter early stopping: steps actually run per frame, generator passes, s/frame and
    the keypoint error per frame;
 4. in the quality part also: cold starts from the center, from the nearest anchor and from the
-   anchors' keypoint mixture (the default, ``ReenactSettings.first_frame``), and the
+   anchors' keypoint mixture (``ReenactSettings.first_frame``), and the
    cosine between autograd's keypoint-loss gradient and finite differences at the exact answer,
    with the FaceMesh region fixed per frame (the default) and found afresh at every step;
 5. fidelity (issue 12): one known-answer clip of the stand-in with moving irises (head, mouth and

@@ -47,7 +47,8 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   frame converged, ``--exact-first-steps 120``): refine 0.030 / 0.032 / 0.029 px (1.0-1.07x),
   keeping nothing 0.046 / 0.035 / 0.034 px (a scratch harness calling this module; the bench
   reruns each with ``--model-seed``: seed 0 gave 0.028 / 0.037 px there). The seeded models on
-  a 2-core AMX machine, the exact mode's first frame converged from the keypoint mixture:
+  a 2-core AMX machine, the exact mode's first frame converged from the keypoint mixture
+  (``--first-frame keypoint-mix``):
   0.029 / 0.031 / 0.029 px against 0.044 / 0.032 / 0.031 px, so keeping wins on average, not
   for every model. The same designs with refine's
   own 3-step first frame and 3 loop passes + 3 steps: 0.031 / 0.051 / 0.050 px (keeping)
@@ -60,16 +61,16 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   those directions also kept a little of the mouth stretch (what the projector drops is
   mostly, not only, the blend) and fast's error rose from 0.096 to 0.17 px on that clip.
 
-  Fast's feedback, measured on that clip (``bench/fastmode.py --model-seed 0|1|2`` on a 2-core
-  AVX-512/AMX machine, where the exact mode's first frame converges from the anchors' keypoint
-  mixture with two threads or one, the exact mode 0.028-0.030 px): fast 0.058 / 0.055 / 0.068 px,
+  Fast's feedback, measured on that clip (``bench/fastmode.py --first-frame keypoint-mix
+  --model-seed 0|1|2`` on a 2-core AVX-512/AMX machine, where the exact mode's first frame
+  converges from the anchors' keypoint mixture with two threads or one, the exact mode 0.028-0.030 px): fast 0.058 / 0.055 / 0.068 px,
   1.91 / 1.99 / 2.35x of the exact mode (1.51 / 1.51 / 1.69x as rendered, after the take's
   temporal filter), the open loop 2.92 / 2.83 / 3.57x, the linear model 2.16 / 2.43 / 2.25x;
   refine 0.95 / 1.10 / 1.00x; one thread (``--threads 1``, seed 0): fast 1.95x, refine 0.98x.
   On a 2-core AVX2 machine (an earlier session, seed 0, the first frame converged from the
   nearest anchor with ``--exact-first-steps 120``): fast 2.14x, 2.43-2.48x with the earlier
   frames' misses alone (``--fast-step 0``), the open loop 3.07x. On a nodding clip (``--clip
-  nod``, a sinusoid of about 25 frames; seed 0): fast 1.20x of the exact mode (0.96x as
+  nod``, a sinusoid of about 25 frames; seed 0, the same start): fast 1.20x of the exact mode (0.96x as
   rendered) against the open loop's 3.22x, refine 0.92x.
   The step's share, over four MLP seeds in a scratch harness calling ``fast_track`` (not
   kept; gain 0.7, carry 0.8): 0.7 gave 1.74-2.26x on the first clip and 0.94-1.18x on the

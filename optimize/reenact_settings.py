@@ -54,16 +54,16 @@ class ReenactSettings:
     min_steps: int = 15
     """Early stopping never ends a frame before this many steps (Adam's first big steps often
     overshoot, which must not read as a plateau); the first frame, never before half its budget
-    (``first_frame_steps``). Why: its step size is 4x larger and its start (the keypoint mixture)
-    often already near, so its first steps can bounce about a start they do not improve on for
+    (``first_frame_steps``). Why: its step size is 4x larger and its start (above all the keypoint
+    mixture) often already near, so its first steps can bounce about a start they do not improve on for
     longer than ``patience``: on ``bench/fastmode.py``'s nodding clip one run stopped after 27
     steps at L_key 0.012 where the same start converged to 0.003 in 80 (float rounding decided
     which); with 40 steps at least, eight first frames of the bench clips converged every time."""
     first_steps: int | None = None
     """Steps for the first optimized frame (it starts far from its answer); default 2 x steps.
-    From the anchors' keypoint mixture (``first_frame``'s default) they converge on
+    From the anchors' keypoint mixture (``first_frame='keypoint-mix'``) they converge on
     ``bench/fastmode.py``'s 24-frame clip: L_key 0.003 after 69 steps (early stop), the take
-    0.030 px. From the nearest anchor, the earlier default, they did not: the run stopped at
+    0.030 px. From the nearest anchor, the default, they often do not: the run stopped at
     L_key 0.074 (0.28 px), the next frames needed three frames to catch up (the take 0.060 px),
     and even 120 steps was a coin toss decided by two threads' float rounding on a 2-core
     AVX-512/AMX machine (L_key 0.072 with two threads, 0.003 with one: the runs part after ~25
@@ -83,13 +83,20 @@ class ReenactSettings:
     """Steps over which the step size ramps up linearly. Why: Adam's first steps move every
     coefficient by the full step size whatever the gradient's size, which throws a warm start
     (already near the answer) far off; a ramp keeps the first moves small."""
-    first_frame: str = "keypoint-mix"
-    """Where the first frame starts: 'keypoint-mix' (default), the anchors' mixture whose
-    keypoints, mixed alike, come nearest the frame's (``anchor_keypoints.keypoint_mixture``);
-    'nearest-anchor', the single anchor with the nearest keypoints; 'center', the center of P.
-    Why the mixture: from one anchor or from the center the first frame's Adam run often stops
-    on a plateau (L_key above 0.02 in 7 and 5 of 20 known-answer targets, none from the mixture;
-    ``bench/fastmode.py``'s first frame stalled at 0.07 from the nearest anchor)."""
+    first_frame: str = "nearest-anchor"
+    """Where the first frame starts: 'nearest-anchor' (default), the single anchor with the
+    nearest keypoints; 'keypoint-mix', the anchors' mixture whose keypoints, mixed alike, come
+    nearest the frame's (``anchor_keypoints.keypoint_mixture``); 'center', the center of P.
+    The mixture serves the exact mode better: from one anchor or from the center its first
+    frame's Adam run often stops on a plateau (L_key above 0.02 in 7 and 5 of 20 known-answer
+    targets, none from the mixture; ``bench/fastmode.py``'s first frame stalled at 0.07 from the
+    nearest anchor and converged to 0.003 from the mixture). It is not the default yet because
+    refine keeps the first frame's code along what the keypoints do not see, and on
+    test_fast_reenact's 128 px clip refine lost from it: 0.064 px against 0.045 from the nearest
+    anchor (two runs each; the exact mode 0.041-0.069 px either way, float rounding deciding),
+    the same trade as the two-start experiment (``first_steps``). On ``bench/fastmode.py``'s
+    256 px clip refine did as well from it (0.95-1.10x of the exact mode over three models).
+    Switching needs a refine that does not depend on where the first frame settles."""
     mesh_input: int = 256
     """Side the generated image is resized to before the FaceMesh."""
     save_every: int = 5

@@ -105,13 +105,12 @@ def test_warm_started_take_follows_a_moving_known_answer(face_mesh, warp_setup, 
         got = generator.controls_of(torch.from_numpy(track.ws))
         want = generator.controls_of(true_ws)
     miss = (got - want).abs()
-    # the controls stay close (0.13-0.19 measured over runs, most of it shift and rotation, which
-    # the 128 px FaceMesh reads within a few hundredths of a pixel of each other); the blend towards
-    # the open-mouth face barely moves the keypoints, so it keeps where the first frame settled it:
-    # 0.06-0.07 from the anchors' keypoint mixture (0.19-0.23 from the nearest anchor, float
-    # rounding of two threads deciding where its run stopped); and nothing drifts along the take
-    assert float(miss.norm(dim=-1).max()) < 0.25, (got, want)
-    assert float(miss[:, 4].max()) < 0.12, (got, want)
+    # the four controls the keypoints see (shift, rotation, mouth stretch) stay close: 0.11-0.12
+    # measured; the blend towards the open-mouth face barely moves them, so it keeps where the
+    # first frame's Adam run stopped in its flat valley (0.19-0.23 over runs: float rounding of
+    # two threads decides); and nothing drifts along the take
+    assert float(miss[:, :4].norm(dim=-1).max()) < 0.15, (got, want)
+    assert float(miss[:, 4].max()) < 0.3, (got, want)
     assert float(miss.norm(dim=-1)[-1]) <= float(miss.norm(dim=-1)[0]) + 0.05, (got, want)
     assert float(track.alpha.min()) >= space.alpha_floor - 1e-5
 
@@ -269,7 +268,7 @@ def test_first_frame_starts_from_the_anchor_with_the_nearest_keypoints(face_mesh
 
 
 def test_first_frame_between_anchors_starts_from_their_keypoint_mixture(face_mesh, warp_setup) -> None:
-    """A face between anchors: the render of the anchors' keypoint mixture (the default start) lies
+    """A face between anchors: the render of the anchors' keypoint mixture (a first-frame start) lies
     nearer the frame than the nearest single anchor's, from which the first frame's run stalled on
     a plateau (anchor_keypoints.keypoint_mixture; measured 0.07x and 0.38x of its keypoint error);
     an anchor's own face is started from that anchor."""

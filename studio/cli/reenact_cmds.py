@@ -59,10 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "(default 0.05, cosine-decayed within each frame; the first frame uses 4x this)")
     re.add_argument("--no-smooth", action="store_true",
                     help="personal: skip the temporal filter on the latent codes (sigma 2 frames)")
-    re.add_argument("--first-frame", choices=("keypoint-mix", "nearest-anchor", "center"), default=None,
-                    help="personal: where the first frame starts: the mixture of the person's anchors whose "
-                         "keypoints come nearest the frame's (keypoint-mix, default), the single nearest "
-                         "anchor, or the center of the person's space")
+    re.add_argument("--first-frame", choices=("nearest-anchor", "keypoint-mix", "center"), default=None,
+                    help="personal: where the first frame starts: the anchor with the nearest keypoints "
+                         "(default), the mixture of anchors whose keypoints come nearest the frame's "
+                         "(keypoint-mix: converges more often in the exact mode), or the center of the "
+                         "person's space")
     re.add_argument("--restart", action="store_true",
                     help="discard an existing take of this name and start over")
     re.add_argument("--chunks", type=int, default=None, metavar="K",
