@@ -218,7 +218,7 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
         cache_key = f"{generator_id}|{type(landmarks).__name__}:{getattr(landmarks, 'input_size', '')}"
 
         def first_code(t: int, target: FrameTarget) -> PPlusCode:
-            """Frame 0's start: the caller's, or ``settings.first_frame``'s (the anchors' keypoint mixture by default)."""
+            """Frame 0's start: the caller's, or ``settings.first_frame``'s (the nearest anchor by default)."""
             given = first_start(t, target) if first_start is not None else None
             if given is not None:
                 return given

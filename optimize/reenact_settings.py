@@ -16,7 +16,7 @@ from optimize.latent_space import NOISE_UNITS
 from optimize.losses import LossWeights
 from personalize.errors import UserError
 
-FIRST_FRAME_STARTS = ("keypoint-mix", "nearest-anchor", "center")
+FIRST_FRAME_STARTS = ("nearest-anchor", "keypoint-mix", "center")
 
 
 @dataclass(frozen=True)
