@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optimize.anchor_keypoints import anchor_keypoints, keypoint_mixture, nearest_anchor
+from optimize.anchor_keypoints import anchor_keypoints, first_frame_code
 from optimize.driving import DrivingFrames, image_to_tensor
 from optimize.latent_space import NOISE_UNITS, PersonalizedSpace
 from optimize.losses import CROP_NORMS, MeshLandmarks, ReenactLoss, keypoints_from_landmarks
@@ -163,13 +163,7 @@ def quality(step_list: list[int], lr: float, size: int = 256) -> None:
 
         anchor_kp = anchor_keypoints(generator, space, mesh)
         for name in starts:
-            frame_kp = target.keypoints[0].numpy()
-            if name == "center":
-                start = space.center_code()
-            elif name == "nearest-anchor":
-                start = space.anchor_code(nearest_anchor(anchor_kp, frame_kp))
-            else:
-                start = space.code_from_coefficients(torch.from_numpy(keypoint_mixture(anchor_kp, frame_kp))[None])
+            start = first_frame_code(space, name, anchor_kp, target.keypoints[0].numpy())
             row = [error(start)]
             for steps in step_list:
                 row.append(error(optimizer.optimize(start, target, reference, steps=steps,

@@ -96,3 +96,17 @@ def keypoint_mixture(anchor_kp: np.ndarray, frame_kp: np.ndarray, use_z: bool = 
     if not np.isfinite(total) or total <= 0:   # cannot happen with the sum row; never start from nothing
         coefficients, total = np.eye(len(anchor_kp))[nearest_anchor(anchor_kp, frame_kp)], 1.0
     return (coefficients / total).astype(np.float32)
+
+
+def first_frame_code(space: PersonalizedSpace, how: str, anchor_kp: np.ndarray | None,
+                     frame_kp: np.ndarray, use_z: bool = True):
+    """The P+ code a take's first frame starts from (``ReenactSettings.first_frame``): 'center' (the
+    center of P), 'nearest-anchor' (``nearest_anchor``) or 'keypoint-mix' (``keypoint_mixture``);
+    anchor_kp (N,66,3) is only read by the last two, frame_kp (66,3) is the frame's keypoints."""
+    if how == "center" or space.n_anchors == 1:
+        return space.center_code()
+    if how == "nearest-anchor":
+        return space.anchor_code(nearest_anchor(anchor_kp, frame_kp))
+    if how == "keypoint-mix":
+        return space.code_from_coefficients(torch.from_numpy(keypoint_mixture(anchor_kp, frame_kp, use_z))[None])
+    raise ValueError(f"unknown first-frame start {how!r}")

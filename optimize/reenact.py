@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from optimize.anchor_keypoints import cached_anchor_keypoints, keypoint_mixture, nearest_anchor
+from optimize.anchor_keypoints import cached_anchor_keypoints, first_frame_code
 from optimize.driving import DrivingFrames, image_to_tensor
 from optimize.latent_space import PersonalizedSpace, PPlusCode
 from optimize.losses import (FrameTarget, IdentityReference, LandmarkFn, LossTerms, MeshLandmarks,
@@ -222,14 +222,10 @@ def reenact(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFra
             given = first_start(t, target) if first_start is not None else None
             if given is not None:
                 return given
-            if settings.first_frame == "center" or space.n_anchors == 1:
-                return space.center_code()
-            anchor_kp = cached_anchor_keypoints(generator, space, landmarks, anchor_cache, cache_key, cancel)
-            frame_kp = target.keypoints[0].cpu().numpy()
-            if settings.first_frame == "nearest-anchor":
-                return space.anchor_code(nearest_anchor(anchor_kp, frame_kp))
-            mix = keypoint_mixture(anchor_kp, frame_kp, settings.weights.use_z)
-            return space.code_from_coefficients(torch.from_numpy(mix)[None])
+            anchor_kp = (None if settings.first_frame == "center" or space.n_anchors == 1 else
+                         cached_anchor_keypoints(generator, space, landmarks, anchor_cache, cache_key, cancel))
+            return first_frame_code(space, settings.first_frame, anchor_kp, target.keypoints[0].cpu().numpy(),
+                                    settings.weights.use_z)
 
         previous: PPlusCode | None = None
         if track.frames_done > 0:
