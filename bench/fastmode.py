@@ -24,9 +24,9 @@ Prints:
    and ``--first-frame`` the exact mode's first-frame start: from the nearest anchor the first
    frame (its loss is printed) ended on a plateau or converged depending on float rounding alone;
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
-   present): seconds per frame of the fast mode measured (descriptor + motion model + one generator
-   pass, a MediaPipe read and the step's second prediction for its feedback, then the take's
-   render; the open loop: the render), one fp32 generator pass's GFLOP and GFLOP/s (NCHW and channels-last), one
+   present): seconds per frame of the fast mode measured (descriptor + motion model + its
+   feedback's ``FAST_FEEDBACK`` generator passes and MediaPipe reads and the step's prediction,
+   then the take's render; the open loop: the render), one fp32 generator pass's GFLOP and GFLOP/s (NCHW and channels-last), one
    optimizer step and one closed-loop pass measured, and exact / refine per frame
    from their passes in part 1;
 3. live: ``optimize.live.LiveDriver`` on the real self-scan video (MediaPipe tracking, alignment,
@@ -47,6 +47,7 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --skip-speed --clip nod                    # a nodding clip
     .venv/bin/python bench/fastmode.py --skip-speed --fast-gain 0.5 --fast-carry 1  # fast's feedback variants
     .venv/bin/python bench/fastmode.py --skip-speed --fast-step 0     # fast without its step (the earlier frames' misses only)
+    .venv/bin/python bench/fastmode.py --skip-speed --fast-feedback 1 # fast reading one render a frame, not two
     .venv/bin/python bench/fastmode.py --skip-speed --threads 1                   # one CPU thread (float rounding)
     .venv/bin/python bench/fastmode.py --skip-speed --driving-video ../shared/media/driving_man_smile_wink_3s.mp4 \
         --driving-video ../shared/media/driving_speech_audio_8s.mp4           # real clips of other people
@@ -67,7 +68,7 @@ import torch
 
 from optimize.driving import DrivingFrames, crop_landmarks, detect_crop_landmarks, tensor_to_uint8
 from optimize.fast_directions import MODEL_KINDS, MotionModel, MotionModelFiles, MotionSettings, sample_codes, train_motion_model
-from optimize.fast_reenact import (FAST_CARRY, FAST_GAIN, FAST_STEP, REFINE_CARRY, REFINE_FEEDBACK, REFINE_LR, REFINE_STEPS, MotionPredictor, RenderReader, closed_loop,
+from optimize.fast_reenact import (FAST_CARRY, FAST_FEEDBACK, FAST_GAIN, FAST_STEP, REFINE_CARRY, REFINE_FEEDBACK, REFINE_LR, REFINE_STEPS, MotionPredictor, RenderReader, closed_loop,
                                   fast_track, refine_settings, refine_track)
 from optimize.latent_space import PersonalizedSpace
 from optimize.losses import MeshLandmarks, ReenactLoss, keypoints_from_landmarks
@@ -165,7 +166,8 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
             feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
             seed: int = 0, exact_first_steps: int | None = None, first_frame: str = ReenactSettings().first_frame,
             main_kind: str = DEFAULT_KIND,
-            max_mix: int = MotionSettings().max_mix, clip: str = "pan", fast_gain: float = FAST_GAIN,
+            max_mix: int = MotionSettings().max_mix, clip: str = "pan", fast_feedback: int = FAST_FEEDBACK,
+            fast_gain: float = FAST_GAIN,
             fast_carry: float = FAST_CARRY, fast_step: float = FAST_STEP,
             real_clips: tuple[Path, ...] = (), real_frames: int = 40) -> dict[str, float]:
     """Part 1; returns the mean generator passes per frame of the exact mode and of refine's
@@ -204,10 +206,11 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         t0 = time.perf_counter()
         with RenderReader(generator) as reader:
             fast = fast_track(anchors, generator.num_ws, driving, tmp / "fast.npz", models[main_kind], reader,
-                              gain=fast_gain, carry=fast_carry, step=fast_step, settings=settings)
+                              feedback=fast_feedback, gain=fast_gain, carry=fast_carry, step=fast_step, settings=settings)
             results["fast"] = (fast, time.perf_counter() - t0)
             other = fast_track(anchors, generator.num_ws, driving, tmp / "other.npz", models[other_kind], reader,
-                               gain=fast_gain, carry=fast_carry, step=fast_step, settings=settings)
+                               feedback=fast_feedback, gain=fast_gain, carry=fast_carry, step=fast_step,
+                               settings=settings)
             results[f"fast ({other_kind})"] = (other, 0.0)
         # the control: fast without its feedback (every code straight from its descriptor)
         t0 = time.perf_counter()
@@ -261,7 +264,8 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         print(f"  {name:<21} {right:.3f} / {wrong:.3f}")
     names = list(POSE_NAMES) + [f"pc{i + 1}" for i in range(models[main_kind].descriptor.dim - len(POSE_NAMES))]
     print(f"[quality] fast's descriptor miss per element ({', '.join(names)}): RMS / lag-1 autocorrelation over the clip "
-          f"(feedback gain {fast_gain:g}, carry {fast_carry:g}, step {fast_step:g}; what earlier frames foretell, it can remove)")
+          f"(feedback {fast_feedback} renders, gain {fast_gain:g}, carry {fast_carry:g}, step {fast_step:g}; what earlier "
+          "frames foretell, it can remove)")
     for name in ("fast", "fast (open loop)", "exact"):
         rms, lag1 = _miss_autocorrelation(generator, models[main_kind], results[name][0].track.ws, driving, size)
         print(f"  {name:<21} " + "  ".join(f"{r:.3f}/{a:+.2f}" for r, a in zip(rms, lag1)))
@@ -292,14 +296,14 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           f"(L_key {exact.track.key_loss[0]:.4f}; {torch.get_num_threads()} CPU threads)")
     for video in real_clips:
         _real_clip(video, real_frames, generator, anchors, mesh, models[main_kind], exact_settings,
-                   fast_gain, fast_carry, fast_step)
+                   fast_feedback, fast_gain, fast_carry, fast_step)
     out["exact_steps"], out["refine_steps"] = later["exact"], later["refine"] - feedback
     return out
 
 
 def _real_clip(video: Path, n_frames: int, generator, anchors: np.ndarray, mesh: MeshLandmarks,
-               predictor: MotionPredictor, exact_settings: ReenactSettings, gain: float, carry: float,
-               step: float) -> None:
+               predictor: MotionPredictor, exact_settings: ReenactSettings, feedback: int, gain: float,
+               carry: float, step: float) -> None:
     """Part 1's stand-in driven by a real clip of another person: its first ``n_frames`` frames
     aligned as a take's, fast with and without its step, the open loop and the exact mode."""
     from personalize.faces.prepare import prepare_video
@@ -313,7 +317,8 @@ def _real_clip(video: Path, n_frames: int, generator, anchors: np.ndarray, mesh:
         with RenderReader(generator) as reader:
             for name, step_here in (("fast", step), ("fast (step 0)", 0.0)):
                 tracks[name] = fast_track(anchors, generator.num_ws, driving, tmp / f"{step_here}.npz", predictor, reader,
-                                          gain=gain, carry=carry, step=step_here, settings=exact_settings).track
+                                          feedback=feedback, gain=gain, carry=carry, step=step_here,
+                                          settings=exact_settings).track
         tracks["fast (open loop)"] = fast_track(anchors, generator.num_ws, driving, tmp / "open.npz", predictor,
                                                 settings=exact_settings).track
         tracks["exact"] = reenact(generator, anchors, driving, tmp / "exact.npz", mesh, settings=exact_settings).track
@@ -423,7 +428,8 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
         predictor.space.coefficients_to_ws(predictor.coefficients_at(inputs[t:t + 1]))
     _sync(device)
     predict_s = (time.perf_counter() - t0) / frames
-    fast_s = 2 * render_s + read_s + predict_s   # the feedback's pass, read and step while tracking, then the take's render
+    # the feedback's passes and reads while tracking, the step's prediction, then the take's render
+    fast_s = (FAST_FEEDBACK + 1) * render_s + FAST_FEEDBACK * read_s + predict_s
     batched = 8 if device.type == "cuda" else 4
     _sync(device)
     t0 = time.perf_counter()
@@ -457,7 +463,7 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
     refine_s = feedback * loop_s + refine_steps * step_s + render_s
     print(f"[speed] {device.type} {size}px, {n_anchors} anchors: a render {render_s:.3f} s/frame "
           f"({fast_batched_s:.3f} s/frame in batches of {batched}), MediaPipe on a {size}px face {read_s:.3f} s; "
-          f"the step's second prediction {predict_s * 1000:.1f} ms; fast (a pass, a read and the step while "
+          f"the step's prediction {predict_s * 1000:.1f} ms; fast ({FAST_FEEDBACK} passes and reads and the step while "
           f"tracking, then the render) {fast_s:.3f} s/frame; open loop (the render "
           f"alone) {render_s:.3f} s/frame; one optimizer step {step_s:.3f} s; one "
           f"closed-loop pass {loop_s:.3f} s; exact {exact_steps:.1f} steps (a frame after the first) -> {exact_s:.2f} s/frame; refine "
@@ -534,6 +540,8 @@ def main() -> None:
     parser.add_argument("--model-seed", type=int, default=0,
                         help="seed of the motion models' training (pool, pairs): another seed, another model")
     parser.add_argument("--clip", choices=sorted(CLIPS), default="pan", help="the quality part's driving clip (CLIPS)")
+    parser.add_argument("--fast-feedback", type=int, default=FAST_FEEDBACK,
+                        help="renders fast mode's feedback reads per frame (0: the open loop)")
     parser.add_argument("--fast-gain", type=float, default=FAST_GAIN, help="fast mode's feedback gain (0: the open loop)")
     parser.add_argument("--fast-carry", type=float, default=FAST_CARRY, help="fast mode's feedback carry")
     parser.add_argument("--fast-step", type=float, default=FAST_STEP,
@@ -562,7 +570,7 @@ def main() -> None:
                          feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr, seed=args.model_seed,
                          exact_first_steps=args.exact_first_steps, first_frame=args.first_frame,
                          main_kind=args.kind, max_mix=args.max_mix,
-                         clip=args.clip, fast_gain=args.fast_gain, fast_carry=args.fast_carry,
+                         clip=args.clip, fast_feedback=args.fast_feedback, fast_gain=args.fast_gain, fast_carry=args.fast_carry,
                          fast_step=args.fast_step, real_clips=tuple(args.driving_video), real_frames=args.real_frames)
     runs = []
     if args.skip_speed:

@@ -4,21 +4,22 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
 
 * ``fast``: every frame's code is predicted from its driving descriptor,
   ``c_t = c_s + A (u - p_s)``, with the center of P as the source s (the identity reference of
-  the exact mode). Frame t is rendered from the model input ``u_t = p_t + correction`` and read
-  with MediaPipe as the driving crops were (``RenderReader``: its one generator pass while making
-  the track). Its miss ``m_t = p_t - p(render_t)`` then does two things (``fast_track``): the
-  code kept for the frame is predicted from ``u_t + FAST_STEP * m_t``, one closed-loop step
-  (``closed_loop``) whose render is the take's own, and the next frames' correction becomes
-  ``FAST_CARRY * correction + FAST_GAIN * m_t``. Why both: the model is an approximate inverse
+  the exact mode). Frame t's loop (``feedback_loop``, ``FAST_FEEDBACK`` = 2 renders read with
+  MediaPipe as the driving crops were, ``RenderReader``) starts from the model input
+  ``u_t = p_t + correction``. The first render's miss ``m_t = p_t - p(render_t)`` moves the next
+  frames' correction to ``FAST_CARRY * correction + FAST_GAIN * m_t``; the second render is of the
+  full step ``u_t + m_t``, kept only if it reads closer (else the step is halved); the code kept
+  for the frame is predicted from the better input plus ``FAST_STEP`` of its step, one more
+  closed-loop step whose render is the take's own. Why: the model is an approximate inverse
   of "code -> descriptor", so its own miss moves the input towards the frame (refine iterates
-  this and checks every step; fast takes one step unseen); and what the model misses at a
-  descriptor is partly a bias that changes little from one frame to the next, so the earlier
-  frames' misses also foretell this frame's, and a correction that fades (0.8^t) follows a miss
-  that changes along the clip. The step is 0.7 of the miss, not all of it, because nothing
-  checks it before the take renders it and the read is noisy. The same temporal filter then
-  smooths the codes (the descriptor's MediaPipe jitter would otherwise show). The open loop
-  (``reader=None``: every code straight from its descriptor, in batches, no generator pass) is
-  the bench's control.
+  this five times with FaceMesh; fast checks one step and takes the next unseen); and what the
+  model misses at a descriptor is partly a bias that changes little from one frame to the next,
+  so the earlier frames' misses also foretell this frame's, and a correction that fades (0.8^t)
+  follows a miss that changes along the clip. The last step is 0.7 of the miss, not all of it,
+  because nothing checks it before the take renders it and the read is noisy. The same temporal
+  filter then smooths the codes (the descriptor's MediaPipe jitter would otherwise show). The
+  open loop (``reader=None``: every code straight from its descriptor, in batches, no generator
+  pass) is the bench's control.
 * ``refine``: the take's first frame with a face is the exact mode's own first frame (same start,
   steps and schedule: later frames keep what it settles, so it must settle). Every later frame
   starts from the prediction corrected in a closed loop, then takes ``REFINE_STEPS`` optimizer
@@ -63,43 +64,47 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
 
   Fast's feedback, measured on that clip (``bench/fastmode.py --first-frame keypoint-mix
   --model-seed 0|1|2`` on a 2-core AVX-512/AMX machine, where the exact mode's first frame
-  converges from the anchors' keypoint mixture with two threads or one, the exact mode 0.028-0.030 px): fast 0.058 / 0.055 / 0.068 px,
-  1.91 / 1.99 / 2.35x of the exact mode (1.51 / 1.51 / 1.69x as rendered, after the take's
-  temporal filter), the open loop 2.92 / 2.83 / 3.57x, the linear model 2.16 / 2.43 / 2.25x;
-  refine 0.95 / 1.10 / 1.00x; one thread (``--threads 1``, seed 0): fast 1.95x, refine 0.98x.
-  On a 2-core AVX2 machine (an earlier session, seed 0, the first frame converged from the
-  nearest anchor with ``--exact-first-steps 120``): fast 2.14x, 2.43-2.48x with the earlier
-  frames' misses alone (``--fast-step 0``), the open loop 3.07x. On a nodding clip (``--clip
-  nod``, a sinusoid of about 25 frames; seed 0, the same start): fast 1.20x of the exact mode (0.96x as
-  rendered) against the open loop's 3.22x, refine 0.92x.
-  The step's share, over four MLP seeds in a scratch harness calling ``fast_track`` (not
-  kept; gain 0.7, carry 0.8): 0.7 gave 1.74-2.26x on the first clip and 0.94-1.18x on the
+  converges from the anchors' keypoint mixture, the exact mode 0.028-0.031 px): fast 0.051 /
+  0.052 / 0.055 px, 1.66 / 1.86 / 1.86x of the exact mode (1.43 / 1.41 / 1.60x as rendered, after
+  the take's temporal filter), the linear model 1.83 / 2.10 / 2.11x, the open loop 2.86 / 2.84 /
+  3.45x; refine 0.93 / 1.11 / 0.97x. On a nodding clip (``--clip nod``, a sinusoid of about 25
+  frames; seed 0): fast 1.23x (0.96x as rendered), the open loop 3.20x, refine 0.91x. With one
+  render a frame (``--fast-feedback 1``, the previous design), the same bench measured fast 1.91 /
+  1.99 / 2.35x on the pan clip and 1.20x on the nodding one: the checked second render is what
+  brings every model under the issue's 2x (``FAST_FEEDBACK``). Earlier, on a 2-core AVX2 machine
+  (seed 0, one render): 2.14x, 2.43-2.48x with the earlier frames' misses alone
+  (``--fast-step 0``), the open loop 3.07x.
+  The last step's share, over four MLP seeds in a scratch harness calling ``fast_track`` (one
+  render then; gain 0.7, carry 0.8): 0.7 gave 1.74-2.26x on the first clip and 0.94-1.18x on the
   nodding one, against 2.15-2.67x and 1.46-1.63x without the step; 0.6 and 0.85 did about as
   well on average, and a step, gain and carry all at 0.8 once diverged (4.8x): nothing checks
   the step before the take renders it. Fast's MLP starts from its seed (``MotionSettings.seed``),
-  so these seeds compare models, not runs. It costs one generator pass and one MediaPipe read a
-  frame, in order (so not batched), and a second prediction (0.3 ms), on top of the take's
-  render: 65x faster than the exact mode on the AMX machine at 256 px (the open loop 133x),
-  41-45x on the AVX2 one (83-95x). A miss the generator cannot close (another person's face)
-  is bounded: the correction stays within gain / (1 - carry) = 3.5 times it, the step within
-  0.7 times it, then the input's clamp. Driven by the shared media's two real driving clips of
+  so these seeds compare models, not runs. It costs two generator passes and two MediaPipe reads
+  a frame, in order (so not batched), and one more prediction (0.3 ms), on top of the take's
+  render: 35x faster than the exact mode on the AMX machine at 256 px (the open loop 107x; 65x
+  with one render). A miss the generator cannot close (another person's face)
+  is bounded: the correction stays within gain / (1 - carry) = 3.5 times it, each step within
+  the miss of the best try (the second try is kept only if it reads closer), then the input's
+  clamp. Driven by the shared media's two real driving clips of
   other people (40 frames each, on the stand-in, 40 % of the descriptor's elements beyond the
-  learned range), fast did no worse than the open loop: 0.87-0.93 of the exact mode's keypoint
-  error with the step, 0.88-0.95 without it, 0.92-0.99 open loop (``bench/fastmode.py
-  --driving-video``, MLP seeds 0/1; all modes ~3 px there, the faces differ).
+  learned range), fast with one render did no worse than the open loop: 0.87-0.93 of the exact
+  mode's keypoint error with the step, 0.88-0.95 without it, 0.92-0.99 open loop
+  (``bench/fastmode.py --driving-video``, MLP seeds 0/1; all modes ~3 px there, the faces
+  differ).
 
   What stays of fast's gap on the first clip is spread over all five controls:
   ``bench/fastmode.py``'s ablation sets one control of fast's codes to its true value and the
   error drops only from 0.055-0.068 to 0.047-0.064 px, while any one control left as predicted
-  (the others true) gives 0.022-0.040 px alone (seeds 0/1/2). So no direction can be taken from
+  (the others true) gives 0.022-0.040 px alone (seeds 0/1/2, one render a frame; with two,
+  0.051-0.055 px to 0.046-0.057 px, and 0.022-0.048 px alone). So no direction can be taken from
   elsewhere, as refine takes the blend, and the feedback cannot see the blend either. Its
   largest remaining descriptor misses (yaw, pitch, scale: MediaPipe reading a face that the
   stand-in only warps in 2D) still correlate from one frame to the next (lag-1
   autocorrelation 0.2-0.6 for yaw, -0.1-0.3 for pitch, 0.2-0.5 for scale, over the four runs
   above; the open loop's 0.2-0.7, 0.1-0.4, 0.4-0.6), yet higher gains or slower fading did
   worse in the scratch harness (the read is noisy, and a correction that lags a changing miss
-  overshoots). One step unseen removes part of a frame's own miss; only iterating on the frame
-  itself, checked, removes the rest: that is refine. The limit of the open loop is what the descriptor
+  overshoots). One step unseen removes part of a frame's own miss; iterating on the frame
+  itself, checked, removes more: fast checks one step, refine iterates five. The limit of the open loop is what the descriptor
   carries: in a scratch experiment (not kept), a quadratic regression fitted on 400 codes drawn
   around the clip's own path, an oracle's pool, still reached only 0.048-0.063 px (1.6-2.1x);
   descriptors with more expression components (98 % of the scan's variance, the default,
@@ -115,8 +120,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -161,6 +167,15 @@ FAST_STEP = 0.7
 """Share of a frame's own miss that moves the code fast mode keeps for it: the code rendered to
 read the miss came from ``u_t``, the code kept from ``u_t + FAST_STEP * (p_t - p(render_t))``,
 one closed-loop step (``closed_loop``) whose render is the take's own (module docstring)."""
+FAST_FEEDBACK = 2
+"""Renders fast mode reads per frame (``feedback_loop``): the first from the corrected input, the
+second from the full step on from it, checked (kept only if it reads closer), then the kept code
+takes ``FAST_STEP`` of the next step unseen. Why two and not one: on ``bench/fastmode.py``'s pan
+clip (a scratch harness calling this module, MLP seeds 0/1/2, the exact mode's first frame from the
+keypoint mixture) fast measured 1.65 / 1.77 / 1.84x of the exact mode per frame with two against
+1.85 / 1.90 / 2.25x with one, on the nodding clip 1.27 / 1.45x against 1.23 / 1.51x (seeds 0/2);
+three did little more (1.53 / 1.70 / 1.84x). Each costs a generator pass and a MediaPipe read:
+fast stays far above the issue's 20x speed target."""
 FAST_CHUNK = 256
 """Frames predicted at once by the open loop (no feedback)."""
 INPUT_LIMIT = 2.0
@@ -296,20 +311,21 @@ class RenderReader:
 
 def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_path: Path,
                predictor: MotionPredictor, reader: RenderReader | None = None, *,
-               gain: float = FAST_GAIN, carry: float = FAST_CARRY, step: float = FAST_STEP,
-               settings: ReenactSettings = ReenactSettings(), generator_id: str = "",
+               feedback: int = FAST_FEEDBACK, gain: float = FAST_GAIN, carry: float = FAST_CARRY,
+               step: float = FAST_STEP, settings: ReenactSettings = ReenactSettings(), generator_id: str = "",
                image_size: int | None = None, restart: bool = False,
                progress: ProgressFn = no_progress, cancel: CancelToken = NEVER_CANCELLED) -> ReenactResult:
     """Predict every frame's code (fast mode) and save the finished track to ``track_path``.
 
-    With a ``reader`` (the product's fast mode), frame t's code is rendered from its descriptor
-    plus a correction learned from the frames before it, ``u_t = p_t + correction``, and read by
-    ``reader``; its miss ``m_t = p_t - p(render_t)`` moves the code kept for the frame to
-    ``u_t + step * m_t`` and the correction to ``carry * correction + gain * m_t`` (module
-    docstring). One generator pass a frame, in order; saved as it goes, so a cancelled take
-    resumes (its first new frame without a correction). Without one (``reader=None``, or
-    ``gain`` and ``step`` 0), the open loop: every code straight from its descriptor, in batches, no
-    generator pass.
+    With a ``reader`` (the product's fast mode), frame t's loop (``feedback_loop``, ``feedback``
+    renders read by ``reader``) starts from its descriptor plus a correction learned from the
+    frames before it, ``u_t = p_t + correction``; the first render's miss
+    ``m_t = p_t - p(render_t)`` moves the correction to ``carry * correction + gain * m_t``, and
+    the code kept for the frame is ``step`` of the step on from the best render (module
+    docstring). ``feedback`` generator passes a frame, in order; saved as it goes, so a cancelled
+    take resumes (its first new frame without a correction). Without one (``reader=None``,
+    ``feedback`` 0, or ``gain`` and ``step`` 0), the open loop: every code straight from its
+    descriptor, in batches, no generator pass.
 
     ``image_size``: the side of the driving crops the landmarks are in (default: read frame 0).
     A finished track made from the same inputs is reused; ``settings.smooth_sigma`` smooths it.
@@ -319,10 +335,11 @@ def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_p
     track_path = Path(track_path)
     anchors = np.asarray(anchors, np.float32)
     n = driving.n_frames
-    feedback = reader is not None and (gain > 0 or step > 0)
+    looped = reader is not None and feedback > 0 and (gain > 0 or step > 0)
     params: dict[str, object] = {"mode": "fast"}
-    if feedback:
-        params.update(feedback_gain=float(gain), feedback_carry=float(carry), feedback_step=float(step))
+    if looped:
+        params.update(feedback_passes=int(feedback), feedback_gain=float(gain), feedback_carry=float(carry),
+                      feedback_step=float(step))
     fingerprint = track_fingerprint(driving, anchors, f"{generator_id}|fast:{predictor.model_id}", params)
     space = predictor.space
     track: LatentTrack | None = None
@@ -340,15 +357,15 @@ def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_p
                 existing.save(track_path)
             return ReenactResult(existing, 0, 0, time.perf_counter() - started,
                                  [int(i) for i in np.flatnonzero(~existing.face_found)])
-        track = existing if feedback else None
+        track = existing if looped else None
     size = float(image_size or driving.load_image(0).shape[1])
     if track is None:
         track = LatentTrack.empty(fingerprint, n, space.n_anchors, num_ws, space.w_dim, 0)
     valid = np.asarray(driving.valid, bool)
     first = track.frames_done
-    if feedback:
-        passes = _fast_with_feedback(track, track_path, driving, size, predictor, reader, gain, carry, step,
-                                     settings, progress, cancel)
+    if looped:
+        passes = _fast_with_feedback(track, track_path, driving, size, predictor, reader, feedback, gain, carry,
+                                     step, settings, progress, cancel)
     else:
         passes = 0
         for start in range(0, n, FAST_CHUNK):
@@ -378,13 +395,19 @@ def _write_codes(track: LatentTrack, frames: slice, predictor: MotionPredictor, 
 
 
 def _fast_with_feedback(track: LatentTrack, track_path: Path, driving: DrivingFrames, size: float,
-                        predictor: MotionPredictor, reader: RenderReader, gain: float, carry: float,
-                        step: float, settings: ReenactSettings, progress: ProgressFn, cancel: CancelToken) -> int:
+                        predictor: MotionPredictor, reader: RenderReader, renders: int, gain: float,
+                        carry: float, step: float, settings: ReenactSettings, progress: ProgressFn,
+                        cancel: CancelToken) -> int:
     """Fast mode's frames from ``track.frames_done`` on, each input corrected by the earlier
     frames' misses and each kept code by its own (``fast_track``); saves the track as it goes.
     Returns the renders made."""
     n = track.n_frames
     inputs = predictor.inputs(driving.landmarks, size)                     # (T,d)
+
+    def read(u: torch.Tensor) -> torch.Tensor | None:
+        found = reader(predictor.space.coefficients_to_ws(predictor.coefficients_at(u)))
+        return None if found is None else predictor.inputs(found, reader.size)
+
     correction = torch.zeros_like(inputs[:1])
     passes = unsaved = 0
     last_save = time.perf_counter()
@@ -392,16 +415,14 @@ def _fast_with_feedback(track: LatentTrack, track_path: Path, driving: DrivingFr
         for t in range(track.frames_done, n):
             cancel.check()
             if driving.valid[t]:
-                u = predictor.clamp(inputs[t:t + 1] + correction)
-                coefficients = predictor.coefficients_at(u)
-                read = reader(predictor.space.coefficients_to_ws(coefficients))
-                passes += 1
+                found = feedback_loop(read, inputs[t:t + 1], predictor.clamp(inputs[t:t + 1] + correction),
+                                      renders, predictor.clamp)
+                passes += found.renders
                 correction = carry * correction
-                if read is not None:
-                    miss = inputs[t:t + 1] - predictor.inputs(read, reader.size)
-                    correction = correction + gain * miss
-                    if step > 0:      # the kept code: one step on from the rendered one
-                        coefficients = predictor.coefficients_at(predictor.clamp(u + step * miss))
+                if found.first_miss is not None:
+                    correction = correction + gain * found.first_miss
+                # the kept code: a share of the step on from the best render, unseen
+                coefficients = predictor.coefficients_at(predictor.clamp(found.step(step)))
                 _write_codes(track, slice(t, t + 1), predictor, coefficients)
             else:
                 # a face that comes back may have moved anywhere: what was missed before says nothing
@@ -437,14 +458,61 @@ def _hold_faceless(track: LatentTrack, valid: np.ndarray, space: PersonalizedSpa
                                                            track.delta[previous])
 
 
+@dataclass
+class Feedback:
+    """What ``feedback_loop`` found: the best model input tried (1,d), the miss read there (1,d;
+    zeros when no render read a face), the step gain left after halving it on each try that did
+    worse, the first try's miss (None when its render read no face), and the renders made."""
+
+    best: torch.Tensor
+    miss: torch.Tensor
+    gain: float
+    first_miss: torch.Tensor | None
+    renders: int
+
+    def step(self, share: float = 1.0) -> torch.Tensor:
+        """The next input to try (1,d), unclamped: ``share`` of the step from the best try."""
+        return self.best + share * self.gain * self.miss
+
+
+def feedback_loop(read: Callable[[torch.Tensor], torch.Tensor | None], wanted: torch.Tensor,
+                  start: torch.Tensor, passes: int, clamp: Callable[[torch.Tensor], torch.Tensor]) -> Feedback:
+    """Iterative error feedback on the motion model's input: ``passes`` rounds of render-and-read
+    ``read(u)`` (a model input (1,d) -> the descriptor its render reads as (1,d), None when no face
+    is found), miss ``wanted - read(u)``, and the next try ``u = clamp(best + gain * miss(best))``
+    from ``start`` (1,d).
+
+    Why step from the best try so far and halve the gain after a worse one: a safeguard, as the
+    feedback trusts the model to be a fair inverse of the generator; where a poor one overshoots,
+    the loop backs off instead of wandering. A first render without a face ends the loop (the same
+    input would read the same). Shared by refine's ``closed_loop`` and fast mode's
+    ``fast_track``, which differ in what reads the renders and in the last step's share."""
+    best, best_miss, best_norm, first_miss, gain = start, torch.zeros_like(start), math.inf, None, 1.0
+    u, renders = start, 0
+    for k in range(passes):
+        got = read(u)
+        renders += 1
+        if got is None and k == 0:
+            break
+        miss = None if got is None else wanted - got
+        if k == 0:
+            first_miss = miss
+        if miss is not None and float(miss.norm()) < best_norm:
+            best, best_miss, best_norm = u, miss, float(miss.norm())
+        else:
+            gain *= 0.5
+        u = clamp(best + gain * best_miss)
+    return Feedback(best, best_miss, gain, first_miss, renders)
+
+
 def closed_loop(generator: torch.nn.Module, predictor: MotionPredictor, landmarks: LandmarkFn,
                 target: FrameTarget, start: torch.Tensor, passes: int,
                 previous: torch.Tensor | None = None) -> torch.Tensor:
     """The model input whose rendered face reads like the driving frame: ``passes`` rounds of
-    render, measure, and step ``u = best + gain (wanted - measured(best))`` from ``start``.
+    ``feedback_loop`` from ``start``, reading every render with the differentiable FaceMesh.
 
     start: (1,d) a rescaled descriptor (``MotionPredictor.inputs``); returns the next input to
-    try (1,d). ``previous``: (1,num_ws,N) coefficients whose unreliable directions every
+    try (1,d), the full step from the best. ``previous``: (1,num_ws,N) coefficients whose unreliable directions every
     rendered code keeps (``MotionPredictor.tracked``). Both the driving frame (``wanted``) and the renders are read by ``landmarks`` with
     the frame's detector region (as the optimizer's loss reads its renders). Why not compare with
     the driving frame's MediaPipe landmarks, which the prediction starts from: the two
@@ -452,29 +520,21 @@ def closed_loop(generator: torch.nn.Module, predictor: MotionPredictor, landmark
     test_fast_reenact), the size of the errors left, so the loop fed that difference back and
     made faces worse than no loop there (0.077-0.10 px against 0.036-0.069 px, four models, 80
     first-frame steps for the exact mode then); read with one instrument, 0.029-0.033 px (two).
-    Why step from the best try so far and halve the gain after a miss: a safeguard, as the
-    feedback trusts the model to be a fair inverse of the generator; where a poor one
-    overshoots, the loop backs off instead of wandering. Each round is one generator and one
-    FaceMesh pass, without gradients; one more FaceMesh pass reads the frame.
+    Each round is one generator and one FaceMesh pass, without gradients; one more FaceMesh pass
+    reads the frame.
     """
     if passes <= 0:
         return start
     with torch.no_grad():
         wanted = predictor.inputs(target.measure(landmarks, target.image), target.image.shape[-1])
-    best, best_miss, best_step = start, math.inf, None
-    u, gain = start, 1.0
-    for _ in range(passes):
+
+    def read(u: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             coefficients = predictor.tracked(predictor.coefficients_at(u), previous)
             image = generator.synthesis(predictor.space.coefficients_to_ws(coefficients), noise_mode="const")
-            step = wanted - predictor.inputs(target.measure(landmarks, image), image.shape[-1])
-        miss = float(step.norm())
-        if miss < best_miss:
-            best, best_miss, best_step = u, miss, step
-        else:
-            gain *= 0.5
-        u = predictor.clamp(best + gain * best_step)
-    return u
+            return predictor.inputs(target.measure(landmarks, image), image.shape[-1])
+
+    return predictor.clamp(feedback_loop(read, wanted, start, passes, predictor.clamp).step())
 
 
 def refine_track(generator: torch.nn.Module, anchors: np.ndarray, driving: DrivingFrames, track_path: Path,
@@ -517,5 +577,5 @@ def refine_track(generator: torch.nn.Module, anchors: np.ndarray, driving: Drivi
     return result
 
 
-__all__ = ["MODES", "FAST_GAIN", "FAST_CARRY", "FAST_STEP", "RenderReader", "REFINE_FEEDBACK", "REFINE_STEPS", "REFINE_LR", "REFINE_CARRY", "MotionPredictor", "closed_loop",
+__all__ = ["MODES", "FAST_FEEDBACK", "FAST_GAIN", "FAST_CARRY", "FAST_STEP", "Feedback", "feedback_loop", "RenderReader", "REFINE_FEEDBACK", "REFINE_STEPS", "REFINE_LR", "REFINE_CARRY", "MotionPredictor", "closed_loop",
            "refine_settings", "fast_track", "refine_track"]

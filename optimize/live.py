@@ -18,7 +18,7 @@ their weights converted once, ``ops.FrozenWeight``): about 0.14-0.16 s instead o
 per 256 px frame on the 2-core CI machine (``bench/fastmode.py``), and the image moves by about
 0.012 on [-1, 1] on average (under two grey levels of 255) -- invisible in a preview or a video
 call, and a recording keeps the codes, which export renders again in full precision. On a
-2-core machine with AMX, live measured 12.5 fps in bf16 (5.1 fps in fp32). On CUDA
+2-core machine with AMX, live measured 12.0-12.5 fps in bf16 (4.8-5.1 fps in fp32). On CUDA
 the generator's own fp16 blocks are used (its mixed precision), channels-last as the official
 fp16 blocks are (not measured here: no GPU).
 

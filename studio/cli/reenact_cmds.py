@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "its own first frame and blended where they overlap (default: one per process with --gpus)")
     re.add_argument("--mode", choices=("exact", "fast", "refine"), default="exact",
                     help="personal: exact: optimize every frame (default); fast: the motion model's "
-                         "prediction, corrected by its own render's miss and the earlier frames' (one generator pass per frame); refine: the first frame as exact, then the "
+                         "prediction, corrected by its own renders' misses and the earlier frames' (2 generator passes a frame); refine: the first frame as exact, then the "
                          "prediction corrected in a closed loop (5 passes) and an optimizer step (fast and refine need 'studio-cli "
                          "motion-model' first)")
     re.add_argument("--refine-steps", type=int, default=None,

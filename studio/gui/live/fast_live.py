@@ -19,7 +19,7 @@ from studio.gui.widgets.text_fit import shrinkable
 
 MODES = (("exact", "Exact (optimize every frame; slowest, most faithful)"),
          ("refine", "Refine (the first frame as Exact, then the fast prediction corrected: 5 passes + 1 step)"),
-         ("fast", "Fast (the prediction, one generator pass per frame)"))
+         ("fast", "Fast (the prediction, checked by 2 renders a frame)"))
 
 
 class FastLiveBox(QGroupBox):
