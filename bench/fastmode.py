@@ -4,8 +4,9 @@ Prints:
 1. quality on the known-answer stand-in (``optimize.standin.WarpFaceGenerator``: a real portrait
    moved by the code; random StyleGAN2 weights draw no face, so errors need it): a motion model is
    learned on it (linear A, and the MLP variant), then the same driving clip rendered from known
-   codes is re-enacted in the three modes (fast also with the other kind of model and, as a
-   control, without its feedback: the open loop), and, as a
+   codes is re-enacted in the three modes (fast also with the other kind of model and, as
+   controls, reading one render a frame instead of ``FAST_FEEDBACK`` and without its feedback:
+   the open loop), and, as a
    control, in the exact mode cut to refine's passes a frame ("exact@k": what that budget buys
    without the motion model): keypoint error per mode (MediaPipe on the result vs MediaPipe on
    the driving frame, px of the crop), generator passes per frame (making the track + the
@@ -212,6 +213,10 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
                                feedback=fast_feedback, gain=fast_gain, carry=fast_carry, step=fast_step,
                                settings=settings)
             results[f"fast ({other_kind})"] = (other, 0.0)
+            if fast_feedback != 1:   # the control: one render a frame (the design before FAST_FEEDBACK)
+                results["fast (1 render)"] = (fast_track(anchors, generator.num_ws, driving, tmp / "one.npz",
+                                                         models[main_kind], reader, feedback=1, gain=fast_gain,
+                                                         carry=fast_carry, step=fast_step, settings=settings), 0.0)
         # the control: fast without its feedback (every code straight from its descriptor)
         t0 = time.perf_counter()
         results["fast (open loop)"] = (fast_track(anchors, generator.num_ws, driving, tmp / "open.npz", models[main_kind],
@@ -276,7 +281,8 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           f"{e['refine'] / e['exact']:.2f}x (target <= 1.1x; keeping nothing "
           f"{e['refine (keep nothing)'] / e['exact']:.2f}x); fast with the {other_kind} model / exact "
           f"{e[f'fast ({other_kind})'] / e['exact']:.2f}x; fast without its feedback (open loop) / exact "
-          f"{e['fast (open loop)'] / e['exact']:.2f}x")
+          f"{e['fast (open loop)'] / e['exact']:.2f}x"
+          + (f"; fast reading one render a frame / exact {e['fast (1 render)'] / e['exact']:.2f}x" if "fast (1 render)" in e else ""))
     print(f"[quality] generator passes exact/refine per frame after the first (both start with the exact mode's "
           f"first frame, {first} passes; what a take's cost per frame approaches) "
           f"{(later['exact'] + 1) / (later['refine'] + 1):.1f}x (target >= 5x); over this {n_frames}-frame clip "
