@@ -22,10 +22,11 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   pass) is the bench's control.
 * ``refine``: the take's first frame with a face is the exact mode's own first frame (same start,
   steps and schedule: later frames keep what it settles, so it must settle). Every later frame
-  starts from the prediction corrected in a closed loop, then takes ``REFINE_STEPS`` optimizer
-  steps at ``REFINE_LR`` times the exact mode's step size (``refine_settings``) for what the
-  descriptor does not see, the mouth and iris crops (the optimizer keeps the best code it saw,
-  the start included). Each closed-loop pass renders the frame's code, reads the image with the
+  starts from the prediction corrected in a closed loop, then the per-frame optimizer runs
+  ``REFINE_STEPS`` passes at ``REFINE_LR`` times the exact mode's step size
+  (``refine_settings``; it keeps the best code it scored, the start included). By default that
+  is one pass: it scores the loop's code and keeps it, no Adam update (updates measured worse,
+  see ``REFINE_STEPS``); ``--refine-steps`` gives more. Each closed-loop pass renders the frame's code, reads the image with the
   same FaceMesh and descriptor as the driving frame, and moves the model's *input* by what is
   still missing, ``u_{k+1} = u_k + (p(frame) - p(render(model(u_k))))`` (``closed_loop``). Why:
   the motion model is an approximate inverse of "code -> descriptor", so feeding back its own
@@ -64,14 +65,15 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
 
   Fast's feedback, measured on that clip (``bench/fastmode.py --first-frame keypoint-mix
   --model-seed 0|1|2`` on a 2-core AVX-512/AMX machine, where the exact mode's first frame
-  converges from the anchors' keypoint mixture, the exact mode 0.028-0.031 px): fast 0.051 /
-  0.052 / 0.055 px, 1.66 / 1.86 / 1.86x of the exact mode (1.43 / 1.41 / 1.60x as rendered, after
-  the take's temporal filter), the linear model 1.83 / 2.10 / 2.11x, the open loop 2.86 / 2.84 /
-  3.45x; refine 0.93 / 1.11 / 0.97x. On a nodding clip (``--clip nod``, a sinusoid of about 25
-  frames; seed 0): fast 1.23x (0.96x as rendered), the open loop 3.20x, refine 0.91x. With one
-  render a frame (``--fast-feedback 1``, the previous design), the same bench measured fast 1.91 /
-  1.99 / 2.35x on the pan clip and 1.20x on the nodding one: the checked second render is what
-  brings every model under the issue's 2x (``FAST_FEEDBACK``). Earlier, on a 2-core AVX2 machine
+  converges from the anchors' keypoint mixture, the exact mode 0.028-0.031 px; two runs each,
+  which differ by the exact mode's float rounding): fast 0.051-0.055 px, 1.65-1.66 / 1.66-1.86 /
+  1.85-1.86x of the exact mode (1.39-1.60x as rendered, after the take's temporal filter), the
+  same runs reading one render a frame (the bench's control, the design before ``FAST_FEEDBACK``)
+  1.86 / 1.78 / 2.26x, the linear model 1.82-2.11x, the open loop 2.52-3.45x; refine 0.92-0.93 /
+  0.98-1.11 / 0.94-0.97x. On a nodding clip (``--clip nod``, a sinusoid of about 25 frames;
+  seed 0): fast 1.23x (0.96x as rendered), the open loop 3.20x, refine 0.91x; one render measured
+  1.20x there in an earlier session. So the checked second render is what brings every model
+  under the issue's 2x. Earlier, on a 2-core AVX2 machine
   (seed 0, one render): 2.14x, 2.43-2.48x with the earlier frames' misses alone
   (``--fast-step 0``), the open loop 3.07x.
   The last step's share, over four MLP seeds in a scratch harness calling ``fast_track`` (one
@@ -146,9 +148,17 @@ work the optimizer steps did before: on ``bench/fastmode.py``'s clip (refine's o
 then, three models) 5 passes + 1 step measured 0.030 / 0.038 / 0.042 px where 3 + 3 measured
 0.031 / 0.051 / 0.050 px, and 4 + 1 0.032 / 0.038 / 0.043 px."""
 REFINE_STEPS = 1
-"""Optimizer steps per frame after the closed loop, for the mouth and iris crops. Few, because
-steps drift what is kept from the previous frame (module docstring). With the loop's 5 passes,
-6 passes + the render a frame after the first, against the exact mode's ~40 + 1."""
+"""Optimizer passes per frame after the closed loop (``FrameOptimizer.optimize``'s ``steps``:
+codes scored, the start included). One scores the loop's code with the exact mode's loss (the
+track keeps its terms, as for every frame) and keeps it: no Adam update, as an update would need
+another pass to be scored. Why no update: on ``bench/fastmode.py``'s pan clip (scratch harness,
+MLP seeds 0/1/2, the exact mode's first frame from the keypoint mixture) one update (2 passes)
+measured 1.04-1.50x of the exact mode's keypoint error at 0.3 of its step size and 0.96-1.19x at
+0.1, against 0.95-1.04x for the loop's code alone. The updates spend themselves on the loss's
+Delta term, which the loop's codes raise (0.12 against the exact mode's 5e-5 on seed 1, the
+motion model shifting the first 8 style inputs only); without that term, updates measured
+0.92-1.11x (seeds 0/1), no better either. With the loop's 5 passes, 6 passes + the render a
+frame after the first, against the exact mode's ~40 + 1."""
 REFINE_LR = 0.3
 """Refine's optimizer step size as a share of the exact mode's (``ReenactSettings.lr``). Adam's
 first steps move every coordinate by about the step size whatever its gradient, which knocks a
@@ -171,11 +181,12 @@ FAST_FEEDBACK = 2
 """Renders fast mode reads per frame (``feedback_loop``): the first from the corrected input, the
 second from the full step on from it, checked (kept only if it reads closer), then the kept code
 takes ``FAST_STEP`` of the next step unseen. Why two and not one: on ``bench/fastmode.py``'s pan
-clip (a scratch harness calling this module, MLP seeds 0/1/2, the exact mode's first frame from the
-keypoint mixture) fast measured 1.65 / 1.77 / 1.84x of the exact mode per frame with two against
-1.85 / 1.90 / 2.25x with one, on the nodding clip 1.27 / 1.45x against 1.23 / 1.51x (seeds 0/2);
-three did little more (1.53 / 1.70 / 1.84x). Each costs a generator pass and a MediaPipe read:
-fast stays far above the issue's 20x speed target."""
+clip (MLP seeds 0/1/2, the exact mode's first frame from the keypoint mixture) fast measured
+1.65 / 1.66 / 1.85x of the exact mode per frame with two against 1.86 / 1.78 / 2.26x with one,
+side by side (module docstring); in a scratch harness, on the nodding clip 1.27 / 1.45x against
+1.23 / 1.51x (seeds 0/2), and three renders did little more on the pan clip (1.53 / 1.70 / 1.84x
+against 1.65 / 1.77 / 1.84x). Each costs a generator pass and a MediaPipe read: fast stays far
+above the issue's 20x speed target (35x at 256 px on a 2-core CPU, 65x with one)."""
 FAST_CHUNK = 256
 """Frames predicted at once by the open loop (no feedback)."""
 INPUT_LIMIT = 2.0

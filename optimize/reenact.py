@@ -79,7 +79,10 @@ class FrameOptimizer:
                  steps: int | None = None, lr: float | None = None, min_steps: int | None = None) -> FrameResult:
         """Adam from ``start`` for at most ``steps`` (default ``settings.steps``) at step size
         ``lr`` (default ``settings.lr``), never stopping early before ``min_steps`` (default
-        ``settings.min_steps``); returns the best code seen."""
+        ``settings.min_steps``); returns the best code seen.
+
+        ``steps`` counts the codes rendered and scored, the start included: ``steps - 1`` Adam
+        updates, each scored by the next pass (so one step returns the start, scored)."""
         s = self.settings
         steps = steps or s.steps
         lr = lr or s.lr
@@ -119,6 +122,8 @@ class FrameOptimizer:
                 best_terms = terms.scalars()
             if since_improved >= s.patience and len(curve) >= min(min_steps, steps):
                 break
+            if step == steps - 1:
+                break  # a step from the last code would never be rendered: no backward pass for it
             total.backward()
             optimizer.step()
             self.space.clamp_to_floor_(code)  # keep every anchor reachable (see alpha_floor)

@@ -72,10 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     re.add_argument("--mode", choices=("exact", "fast", "refine"), default="exact",
                     help="personal: exact: optimize every frame (default); fast: the motion model's "
                          "prediction, corrected by its own renders' misses and the earlier frames' (2 generator passes a frame); refine: the first frame as exact, then the "
-                         "prediction corrected in a closed loop (5 passes) and an optimizer step (fast and refine need 'studio-cli "
+                         "prediction corrected in a closed loop (5 passes), scored by the optimizer (fast and refine need 'studio-cli "
                          "motion-model' first)")
     re.add_argument("--refine-steps", type=int, default=None,
-                    help=f"personal, refine mode: optimizer steps per frame after the closed loop (default {REFINE_STEPS})")
+                    help=f"personal, refine mode: optimizer passes per frame after the closed loop, the loop's code scored "
+                         f"included (default {REFINE_STEPS}: scored and kept, no update)")
     add_device_arg(re)
     add_gpus_arg(re, "re-enact")
     re.set_defaults(handler=_reenact)

@@ -18,7 +18,7 @@ from studio.gui.live.live_panel import LivePanel
 from studio.gui.widgets.text_fit import shrinkable
 
 MODES = (("exact", "Exact (optimize every frame; slowest, most faithful)"),
-         ("refine", "Refine (the first frame as Exact, then the fast prediction corrected: 5 passes + 1 step)"),
+         ("refine", "Refine (the first frame as Exact, then the fast prediction corrected in 5 passes)"),
          ("fast", "Fast (the prediction, checked by 2 renders a frame)"))
 
 
