@@ -153,7 +153,7 @@ codes scored, the start included). One scores the loop's code with the exact mod
 track keeps its terms, as for every frame) and keeps it: no Adam update, as an update would need
 another pass to be scored. Why no update: on ``bench/fastmode.py``'s pan clip (scratch harness,
 MLP seeds 0/1/2, the exact mode's first frame from the keypoint mixture) one update (2 passes)
-measured 1.04-1.50x of the exact mode's keypoint error at 0.3 of its step size and 0.96-1.19x at
+measured 1.17-1.50x of the exact mode's keypoint error at 0.3 of its step size and 0.96-1.19x at
 0.1, against 0.95-1.04x for the loop's code alone. The updates spend themselves on the loss's
 Delta term, which the loop's codes raise (0.12 against the exact mode's 5e-5 on seed 1, the
 motion model shifting the first 8 style inputs only); without that term, updates measured
