@@ -298,6 +298,10 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
     settled = {k: float(np.nanmean(v[SETTLED:])) for k, v in errors.items()}
     print(f"[quality] from frame {SETTLED} on (after the exact mode's start-up): fast/exact "
           f"{settled['fast'] / settled['exact']:.2f}x, refine/exact {settled['refine'] / settled['exact']:.2f}x")
+    print("[quality] the optimizer's loss (keypoints, crops and the Delta / sum regularizers) on the codes kept "
+          "after the first frame, mean / its keypoint term: " + ", ".join(
+              f"{k} {np.nanmean(results[k][0].track.final_loss[1:]):.4f} / {np.nanmean(results[k][0].track.key_loss[1:]):.4f}"
+              for k in ("exact", "refine")) + " (refine's is its loop's code, scored)")
     print(f"[quality] the exact mode's first frame: {first} passes, final loss {exact.track.final_loss[0]:.4f} "
           f"(L_key {exact.track.key_loss[0]:.4f}; {torch.get_num_threads()} CPU threads)")
     for video in real_clips:

@@ -156,7 +156,8 @@ MLP seeds 0/1/2, the exact mode's first frame from the keypoint mixture) one upd
 measured 1.17-1.50x of the exact mode's keypoint error at 0.3 of its step size and 0.96-1.19x at
 0.1, against 0.95-1.04x for the loop's code alone. The updates spend themselves on the loss's
 Delta term, which the loop's codes raise (0.12 against the exact mode's 5e-5 on seed 1, the
-motion model shifting the first 8 style inputs only); without that term, updates measured
+motion model shifting the first 8 style inputs only; ``bench/fastmode.py`` prints both modes'
+loss on their kept codes, and reruns an update with ``--refine-steps 2 --refine-lr 0.3``); without that term, updates measured
 0.92-1.11x (seeds 0/1), no better either. With the loop's 5 passes, 6 passes + the render a
 frame after the first, against the exact mode's ~40 + 1."""
 REFINE_LR = 0.3
@@ -512,7 +513,8 @@ def feedback_loop(read: Callable[[torch.Tensor], torch.Tensor | None], wanted: t
             best, best_miss, best_norm = u, miss, float(miss.norm())
         else:
             gain *= 0.5
-        u = clamp(best + gain * best_miss)
+        if k < passes - 1:
+            u = clamp(best + gain * best_miss)
     return Feedback(best, best_miss, gain, first_miss, renders)
 
 

@@ -23,6 +23,7 @@ from studio.project import Project
 def register(sub: argparse._SubParsersAction) -> None:
     from optimize.backends import BACKENDS
     from optimize.fast_reenact import REFINE_STEPS
+    from optimize.reenact_settings import FIRST_FRAME_STARTS
 
     modes = "; ".join(f"{name}: {info.one_line}" for name, info in BACKENDS.items())
     re = sub.add_parser(
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "(default 0.05, cosine-decayed within each frame; the first frame uses 4x this)")
     re.add_argument("--no-smooth", action="store_true",
                     help="personal: skip the temporal filter on the latent codes (sigma 2 frames)")
-    re.add_argument("--first-frame", choices=("nearest-anchor", "keypoint-mix", "center"), default=None,
+    re.add_argument("--first-frame", choices=FIRST_FRAME_STARTS, default=None,
                     help="personal: where the first frame starts: the anchor with the nearest keypoints "
                          "(default), the mixture of anchors whose keypoints come nearest the frame's "
                          "(keypoint-mix: converges more often in the exact mode), or the center of the "
