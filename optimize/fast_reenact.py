@@ -155,10 +155,16 @@ another pass to be scored. Why no update: on ``bench/fastmode.py``'s pan clip (s
 MLP seeds 0/1/2, the exact mode's first frame from the keypoint mixture) one update (2 passes)
 measured 1.17-1.50x of the exact mode's keypoint error at 0.3 of its step size and 0.96-1.19x at
 0.1, against 0.95-1.04x for the loop's code alone. The updates spend themselves on the loss's
-Delta term, which the loop's codes raise (0.12 against the exact mode's 5e-5 on seed 1, the
-motion model shifting the first 8 style inputs only; ``bench/fastmode.py`` prints both modes'
-loss on their kept codes, and reruns an update with ``--refine-steps 2 --refine-lr 0.3``); without that term, updates measured
-0.92-1.11x (seeds 0/1), no better either. With the loop's 5 passes, 6 passes + the render a
+Delta term, which the loop's codes raise (0.12 against the exact mode's 5e-5 on seed 1;
+``bench/fastmode.py`` prints both modes' loss on their kept codes, and reruns an update with
+``--refine-steps 2 --refine-lr 0.3``); without that term, updates measured 0.92-1.11x (seeds
+0/1), no better either. Why the term is high: the model's codes leave the dilated hull P_beta
+(the stand-in's 6 anchors: coefficients down to -0.11 where -beta is -0.02), and ``code`` writes
+what lies below the optimizer's floor into Delta. (Not the layers: the stand-in has 4 style
+inputs and the model shifts all of them.) Holding the model's codes in the hull, by the
+Euclidean projection onto P_beta after every prediction, measured far worse in a scratch run
+(seed 0: fast 3.68x and refine 2.31x of the exact mode, against 1.71x and 0.96x without):
+the projection moves the controls the keypoints see, which the model had right. With the loop's 5 passes, 6 passes + the render a
 frame after the first, against the exact mode's ~40 + 1."""
 REFINE_LR = 0.3
 """Refine's optimizer step size as a share of the exact mode's (``ReenactSettings.lr``). Adam's

@@ -15,6 +15,6 @@ INFO = BackendInfo(
     name="personal",
     title="Personal generator",
     summary="best likeness, at the generator's full resolution; semantic edits and styles apply; "
-            "needs personalization first; slow (an optimization per frame, seconds per frame on a GPU)",
+            "needs personalization first; Exact is slow, Fast needs the motion model",
     output="latents", needs_personalization=True, resolution=None, crop="ffhq",
     setup_weights=("ffhq", "lpips-alex", "e4e-ffhq"))

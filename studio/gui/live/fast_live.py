@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
@@ -17,9 +17,15 @@ from studio.gui.context import StudioContext
 from studio.gui.live.live_panel import LivePanel
 from studio.gui.widgets.text_fit import shrinkable
 
-MODES = (("exact", "Exact (optimize every frame; slowest, most faithful)"),
-         ("refine", "Refine (the first frame as Exact, then the fast prediction corrected in 5 passes)"),
-         ("fast", "Fast (the prediction, checked by 2 renders a frame)"))
+MODES = (("exact", "Exact (slowest, most faithful)",
+          "Exact: optimize every frame (about 40 generator passes a frame); the slowest, most faithful."),
+         ("refine", "Refine (fast, then corrected)",
+          "Refine: the first frame as Exact, then the motion model's prediction corrected in 5 passes "
+          "a frame. Needs the motion model."),
+         ("fast", "Fast (2 renders a frame)",
+          "Fast: the motion model's prediction, checked by 2 renders a frame; no optimizer. "
+          "Needs the motion model."))
+"""(key, the list's short line, its tooltip): short lines, so the closed list shows them whole at 1024 px."""
 
 
 class FastLiveBox(QGroupBox):
@@ -31,10 +37,12 @@ class FastLiveBox(QGroupBox):
         super().__init__("Motion model && Live", parent)
         self.ctx = ctx
         self.mode_box = QComboBox()
-        for key, text in MODES:
+        for key, text, _ in MODES:
             self.mode_box.addItem(text, key)
         self.mode_box.setToolTip("How new takes are made. Fast and Refine need the motion model.")
-        shrinkable(self.mode_box)  # Refine's long line must not widen the page past 1024 px
+        shrinkable(self.mode_box)  # a long line must not widen the page past 1024 px
+        for i, (_, _, description) in enumerate(MODES):
+            self.mode_box.setItemData(i, description, Qt.ItemDataRole.ToolTipRole)
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
         self.train_button = QPushButton("Train motion model")

@@ -60,14 +60,16 @@ class ReenactPage(StagePage):
         self.steps_spin.setSpecialValueText("auto (recommended)")
         self.steps_spin.setValue(int(ctx.settings.get("reenact/steps")))
         self.steps_spin.setToolTip("Optimization steps per frame: more follows the driving face "
-                                   "more closely but takes longer.")
+                                   "more closely but takes longer. Refine uses them for its first "
+                                   "frame; Fast runs no optimization.")
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(4)
         self.lr_spin.setRange(0.0, 1.0)
         self.lr_spin.setSingleStep(0.001)
         self.lr_spin.setSpecialValueText("auto")
         self.lr_spin.setValue(float(ctx.settings.get("reenact/lr")))
-        self.lr_spin.setToolTip("Learning rate: how big each adjustment step is. Leave on auto.")
+        self.lr_spin.setToolTip("Learning rate: how big each adjustment step is. Leave on auto. "
+                                "Fast runs no optimization.")
         self.smooth_box = QCheckBox("Smooth over time")
         self.smooth_box.setChecked(bool(ctx.settings.get("reenact/smooth")))
         self.smooth_box.setToolTip("Removes flicker between frames (recommended).")
@@ -93,6 +95,7 @@ class ReenactPage(StagePage):
         self.player = SideBySidePlayer()
         self.fast = FastLiveBox(ctx)
         self.fast.take_saved.connect(lambda name: self.load_takes(select=name))
+        self.fast.mode_box.currentIndexChanged.connect(lambda _i: self._mode_changed())
 
         self.form = form = QFormLayout()
         form.addRow(self.modes)
@@ -162,6 +165,9 @@ class ReenactPage(StagePage):
         for widget in (self.lr_spin, self.smooth_box, self.steps_spin, self.fast.mode_box):
             widget.setEnabled(personal)
             self.form.setRowVisible(widget, personal)  # the optimizer's settings: the personal mode's only
+        optimizing = personal and self.fast.mode() != "fast"  # fast mode runs no optimizer
+        for widget in (self.lr_spin, self.steps_spin):
+            widget.setEnabled(optimizing)
         self.tabs.setTabVisible(1, personal)  # the motion model and live drive the personalized generator only
         self._on_statuses(self.ctx.statuses)
 
