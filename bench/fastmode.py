@@ -438,15 +438,28 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
         predictor.space.coefficients_to_ws(predictor.coefficients_at(inputs[t:t + 1]))
     _sync(device)
     predict_s = (time.perf_counter() - t0) / frames
-    # the feedback's passes and reads while tracking, the step's prediction, then the take's render
-    fast_s = (FAST_FEEDBACK + 1) * render_s + FAST_FEEDBACK * read_s + predict_s
     batched = 8 if device.type == "cuda" else 4
-    _sync(device)
-    t0 = time.perf_counter()
     with torch.no_grad():
-        tensor_to_uint8(generator.synthesis(predictor.ws(batch[:batched], size).to(device), noise_mode="const"))
+        ws_batched = predictor.ws(batch[:batched], size).to(device)
+        generator.synthesis(ws_batched, noise_mode="const")                     # warm-up (a new shape)
+        _sync(device)
+        t0 = time.perf_counter()
+        tensor_to_uint8(generator.synthesis(ws_batched, noise_mode="const"))
     _sync(device)
     fast_batched_s = (time.perf_counter() - t0) / batched
+    # while tracking, consecutive frames' loops overlap: one reader call of FAST_FEEDBACK codes a
+    # frame (fast_reenact._fast_with_feedback; RenderReader.render batches them on a GPU only)
+    with RenderReader(generator, device) as reader:
+        pair = predictor.ws(batch[:FAST_FEEDBACK], size)
+        reader.render(pair)                                                      # warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(frames // FAST_FEEDBACK):
+            reader.render(pair)
+        _sync(device)
+        wave_s = (time.perf_counter() - t0) / (frames // FAST_FEEDBACK)
+    # the feedback's call and reads while tracking, the step's prediction, then the take's render
+    fast_s = wave_s + FAST_FEEDBACK * read_s + predict_s + min(render_s, fast_batched_s)
     _generator_pass(generator, predictor.ws(batch[:1], size).to(device), device)
 
     mesh = MeshLandmarks(FaceMesh.from_mediapipe(device=device), input_size=min(256, size))
@@ -473,8 +486,8 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
     refine_s = feedback * loop_s + refine_steps * step_s + render_s
     print(f"[speed] {device.type} {size}px, {n_anchors} anchors: a render {render_s:.3f} s/frame "
           f"({fast_batched_s:.3f} s/frame in batches of {batched}), MediaPipe on a {size}px face {read_s:.3f} s; "
-          f"the step's prediction {predict_s * 1000:.1f} ms; fast ({FAST_FEEDBACK} passes and reads and the step while "
-          f"tracking, then the render) {fast_s:.3f} s/frame; open loop (the render "
+          f"the step's prediction {predict_s * 1000:.1f} ms; a call of {FAST_FEEDBACK} codes {wave_s:.3f} s; fast (that call, "
+          f"{FAST_FEEDBACK} reads and the step while tracking, then the render) {fast_s:.3f} s/frame; open loop (the render "
           f"alone) {render_s:.3f} s/frame; one optimizer step {step_s:.3f} s; one "
           f"closed-loop pass {loop_s:.3f} s; exact {exact_steps:.1f} steps (a frame after the first) -> {exact_s:.2f} s/frame; refine "
           f"{feedback} passes + {refine_steps:.0f} steps -> {refine_s:.2f} s/frame"

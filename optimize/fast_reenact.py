@@ -82,10 +82,14 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   well on average, and a step, gain and carry all at 0.8 once diverged (4.8x): nothing checks
   the step before the take renders it. Fast's MLP starts from its seed (``MotionSettings.seed``),
   so these seeds compare models, not runs. It costs two generator passes and two MediaPipe reads
-  a frame, in order (so not batched), and one more prediction (0.3 ms), on top of the take's
-  render: 35x faster than the exact mode on the AMX machine at 256 px (the open loop 107x; 65x
-  with one render). A miss the generator cannot close (another person's face)
-  is bounded: the correction stays within gain / (1 - carry) = 3.5 times it, each step within
+  a frame, and one more prediction (0.3 ms), on top of the take's render; consecutive frames'
+  loops overlap so that frame t's second render and frame t+1's first share a generator batch
+  (``_fast_with_feedback``: one call of two codes a frame, which a GPU should run in little more
+  than the time of one, not measured here; the same codes as one frame after another; a CPU,
+  where a batch costs more than its codes one by one, renders them one at a time,
+  ``RenderReader.render``): 33-35x faster than the exact mode on the AMX machine at 256 px (the
+  open loop 102-107x; 65x with one render). A miss the generator cannot close (another person's
+  face) is bounded: the correction stays within gain / (1 - carry) = 3.5 times it, each step within
   the miss of the best try (the second try is kept only if it reads closer), then the input's
   clamp. Driven by the shared media's two real driving clips of
   other people (40 frames each, on the stand-in, 40 % of the descriptor's elements beyond the
@@ -124,7 +128,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 import torch
@@ -164,8 +168,12 @@ what lies below the optimizer's floor into Delta. (Not the layers: the stand-in 
 inputs and the model shifts all of them.) Holding the model's codes in the hull, by the
 Euclidean projection onto P_beta after every prediction, measured far worse in a scratch run
 (seed 0: fast 3.68x and refine 2.31x of the exact mode, against 1.71x and 0.96x without):
-the projection moves the controls the keypoints see, which the model had right. With the loop's 5 passes, 6 passes + the render a
-frame after the first, against the exact mode's ~40 + 1."""
+the projection moves the controls the keypoints see, which the model had right. Moving the
+codes into the hull only along the directions the descriptor does not determine (alternating
+projections with ``reliable_projector``'s complement) did no better (1.95x and 1.16x): 82 % of
+the clip's predictions were outside the hull, and half of them could not reach it that way.
+With the loop's 5 passes, 6 passes + the render a frame after the first, against the exact
+mode's ~40 + 1."""
 REFINE_LR = 0.3
 """Refine's optimizer step size as a share of the exact mode's (``ReenactSettings.lr``). Adam's
 first steps move every coordinate by about the step size whatever its gradient, which knocks a
@@ -291,8 +299,9 @@ def refine_settings(settings: ReenactSettings, steps: int = REFINE_STEPS, lr: fl
 
 
 class RenderReader:
-    """Renders a code and reads the face with MediaPipe, as the driving crops were read: fast
-    mode's feedback (``fast_track``). One generator pass and one MediaPipe pass, no gradients.
+    """Renders codes and reads the faces with MediaPipe, as the driving crops were read: fast
+    mode's feedback (``fast_track``). One generator call for a batch of codes (``render``) and one
+    MediaPipe pass per render, no gradients.
 
     Why MediaPipe and not the differentiable FaceMesh: the driving frames' descriptors come from
     MediaPipe (static mode, ``optimize.driving.detect_crop_landmarks``), and the feedback compares
@@ -309,13 +318,22 @@ class RenderReader:
         self.size = int(generator.img_resolution)
         self.detector = LandmarkDetector()
 
-    def __call__(self, ws: torch.Tensor) -> np.ndarray | None:
-        """ws (1,num_ws,w_dim) -> the render's landmarks (1,478,3) in its pixels (side ``size``),
-        None when MediaPipe finds no face in it."""
+    def __call__(self, ws: torch.Tensor) -> list[np.ndarray | None]:
+        """ws (B,num_ws,w_dim) -> per render its landmarks (1,478,3) in its pixels (side ``size``),
+        None where MediaPipe finds no face."""
+        found = [crop_landmarks(self.detector, image) for image in self.render(ws)]
+        return [None if f is None else f[None] for f in found]
+
+    def render(self, ws: torch.Tensor) -> np.ndarray:
+        """ws (B,num_ws,w_dim) -> (B,R,R,3) uint8 images: one batch on a GPU, one code at a time on
+        a CPU. Why: a GPU at batch 1 is mostly idle, so a batch should cost little more than one
+        code (not measured here); a CPU is not (2-core AMX machine, FFHQ-shaped 256 px, warmed
+        up: 0.16-0.17 s an image alone, 0.20 s in batches of 2, 0.21-0.22 s in batches of 4)."""
         with torch.no_grad():
-            image = tensor_to_uint8(self.generator.synthesis(ws.to(self.device), noise_mode="const"))[0]
-        found = crop_landmarks(self.detector, image)
-        return None if found is None else found[None]
+            if self.device.type == "cpu":
+                return np.concatenate([tensor_to_uint8(self.generator.synthesis(w[None].to(self.device),
+                                                                                noise_mode="const")) for w in ws])
+            return tensor_to_uint8(self.generator.synthesis(ws.to(self.device), noise_mode="const"))
 
     def close(self) -> None:
         self.detector.close()
@@ -340,7 +358,8 @@ def fast_track(anchors: np.ndarray, num_ws: int, driving: DrivingFrames, track_p
     frames before it, ``u_t = p_t + correction``; the first render's miss
     ``m_t = p_t - p(render_t)`` moves the correction to ``carry * correction + gain * m_t``, and
     the code kept for the frame is ``step`` of the step on from the best render (module
-    docstring). ``feedback`` generator passes a frame, in order; saved as it goes, so a cancelled
+    docstring). ``feedback`` generator passes a frame, the loops of consecutive frames overlapping
+    so their renders share batches (``_fast_with_feedback``); saved as it goes, so a cancelled
     take resumes (its first new frame without a correction). Without one (``reader=None``,
     ``feedback`` 0, or ``gain`` and ``step`` 0), the open loop: every code straight from its
     descriptor, in batches, no generator pass.
@@ -412,46 +431,102 @@ def _write_codes(track: LatentTrack, frames: slice, predictor: MotionPredictor, 
     return ws
 
 
+@dataclass
+class _FrameLoop:
+    """One frame's feedback loop in flight (``_fast_with_feedback``): the frame, its
+    ``feedback_steps`` coroutine, the input it asks to render next (1,d), and whether that is its
+    first render."""
+
+    t: int
+    steps: Generator[torch.Tensor, torch.Tensor | None, Feedback]
+    asked: torch.Tensor
+    first: bool = True
+
+
 def _fast_with_feedback(track: LatentTrack, track_path: Path, driving: DrivingFrames, size: float,
                         predictor: MotionPredictor, reader: RenderReader, renders: int, gain: float,
                         carry: float, step: float, settings: ReenactSettings, progress: ProgressFn,
                         cancel: CancelToken) -> int:
     """Fast mode's frames from ``track.frames_done`` on, each input corrected by the earlier
     frames' misses and each kept code by its own (``fast_track``); saves the track as it goes.
-    Returns the renders made."""
+    Returns the renders made.
+
+    Why the loops of consecutive frames run side by side: frame t+1's start needs only frame t's
+    *first* read (the correction), not its whole loop, so frame t's k-th render and frame t+1's
+    (k-1)-th are independent and go to the generator in one batch. With ``renders`` a frame, a
+    take of T frames makes T + renders - 1 generator calls of up to ``renders`` codes instead of
+    T x renders calls of one: a GPU's batch-1 pass leaves it mostly idle, so a batch of two should
+    cost little more than one (not measured: no GPU here; on a CPU, where it does not,
+    ``RenderReader.render`` renders a batch's codes one at a time). The codes are those of
+    running the frames one after another (the same reads in the same roles).
+    """
     n = track.n_frames
     inputs = predictor.inputs(driving.landmarks, size)                     # (T,d)
-
-    def read(u: torch.Tensor) -> torch.Tensor | None:
-        found = reader(predictor.space.coefficients_to_ws(predictor.coefficients_at(u)))
-        return None if found is None else predictor.inputs(found, reader.size)
-
     correction = torch.zeros_like(inputs[:1])
+    loops: list[_FrameLoop] = []                 # in flight, oldest first
+    finished: dict[int, Feedback | None] = {}    # frames done, not yet written (None: no face)
+    next_frame = track.frames_done
     passes = unsaved = 0
     last_save = time.perf_counter()
-    try:
-        for t in range(track.frames_done, n):
-            cancel.check()
-            if driving.valid[t]:
-                found = feedback_loop(read, inputs[t:t + 1], predictor.clamp(inputs[t:t + 1] + correction),
-                                      renders, predictor.clamp)
-                passes += found.renders
-                correction = carry * correction
-                if found.first_miss is not None:
-                    correction = correction + gain * found.first_miss
-                # the kept code: a share of the step on from the best render, unseen
-                coefficients = predictor.coefficients_at(predictor.clamp(found.step(step)))
-                _write_codes(track, slice(t, t + 1), predictor, coefficients)
-            else:
+
+    def start_next() -> None:
+        """Start the next frame with a face (after the newest loop's first read)."""
+        nonlocal next_frame, correction
+        while next_frame < n:
+            t = next_frame
+            next_frame += 1
+            if not driving.valid[t]:
                 # a face that comes back may have moved anywhere: what was missed before says nothing
                 correction = torch.zeros_like(correction)
-            track.face_found[t] = bool(driving.valid[t])
-            track.frames_done = t + 1
-            unsaved += 1
-            if unsaved >= settings.save_every and time.perf_counter() - last_save >= settings.min_save_seconds:
-                track.save(track_path)
-                last_save, unsaved = time.perf_counter(), 0
-            progress(t + 1, n, f"fast: frame {t + 1}/{n}")
+                finished[t] = None
+                continue
+            steps = feedback_steps(inputs[t:t + 1], predictor.clamp(inputs[t:t + 1] + correction), renders,
+                                   predictor.clamp)
+            loops.append(_FrameLoop(t, steps, next(steps)))
+            return
+
+    def write(t: int, found: Feedback | None) -> None:
+        nonlocal unsaved, last_save
+        if found is not None:
+            # the kept code: a share of the step on from the best render, unseen
+            coefficients = predictor.coefficients_at(predictor.clamp(found.step(step)))
+            _write_codes(track, slice(t, t + 1), predictor, coefficients)
+        track.face_found[t] = found is not None
+        track.frames_done = t + 1
+        unsaved += 1
+        if unsaved >= settings.save_every and time.perf_counter() - last_save >= settings.min_save_seconds:
+            track.save(track_path)
+            last_save, unsaved = time.perf_counter(), 0
+        progress(t + 1, n, f"fast: frame {t + 1}/{n}")
+
+    try:
+        start_next()
+        while True:
+            while track.frames_done in finished:       # frames are written in order
+                write(track.frames_done, finished.pop(track.frames_done))
+            if not loops:
+                break
+            cancel.check()
+            asked = torch.cat([loop.asked for loop in loops])
+            found = reader(predictor.space.coefficients_to_ws(predictor.coefficients_at(asked)))
+            passes += len(loops)
+            first_read = False
+            in_flight = []
+            for loop, landmarks in zip(loops, found):
+                read = None if landmarks is None else predictor.inputs(landmarks, reader.size)
+                if loop.first:   # only the newest loop can be at its first read
+                    loop.first, first_read = False, True
+                    correction = carry * correction
+                    if read is not None:
+                        correction = correction + gain * (inputs[loop.t:loop.t + 1] - read)
+                try:
+                    loop.asked = loop.steps.send(read)
+                    in_flight.append(loop)
+                except StopIteration as done:
+                    finished[loop.t] = done.value
+            loops[:] = in_flight
+            if first_read:
+                start_next()
     except BaseException:
         if unsaved:
             track.save(track_path)   # keep every finished frame (cancel, Ctrl-C, an error)
@@ -493,22 +568,19 @@ class Feedback:
         return self.best + share * self.gain * self.miss
 
 
-def feedback_loop(read: Callable[[torch.Tensor], torch.Tensor | None], wanted: torch.Tensor,
-                  start: torch.Tensor, passes: int, clamp: Callable[[torch.Tensor], torch.Tensor]) -> Feedback:
-    """Iterative error feedback on the motion model's input: ``passes`` rounds of render-and-read
-    ``read(u)`` (a model input (1,d) -> the descriptor its render reads as (1,d), None when no face
-    is found), miss ``wanted - read(u)``, and the next try ``u = clamp(best + gain * miss(best))``
-    from ``start`` (1,d).
+def feedback_steps(wanted: torch.Tensor, start: torch.Tensor, passes: int,
+                   clamp: Callable[[torch.Tensor], torch.Tensor]
+                   ) -> Generator[torch.Tensor, torch.Tensor | None, Feedback]:
+    """``feedback_loop``'s rule as a coroutine: yields each model input (1,d) to render, is sent
+    what that render reads as (1,d; None: no face), and returns the ``Feedback``.
 
-    Why step from the best try so far and halve the gain after a worse one: a safeguard, as the
-    feedback trusts the model to be a fair inverse of the generator; where a poor one overshoots,
-    the loop backs off instead of wandering. A first render without a face ends the loop (the same
-    input would read the same). Shared by refine's ``closed_loop`` and fast mode's
-    ``fast_track``, which differ in what reads the renders and in the last step's share."""
+    Why a coroutine: fast mode runs the loops of consecutive frames side by side so that their
+    renders share a generator batch (``_fast_with_feedback``); refine drives it one read at a time.
+    """
     best, best_miss, best_norm, first_miss, gain = start, torch.zeros_like(start), math.inf, None, 1.0
     u, renders = start, 0
     for k in range(passes):
-        got = read(u)
+        got = yield u
         renders += 1
         if got is None and k == 0:
             break
@@ -522,6 +594,28 @@ def feedback_loop(read: Callable[[torch.Tensor], torch.Tensor | None], wanted: t
         if k < passes - 1:
             u = clamp(best + gain * best_miss)
     return Feedback(best, best_miss, gain, first_miss, renders)
+
+
+def feedback_loop(read: Callable[[torch.Tensor], torch.Tensor | None], wanted: torch.Tensor,
+                  start: torch.Tensor, passes: int, clamp: Callable[[torch.Tensor], torch.Tensor]) -> Feedback:
+    """Iterative error feedback on the motion model's input: ``passes`` rounds of render-and-read
+    ``read(u)`` (a model input (1,d) -> the descriptor its render reads as (1,d), None when no face
+    is found), miss ``wanted - read(u)``, and the next try ``u = clamp(best + gain * miss(best))``
+    from ``start`` (1,d).
+
+    Why step from the best try so far and halve the gain after a worse one: a safeguard, as the
+    feedback trusts the model to be a fair inverse of the generator; where a poor one overshoots,
+    the loop backs off instead of wandering. A first render without a face ends the loop (the same
+    input would read the same). The rule is ``feedback_steps``, shared by refine's ``closed_loop``
+    (through this function) and fast mode's ``fast_track``, which differ in what reads the renders
+    and in the last step's share."""
+    steps = feedback_steps(wanted, start, passes, clamp)
+    try:
+        u = next(steps)
+        while True:
+            u = steps.send(read(u))
+    except StopIteration as finished:
+        return finished.value
 
 
 def closed_loop(generator: torch.nn.Module, predictor: MotionPredictor, landmarks: LandmarkFn,

@@ -279,19 +279,25 @@ def test_fast_track_holds_faceless_frames_is_reused_and_checked(setup, tmp_path)
 
 
 class _ScriptedReader:
-    """A RenderReader stand-in: returns the given landmarks (or None: no face) call by call and
-    keeps the codes it was asked to render."""
+    """A RenderReader stand-in: returns the given landmarks (or None: no face) render by render
+    (a batch's rows in order), keeps the codes it was asked to render (1,num_ws,w_dim) each and
+    how many renders each call batched."""
 
     size = SIZE
 
     def __init__(self, answers: list[np.ndarray | None]) -> None:
         self.answers = list(answers)
         self.asked: list[torch.Tensor] = []
+        self.batches: list[int] = []
 
-    def __call__(self, ws: torch.Tensor) -> np.ndarray | None:
-        self.asked.append(ws.clone())
-        answer = self.answers[len(self.asked) - 1]
-        return None if answer is None else answer[None]
+    def __call__(self, ws: torch.Tensor) -> list[np.ndarray | None]:
+        self.batches.append(len(ws))
+        out = []
+        for row in ws:
+            self.asked.append(row[None].clone())
+            answer = self.answers[len(self.asked) - 1]
+            out.append(None if answer is None else answer[None])
+        return out
 
 
 def test_the_feedback_loop_keeps_the_best_try_and_halves_its_step_after_a_worse_one() -> None:
@@ -400,6 +406,7 @@ def test_fast_feedback_moves_each_code_by_its_own_miss_and_later_inputs_by_earli
     looped = fast_track(anchors, generator.num_ws, DrivingFrames.from_arrays(frames[:2]), tmp_path / "c.npz",
                         predictor, two)
     assert looped.generator_passes == 4 and FAST_FEEDBACK == 2
+    assert two.batches == [1, 2, 1]     # frame 0's second render shares a batch with frame 1's first
     tried = predictor.clamp(p[0] + m[0])
     torch.testing.assert_close(two.asked[1], ws_at(tried))
     np.testing.assert_allclose(looped.track.ws[0], ws_at(tried)[0].numpy(), atol=1e-5)
@@ -412,6 +419,74 @@ def test_fast_feedback_moves_each_code_by_its_own_miss_and_later_inputs_by_earli
     else:
         kept1 = predictor.clamp(u1 + FAST_STEP * 0.5 * first)
     np.testing.assert_allclose(looped.track.ws[1], ws_at(kept1)[0].numpy(), atol=1e-5)
+
+
+def test_fast_mode_overlaps_the_frames_loops_in_batches_and_keeps_the_codes_of_one_frame_after_another(setup, tmp_path) -> None:
+    """The loops of consecutive frames share generator batches (frame t's k-th render with frame
+    t+1's (k-1)-th: T + renders - 1 calls for T frames, a faceless driving frame skipped without
+    draining them), and every code is the one running ``feedback_loop`` frame after frame gives:
+    the oracle below, with a reader whose face moves smoothly with the code and is lost past a
+    point (a render without a face ends that frame's loop)."""
+    from optimize.fast_reenact import feedback_loop
+
+    generator, anchors, space, _, trained, _ = setup
+    frames = list(render(generator, space, _path(7)))
+    frames[4] = np.full_like(frames[4], 128)
+    driving = DrivingFrames.from_arrays(frames)
+    valid = driving.valid.tolist()
+    assert valid == [True, True, True, True, False, True, True]
+    predictor = MotionPredictor(trained.files, space)
+    base = driving.landmarks[2]
+    direction = torch.Generator().manual_seed(3)
+    move = torch.randn(space.w_dim, 3, generator=direction).numpy() * 2.0
+
+    def read_one(ws: torch.Tensor) -> np.ndarray | None:
+        """(1,num_ws,w_dim) -> (1,478,3): the base face moved and stretched with the code."""
+        x, y, s = ws[0].mean(dim=0).numpy() @ move
+        if s > 1.5:
+            return None
+        center = base[:, :2].mean(axis=0)
+        moved = base.copy()
+        moved[:, :2] = center + (base[:, :2] - center) * (1 + 0.02 * s) + [x, y]
+        return moved[None]
+
+    class Reader:
+        size = SIZE
+
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def __call__(self, ws: torch.Tensor) -> list[np.ndarray | None]:
+            self.batches.append(len(ws))
+            return [read_one(row[None]) for row in ws]
+
+    def ws_at(p_hat: torch.Tensor) -> torch.Tensor:
+        return space.coefficients_to_ws(predictor.coefficients_at(p_hat))
+
+    p = predictor.inputs(driving.landmarks, SIZE)
+    for renders in (2, 3):
+        reader = Reader()
+        result = fast_track(anchors, generator.num_ws, driving, tmp_path / f"{renders}.npz", predictor, reader,
+                            feedback=renders)
+        correction, oracle_passes = torch.zeros_like(p[:1]), 0
+        for t in range(driving.n_frames):
+            if not valid[t]:
+                correction = torch.zeros_like(correction)
+                continue
+
+            def read(u: torch.Tensor) -> torch.Tensor | None:
+                found = read_one(ws_at(u))
+                return None if found is None else predictor.inputs(found, SIZE)
+
+            found = feedback_loop(read, p[t:t + 1], predictor.clamp(p[t:t + 1] + correction), renders, predictor.clamp)
+            oracle_passes += found.renders
+            correction = FAST_CARRY * correction + (0 if found.first_miss is None else FAST_GAIN * found.first_miss)
+            np.testing.assert_allclose(result.track.ws[t], ws_at(predictor.clamp(found.step(FAST_STEP)))[0].numpy(),
+                                       atol=1e-5, err_msg=f"frame {t}, {renders} renders")
+        assert result.generator_passes == oracle_passes == sum(reader.batches)
+        assert max(reader.batches) == renders and len(reader.batches) < oracle_passes
+        if oracle_passes == 6 * renders:     # no loop ended early: the batches form a full wavefront
+            assert len(reader.batches) == 6 + renders - 1
 
 
 @pytest.mark.slow  # ~20 s idle: 2 + 2 training steps and a stand-in scan
