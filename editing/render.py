@@ -57,8 +57,12 @@ def output_kind(out: str | Path) -> str:
 
 def generate_crops(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor, *,
                    edit_ws: WsEdit | None = None, device: torch.device | str = "cpu",
-                   batch_size: int = 4, cancel: CancelToken = NEVER_CANCELLED) -> Iterator[np.ndarray]:
-    """Yield the generated aligned crops (R, R, 3) uint8 for ws_track (T, num_ws, w_dim), in order."""
+                   batch_size: int | None = None, cancel: CancelToken = NEVER_CANCELLED) -> Iterator[np.ndarray]:
+    """Yield the generated aligned crops (R, R, 3) uint8 for ws_track (T, num_ws, w_dim), in order.
+
+    ``batch_size`` (None: 4 on a GPU, 1 on a CPU): why one on a CPU: a batch costs more an image
+    there (2-core AMX machine, FFHQ-shaped 256 px, warmed up: 0.16-0.17 s an image alone,
+    0.21-0.22 s in batches of 4; ``bench/fastmode.py`` prints both)."""
     track = torch.as_tensor(np.asarray(ws_track) if not torch.is_tensor(ws_track) else ws_track,
                             dtype=torch.float32)
     num_ws = int(getattr(generator, "num_ws", track.shape[1]))
@@ -67,6 +71,8 @@ def generate_crops(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tens
                         f"(T, {num_ws}, w_dim).",
                         "Render with the generator the take was optimized for (or a style made from it).")
     generator = generator.to(device).eval()
+    if batch_size is None:
+        batch_size = 1 if torch.device(device).type == "cpu" else 4
     with torch.no_grad():
         for start in range(0, track.shape[0], batch_size):
             cancel.check()
@@ -179,7 +185,7 @@ def render_take(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tensor,
                 driving_crops: Sequence[Path] | Callable[[int], np.ndarray] | None = None,
                 audio_from: str | Path | None = None, frames: slice | None = None,
                 height: int | None = None,
-                device: torch.device | str = "cpu", batch_size: int = 4, feather: float = 0.08,
+                device: torch.device | str = "cpu", batch_size: int | None = None, feather: float = 0.08,
                 progress: ProgressFn = no_progress,
                 cancel: CancelToken = NEVER_CANCELLED) -> RenderResult:
     """Render ``ws_track`` (T, num_ws, w_dim) with ``generator`` and export it to ``out``.

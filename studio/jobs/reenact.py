@@ -246,7 +246,7 @@ def render_take_job(project: Project, take: str, out: str | Path, paste_back: bo
                     side_by_side: bool = False, edits: EditSpec = None, style: str | None = None,
                     device: torch.device | str = "cpu", *, raw: bool = False,
                     frames: slice | None = None, height: int | None = None,
-                    batch_size: int = 4, feather: float = 0.08, mark_export: bool = True,
+                    batch_size: int | None = None, feather: float = 0.08, mark_export: bool = True,
                     progress: ProgressFn = no_progress,
                     cancel: CancelToken = NEVER_CANCELLED) -> RenderResult:
     """Render take ``take`` to ``out`` (.mp4 with the driving audio, .gif, or a folder of PNGs).
