@@ -4,12 +4,12 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
 
 * ``fast``: every frame's code is predicted from its driving descriptor,
   ``c_t = c_s + A (u - p_s)``, with the center of P as the source s (the identity reference of
-  the exact mode). Frame t's loop (``feedback_loop``, ``FAST_FEEDBACK`` = 2 renders read with
+  the exact mode). Frame t's loop (``feedback_loop``, ``FAST_FEEDBACK`` = 3 renders read with
   MediaPipe as the driving crops were, ``RenderReader``) starts from the model input
   ``u_t = p_t + correction``. The first render's miss ``m_t = p_t - p(render_t)`` moves the next
-  frames' correction to ``FAST_CARRY * correction + FAST_GAIN * m_t``; the second render is of the
-  full step ``u_t + m_t``, kept only if it reads closer (else the step is halved); the code kept
-  for the frame is predicted from the better input plus ``FAST_STEP`` of its step, one more
+  frames' correction to ``FAST_CARRY * correction + FAST_GAIN * m_t``; each next render is of the
+  full step from the best input so far, kept only if it reads closer (else the step is halved);
+  the code kept for the frame is predicted from the best input plus ``FAST_STEP`` of its step, one more
   closed-loop step whose render is the take's own. Why: the model is an approximate inverse
   of "code -> descriptor", so its own miss moves the input towards the frame (refine iterates
   this five times with FaceMesh; fast checks one step and takes the next unseen); and what the
@@ -72,8 +72,9 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   1.86 / 1.78 / 2.26x, the linear model 1.82-2.11x, the open loop 2.52-3.45x; refine 0.92-0.93 /
   0.98-1.11 / 0.94-0.97x. On a nodding clip (``--clip nod``, a sinusoid of about 25 frames;
   seed 0): fast 1.23x (0.96x as rendered), the open loop 3.20x, refine 0.91x; one render measured
-  1.20x there in an earlier session. So the checked second render is what brings every model
-  under the issue's 2x. Earlier, on a 2-core AVX2 machine
+  1.20x there in an earlier session. Those were single runs, each one sample of a spread that
+  float rounding alone opens (``FAST_FEEDBACK``: over reruns, three renders 1.60-1.97x on
+  average, single runs 1.52-2.46x; two 1.62-2.09x, 1.56-2.40x). Earlier, on a 2-core AVX2 machine
   (seed 0, one render): 2.14x, 2.43-2.48x with the earlier frames' misses alone
   (``--fast-step 0``), the open loop 3.07x.
   The last step's share, over four MLP seeds in a scratch harness calling ``fast_track`` (one
@@ -81,14 +82,15 @@ Modes (issue #14), all writing the same latent track (``optimize.track``) as the
   nodding one, against 2.15-2.67x and 1.46-1.63x without the step; 0.6 and 0.85 did about as
   well on average, and a step, gain and carry all at 0.8 once diverged (4.8x): nothing checks
   the step before the take renders it. Fast's MLP starts from its seed (``MotionSettings.seed``),
-  so these seeds compare models, not runs. It costs two generator passes and two MediaPipe reads
-  a frame, and one more prediction (0.3 ms), on top of the take's render; consecutive frames'
-  loops overlap so that frame t's second render and frame t+1's first share a generator batch
-  (``_fast_with_feedback``: one call of two codes a frame, which a GPU should run in little more
-  than the time of one, not measured here; the same codes as one frame after another; a CPU,
-  where a batch costs more than its codes one by one, renders them one at a time,
-  ``RenderReader.render``): 33-35x faster than the exact mode on the AMX machine at 256 px (the
-  open loop 102-107x; 65x with one render). A miss the generator cannot close (another person's
+  so these seeds compare models, not runs. It costs ``FAST_FEEDBACK`` generator passes and
+  MediaPipe reads a frame, and one more prediction (0.3 ms), on top of the take's render;
+  consecutive frames' loops overlap so that frame t's k-th render and frame t+1's (k-1)-th share
+  a generator call (``_fast_with_feedback``: one call of up to ``FAST_FEEDBACK`` codes a frame,
+  which a GPU should run in little more than the time of one, not measured here; the codes are
+  those of one frame after another; a CPU, where a batch costs more than its codes one by one,
+  renders them one at a time, ``RenderReader.render``). On the AMX machine at 256 px fast is
+  22x faster than the exact mode with three renders, 33-35x with two (the open loop 94-107x;
+  65x with one render). A miss the generator cannot close (another person's
   face) is bounded: the correction stays within gain / (1 - carry) = 3.5 times it, each step within
   the miss of the best try (the second try is kept only if it reads closer), then the input's
   clamp. Driven by the shared media's two real driving clips of
@@ -192,16 +194,25 @@ FAST_STEP = 0.7
 """Share of a frame's own miss that moves the code fast mode keeps for it: the code rendered to
 read the miss came from ``u_t``, the code kept from ``u_t + FAST_STEP * (p_t - p(render_t))``,
 one closed-loop step (``closed_loop``) whose render is the take's own (module docstring)."""
-FAST_FEEDBACK = 2
-"""Renders fast mode reads per frame (``feedback_loop``): the first from the corrected input, the
-second from the full step on from it, checked (kept only if it reads closer), then the kept code
-takes ``FAST_STEP`` of the next step unseen. Why two and not one: on ``bench/fastmode.py``'s pan
-clip (MLP seeds 0/1/2, the exact mode's first frame from the keypoint mixture) fast measured
-1.65 / 1.66 / 1.85x of the exact mode per frame with two against 1.86 / 1.78 / 2.26x with one,
-side by side (module docstring); in a scratch harness, on the nodding clip 1.27 / 1.45x against
-1.23 / 1.51x (seeds 0/2), and three renders did little more on the pan clip (1.53 / 1.70 / 1.84x
-against 1.65 / 1.77 / 1.84x). Each costs a generator pass and a MediaPipe read: fast stays far
-above the issue's 20x speed target (35x at 256 px on a 2-core CPU, 65x with one)."""
+FAST_FEEDBACK = 3
+"""Renders fast mode reads per frame (``feedback_loop``): the first from the corrected input, each
+next from the full step on from the best so far, checked (kept only if it reads closer, else the
+step is halved), then the kept code takes ``FAST_STEP`` of the next step unseen.
+
+Why three: one run of a take is one sample. The loop decides on MediaPipe's reads, so float
+rounding alone (a batched prediction, 1e-7 in ws) changes its takes, and so does noise of 1e-4 px
+on the reads (MediaPipe's own jitter is ~100x that). Reruns with that noise (``bench/fastmode.py
+--reruns 8 --first-frame keypoint-mix``, MLP seeds 0/1/2, pan clip), mean of fast's keypoint
+error over the exact mode's (range): three renders 1.60 / 1.95 / 1.97x (1.52-1.69 / 1.84-2.01 /
+1.71-2.46x), two 1.62 / 1.97 / 2.09x (1.56-1.68 / 1.85-2.10 / 1.87-2.40x), one 1.91 / 2.06 /
+2.29x. A scratch harness (nine reruns, other trainings of the same models; the exact mode's own
+error moves about 10 % between runs): three 1.72 / 1.69 / 1.70x (at most 1.90x), two 1.71-1.94x
+(at most 2.30x); on the nodding clip three 0.97 / 1.15x against two 1.10 / 1.29x (seeds 0/2).
+So three do a little better on average in every comparison, and neither keeps every run under
+the issue's 2x. Each render costs a generator pass and a MediaPipe read; consecutive frames'
+loops share generator calls (``_fast_with_feedback``), so on a GPU the third should cost little
+more than its read; on the 2-core AMX CPU fast stays above the issue's 20x speed target: 22x
+with three, 33-35x with two (``bench/fastmode.py``)."""
 FAST_CHUNK = 256
 """Frames predicted at once by the open loop (no feedback)."""
 INPUT_LIMIT = 2.0

@@ -22,8 +22,8 @@ MODES = (("exact", "Exact (slowest, most faithful)",
          ("refine", "Refine (fast, then corrected)",
           "Refine: the first frame as Exact, then the motion model's prediction corrected in 5 passes "
           "a frame. Needs the motion model."),
-         ("fast", "Fast (2 renders a frame)",
-          "Fast: the motion model's prediction, checked by 2 renders a frame; no optimizer. "
+         ("fast", "Fast (3 renders a frame)",
+          "Fast: the motion model's prediction, checked by 3 renders a frame; no optimizer. "
           "Needs the motion model."))
 """(key, the list's short line, its tooltip): short lines, so the closed list shows them whole at 1024 px."""
 
