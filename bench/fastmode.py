@@ -473,7 +473,7 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
     _sync(device)
     fast_batched_s = (time.perf_counter() - t0) / batched
     # while tracking, consecutive frames' loops overlap: one reader call of FAST_FEEDBACK codes a
-    # frame (fast_reenact._fast_with_feedback; RenderReader.render batches them on a GPU only)
+    # frame (fast_reenact._fast_with_feedback; personalize.device.render_batch: one batch on a GPU only)
     with RenderReader(generator, device) as reader:
         pair = predictor.ws(batch[:FAST_FEEDBACK], size)
         reader.render(pair)                                                      # warm-up
@@ -483,6 +483,14 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
             reader.render(pair)
         _sync(device)
         wave_s = (time.perf_counter() - t0) / (frames // FAST_FEEDBACK)
+    with torch.no_grad():   # the same codes as one batch, whatever the device (render_batch's choice)
+        pair = pair.to(device)
+        generator.synthesis(pair, noise_mode="const")                            # warm-up (a new shape)
+        _sync(device)
+        t0 = time.perf_counter()
+        tensor_to_uint8(generator.synthesis(pair, noise_mode="const"))
+        _sync(device)
+        pair_batched_s = time.perf_counter() - t0
     # the feedback's call and reads while tracking, the step's prediction, then the take's render
     fast_s = wave_s + FAST_FEEDBACK * read_s + predict_s + min(render_s, fast_batched_s)
     _generator_pass(generator, predictor.ws(batch[:1], size).to(device), device)
@@ -511,7 +519,7 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
     refine_s = feedback * loop_s + refine_steps * step_s + render_s
     print(f"[speed] {device.type} {size}px, {n_anchors} anchors: a render {render_s:.3f} s/frame "
           f"({fast_batched_s:.3f} s/frame in batches of {batched}), MediaPipe on a {size}px face {read_s:.3f} s; "
-          f"the step's prediction {predict_s * 1000:.1f} ms; a call of {FAST_FEEDBACK} codes {wave_s:.3f} s; fast (that call, "
+          f"the step's prediction {predict_s * 1000:.1f} ms; a call of {FAST_FEEDBACK} codes {wave_s:.3f} s (as one batch {pair_batched_s:.3f} s); fast (that call, "
           f"{FAST_FEEDBACK} reads and the step while tracking, then the render) {fast_s:.3f} s/frame; open loop (the render "
           f"alone) {render_s:.3f} s/frame; one optimizer step {step_s:.3f} s; one "
           f"closed-loop pass {loop_s:.3f} s; exact {exact_steps:.1f} steps (a frame after the first) -> {exact_s:.2f} s/frame; refine "

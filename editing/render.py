@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from optimize.driving import tensor_to_uint8  # noqa: F401 - renderers and tests import it from here
+from personalize.device import render_batch
 from personalize.errors import MediaError, UserError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 
@@ -60,9 +61,7 @@ def generate_crops(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tens
                    batch_size: int | None = None, cancel: CancelToken = NEVER_CANCELLED) -> Iterator[np.ndarray]:
     """Yield the generated aligned crops (R, R, 3) uint8 for ws_track (T, num_ws, w_dim), in order.
 
-    ``batch_size`` (None: 4 on a GPU, 1 on a CPU): why one on a CPU: a batch costs more an image
-    there (2-core AMX machine, FFHQ-shaped 256 px, warmed up: 0.16-0.17 s an image alone,
-    0.21-0.22 s in batches of 4; ``bench/fastmode.py`` prints both)."""
+    ``batch_size`` None: ``personalize.device.render_batch`` (4 on a GPU, 1 on a CPU)."""
     track = torch.as_tensor(np.asarray(ws_track) if not torch.is_tensor(ws_track) else ws_track,
                             dtype=torch.float32)
     num_ws = int(getattr(generator, "num_ws", track.shape[1]))
@@ -72,7 +71,7 @@ def generate_crops(generator: torch.nn.Module, ws_track: np.ndarray | torch.Tens
                         "Render with the generator the take was optimized for (or a style made from it).")
     generator = generator.to(device).eval()
     if batch_size is None:
-        batch_size = 1 if torch.device(device).type == "cpu" else 4
+        batch_size = render_batch(device, 4)
     with torch.no_grad():
         for start in range(0, track.shape[0], batch_size):
             cancel.check()

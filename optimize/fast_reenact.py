@@ -143,6 +143,7 @@ from optimize.reenact import ReenactResult, mesh_landmarks, reenact
 from optimize.reenact_settings import ReenactSettings
 from optimize.smoothing import smooth_track
 from optimize.track import LatentTrack, track_fingerprint
+from personalize.device import render_batch
 from personalize.errors import ProjectError
 from personalize.progress import NEVER_CANCELLED, CancelToken, ProgressFn, no_progress
 
@@ -336,15 +337,13 @@ class RenderReader:
         return [None if f is None else f[None] for f in found]
 
     def render(self, ws: torch.Tensor) -> np.ndarray:
-        """ws (B,num_ws,w_dim) -> (B,R,R,3) uint8 images: one batch on a GPU, one code at a time on
-        a CPU. Why: a GPU at batch 1 is mostly idle, so a batch should cost little more than one
-        code (not measured here); a CPU is not (2-core AMX machine, FFHQ-shaped 256 px, warmed
-        up: 0.16-0.17 s an image alone, 0.20 s in batches of 2, 0.21-0.22 s in batches of 4)."""
+        """ws (B,num_ws,w_dim) -> (B,R,R,3) uint8 images: one pass on a GPU, one code a pass on a
+        CPU (``personalize.device.render_batch``: a batch costs more an image there)."""
+        step = render_batch(self.device, len(ws))
         with torch.no_grad():
-            if self.device.type == "cpu":
-                return np.concatenate([tensor_to_uint8(self.generator.synthesis(w[None].to(self.device),
-                                                                                noise_mode="const")) for w in ws])
-            return tensor_to_uint8(self.generator.synthesis(ws.to(self.device), noise_mode="const"))
+            return np.concatenate([tensor_to_uint8(self.generator.synthesis(ws[i:i + step].to(self.device),
+                                                                            noise_mode="const"))
+                                   for i in range(0, len(ws), step)])
 
     def close(self) -> None:
         self.detector.close()

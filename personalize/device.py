@@ -33,3 +33,15 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple MPS"
     return "CPU (works everywhere, slow for personalization)"
+
+
+def render_batch(device: torch.device | str, wanted: int) -> int:
+    """How many codes one inference pass of a generator should take on ``device``: ``wanted`` on
+    a GPU or MPS, 1 on a CPU.
+
+    Why: a GPU at batch 1 is mostly idle, so a batch costs little more than one code; a CPU is
+    already busy, and a batch costs more an image (2-core AMX machine, FFHQ-shaped 256 px, warmed
+    up: 0.16-0.17 s an image alone, 0.20 s in batches of 2 or 3, 0.21-0.22 s in batches of 4;
+    ``bench/fastmode.py`` prints them side by side).
+    """
+    return 1 if torch.device(device).type == "cpu" else max(1, int(wanted))

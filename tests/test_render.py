@@ -50,6 +50,13 @@ def test_generate_crops_uses_the_track_and_the_edit(generator) -> None:
         list(generate_crops(generator, np.zeros((2, generator.num_ws + 1, generator.w_dim), np.float32)))
 
 
+def test_a_cpu_renders_one_code_a_pass_and_a_gpu_a_batch() -> None:
+    from personalize.device import render_batch
+
+    assert render_batch("cpu", 4) == 1 and render_batch(torch.device("cpu"), 3) == 1
+    assert render_batch("cuda", 4) == 4 and render_batch("cuda:1", 0) == 1
+
+
 def test_paste_back_puts_the_face_where_the_alignment_took_it(clip) -> None:
     from personalize.faces import align_face, detect_landmarks
     from personalize.video import iter_frames
