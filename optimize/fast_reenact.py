@@ -213,7 +213,26 @@ So three do a little better on average in every comparison, and neither keeps ev
 the issue's 2x. Each render costs a generator pass and a MediaPipe read; consecutive frames'
 loops share generator calls (``_fast_with_feedback``), so on a GPU the third should cost little
 more than its read; on the 2-core AMX CPU fast stays above the issue's 20x speed target: 22x
-with three, 33-35x with two (``bench/fastmode.py``)."""
+with three, 33-35x with two (``bench/fastmode.py``).
+
+Where fast loses, and two loop rules that did not help (scratch harnesses calling ``fast_track``
+on the pan clip; not rerunnable from ``bench/``). The excess is not spread evenly: a few frames
+lose in every run. Frame 12 measured 0.16-0.21 px in all ten runs of seed 2 (1e-4 px noise),
+against the exact mode's 0.064 px. At that frame, twelve passes of ``feedback_loop`` still leave a
+miss of 0.17 (rescaled descriptor), and the step has been halved to 1/512: no step along the miss
+reads closer. The model is not a local inverse of the generator there, though the clip's own code
+reads exactly. Two changes were tried on the step (MLP seeds 0/1/2, six runs each, five of
+them with the noise; mean ratio to the exact mode against the unchanged rule in the same runs):
+
+* mapping each miss through the inverse of the loop's response S (the read ~ S u + b, fitted on 160
+  pool-like codes through model and MediaPipe) measured 1.67 / 1.96 / 1.87x on average against
+  1.68 / 1.90 / 1.74x. On such codes S is near the identity (eigenvalues 0.74-1.04), while on the
+  clip a step moved the read by 0.72 of itself on average (0.03-1.69; seed 0), so a global S cannot
+  correct it.
+* Broyden's secant update of the response from each frame's own renders (from the identity,
+  steps capped at twice the miss) measured 1.80 / 1.78 / 1.86x against 1.79 / 1.69 / 1.73x.
+
+Neither was kept."""
 FAST_CHUNK = 256
 """Frames predicted at once by the open loop (no feedback)."""
 INPUT_LIMIT = 2.0
