@@ -60,6 +60,7 @@ Not a test: it only prints figures.
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import tempfile
 import time
@@ -81,7 +82,8 @@ from optimize.reenact_settings import FIRST_FRAME_STARTS, ReenactSettings
 from optimize.standin import CONTROL_NAMES, WarpFaceGenerator, warp_anchors
 
 ROOT = Path(__file__).resolve().parents[1]
-MEDIA = ROOT.parent / "shared" / "media"
+MEDIA = Path(os.environ.get("STUDIO_SHARED", ROOT.parent / "shared")) / "media"
+"""The shared media: ../shared beside the checkout, or $STUDIO_SHARED as for the tests (``bench/gpu_bundle.sh``)."""
 SELFSCAN = MEDIA / "selfscan_woman2_12s.mp4"
 DEFAULT_KIND = MotionSettings().kind
 SETTLED = 3

@@ -3,12 +3,20 @@
 # the CUDA-only tests (fp16 generator blocks, FaceMesh and DiffusionAct on CUDA, the fast modes
 # and live driving on the GPU), then bench/fastmode.py's speed and live parts at 1024 px on CUDA
 # (issue #14: fast >= 20x and refine >= 5x faster than exact, live >= 30 fps on one H100).
-# Usage: bash bench/gpu_checks.sh   (PY=path/to/python to use another interpreter than .venv's)
+# Usage: bash bench/gpu_checks.sh   (PY=path/to/python to use another interpreter than .venv's,
+# python3 where there is no .venv). On the `device` tool's GPU machine: first `bash bench/gpu_bundle.sh`
+# here, then run(command="bash bench/gpu_checks.sh", carry=[".gpu"]): the packages that machine lacks
+# are installed from .gpu/wheels into /tmp/gpu-site, and the shared media are read from .gpu/shared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-python3}; fi
 export PYTHONPATH=$PWD QT_QPA_PLATFORM=offscreen PYTHONUNBUFFERED=1
 command -v nvidia-smi >/dev/null || { echo "No NVIDIA driver here (nvidia-smi not found): run this on a machine with a CUDA GPU." >&2; exit 2; }
+if [ -d .gpu/wheels ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu-site .gpu/wheels/*.whl
+    export PYTHONPATH=/tmp/gpu-site:$PWD
+fi
+if [ -d .gpu/shared ]; then export STUDIO_SHARED=$PWD/.gpu/shared; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device for torch'; print('torch', torch.__version__, torch.cuda.get_device_name())"
 "$PY" -m pytest -q -p no:cacheprovider -rs \

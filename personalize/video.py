@@ -114,16 +114,20 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
 
 def iter_frames(path: str | os.PathLike[str], start: int = 0,
                 stop: int | None = None) -> Iterator[np.ndarray]:
-    """Yield frames ``start <= t < stop`` as (H, W, 3) uint8 RGB, decoding one at a time.
+    """Yield frames ``start <= t < stop`` of a video, or of a folder of its frames
+    (``_iter_frame_folder``), as (H, W, 3) uint8 RGB, decoding one at a time.
 
     Why decode-and-skip instead of seeking: ``-ss`` seeking lands on key frames and time stamps,
     and frame ``t`` must be exactly the ``t``-th decoded frame so that landmarks, crops and renders
     of the same index always agree. Closing the generator early stops ffmpeg.
     """
     path = Path(path)
-    _check_file(path)
     if start < 0 or (stop is not None and stop < start):
         raise ValueError(f"bad frame range [{start}, {stop})")
+    if path.is_dir():
+        yield from _iter_frame_folder(path, start, stop)
+        return
+    _check_file(path)
     gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
     try:
         try:
@@ -146,6 +150,22 @@ def iter_frames(path: str | os.PathLike[str], start: int = 0,
             t += 1
     finally:
         gen.close()
+
+
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _iter_frame_folder(folder: Path, start: int, stop: int | None) -> Iterator[np.ndarray]:
+    """The frames in ``folder`` (PNG or JPEG) in name order, as ``write_png_sequence`` writes them
+    or ``ffmpeg -i clip.mp4 %05d.png`` exports them. Why: a machine without an ffmpeg binary still
+    reads a clip's frames: ``bench/gpu_bundle.sh`` carries the shared self-scan to the GPU machine
+    that way, as the ffmpeg that imageio-ffmpeg bundles is too large to carry."""
+    names = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    if not names:
+        raise MediaError(f"{folder} holds no frames (.png or .jpg files).",
+                         "Give a video file, or a folder of its frames.")
+    for name in names[start:stop]:
+        yield read_image(name)
 
 
 def _even_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:

@@ -84,6 +84,11 @@ def test_write_gif_and_png_sequence(tmp_path) -> None:
     assert (gif.width, gif.n_frames) == (128, 6)
     assert write_png_sequence(tmp_path / "seq", frames, start=3) == 6
     np.testing.assert_array_equal(read_image(tmp_path / "seq" / "000005.png"), frames[2])
+    # a folder of frames reads back as the clip (a machine without ffmpeg: bench/gpu_bundle.sh)
+    back = list(iter_frames(tmp_path / "seq", 1, 4))
+    assert len(back) == 3
+    for got, want in zip(back, frames[1:4]):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("kind", ["missing", "folder", "empty", "text", "truncated_head",
