@@ -20,7 +20,8 @@ Prints:
    feedback, with its lag-1 autocorrelation (the part earlier frames foretell, which the feedback
    can remove). Fast's feedback decides on MediaPipe's reads, so float rounding alone changes a
    take: ``--reruns`` reruns it (and one render a frame) with 1e-4 px of noise on the reads and
-   prints the mean and range of its ratio to the exact mode. ``--clip`` picks the driving clip (``CLIPS``). ``--driving-video`` adds real
+   prints the mean and range of its ratio to the exact mode, and the frames where its median
+   error over the reruns is above twice the exact mode's (their share of fast's excess). ``--clip`` picks the driving clip (``CLIPS``). ``--driving-video`` adds real
    clips of other people (their first ``--real-frames`` frames, aligned as a take's): no known
    answer there and misses the stand-in cannot close, so it prints fast (with and without its
    step), the open loop and the exact mode side by side. ``--threads`` sets torch's CPU threads
@@ -295,9 +296,19 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           f"{e['fast (open loop)'] / e['exact']:.2f}x"
           + (f"; fast reading one render a frame / exact {e['fast (1 render)'] / e['exact']:.2f}x" if "fast (1 render)" in e else ""))
     for fb, runs in rerun_ws.items() if reruns else ():
-        ratios = [float(np.nanmean(_errors(generator, ws, driving, size))) / e["exact"] for ws in runs]
+        per_frame = np.array([_errors(generator, ws, driving, size) for ws in runs])     # (reruns, T) px
+        ratios = np.nanmean(per_frame, axis=1) / e["exact"]
         print(f"[quality] fast with {fb} render(s) a frame over {reruns} reruns with 1e-4 px of noise on its reads: "
               f"mean {np.mean(ratios):.2f}x of the exact mode, range {min(ratios):.2f}-{max(ratios):.2f}x")
+        if fb == fast_feedback:
+            # where it loses: a few frames in every run, or noise spread over all (FAST_FEEDBACK's docstring)
+            median, exact_frames = np.nanmedian(per_frame, axis=0), errors["exact"]
+            worst = np.flatnonzero(median > 2 * exact_frames)
+            excess = np.nansum(np.clip(median - exact_frames, 0, None))
+            share = float(np.nansum((median - exact_frames)[worst]) / excess) if excess > 0 else 0.0
+            print("[quality]   frames whose median error over those reruns is above 2x the exact mode's "
+                  "(median / exact px): " + (", ".join(f"{t} ({median[t]:.3f} / {exact_frames[t]:.3f})" for t in worst)
+                                              or "none") + f"; {share:.0%} of fast's excess over the exact mode")
     print(f"[quality] generator passes exact/refine per frame after the first (both start with the exact mode's "
           f"first frame, {first} passes; what a take's cost per frame approaches) "
           f"{(later['exact'] + 1) / (later['refine'] + 1):.1f}x (target >= 5x); over this {n_frames}-frame clip "

@@ -215,9 +215,11 @@ loops share generator calls (``_fast_with_feedback``), so on a GPU the third sho
 more than its read; on the 2-core AMX CPU fast stays above the issue's 20x speed target: 22x
 with three, 33-35x with two (``bench/fastmode.py``).
 
-Where fast loses, and two loop rules that did not help (scratch harnesses calling ``fast_track``
-on the pan clip; not rerunnable from ``bench/``). The excess is not spread evenly: a few frames
-lose in every run. Frame 12 measured 0.16-0.21 px in all ten runs of seed 2 (1e-4 px noise),
+Where fast loses on the pan clip, and two loop rules that did not help (the frame-12 study and the
+rules: scratch harnesses calling ``fast_track``, not kept in ``bench/``). The excess is uneven: ``bench/fastmode.py``
+prints the frames whose median error over its reruns is above twice the exact mode's (seed 2, four
+reruns: 9 of the 24 frames, 85 % of fast's excess over the exact mode). The worst, frame 12,
+measured 0.16-0.21 px in all ten runs of seed 2 in a scratch harness (1e-4 px noise),
 against the exact mode's 0.064 px. At that frame, twelve passes of ``feedback_loop`` still leave a
 miss of 0.17 (rescaled descriptor), and the step has been halved to 1/512: no step along the miss
 reads closer. The model is not a local inverse of the generator there, though the clip's own code
