@@ -223,10 +223,10 @@ measured 0.16-0.21 px in all ten runs of seed 2 in a scratch harness (1e-4 px no
 against the exact mode's 0.064 px. At that frame, twelve passes of ``feedback_loop`` still leave a
 miss of 0.17 (rescaled descriptor), and the step has been halved to 1/512: no step along the miss
 reads closer. The model is not a local inverse of the generator there, though the clip's own code
-reads exactly. Two changes were tried on the step (MLP seeds 0/1/2, six runs each, five of
+renders the driving frame itself (error 0). Two changes were tried on the step (MLP seeds 0/1/2, six runs each, five of
 them with the noise; mean ratio to the exact mode against the unchanged rule in the same runs):
 
-* mapping each miss through the inverse of the loop's response S (the read ~ S u + b, fitted on 160
+* mapping each miss through the inverse of the loop's response S (the read ~ S u + b, fitted on 161
   pool-like codes through model and MediaPipe) measured 1.67 / 1.96 / 1.87x on average against
   1.68 / 1.90 / 1.74x. On such codes S is near the identity (eigenvalues 0.74-1.04), while on the
   clip a step moved the read by 0.72 of itself on average (0.03-1.69; seed 0), so a global S cannot
