@@ -21,12 +21,13 @@ Prints:
    can remove). Fast's feedback decides on MediaPipe's reads, so float rounding alone changes a
    take: ``--reruns`` reruns it (and one render a frame) with 1e-4 px of noise on the reads and
    prints the mean and range of its ratio to the exact mode, and the frames where its median
-   error over the reruns is above twice the exact mode's (their share of fast's excess). ``--clip`` picks the driving clip (``CLIPS``). ``--driving-video`` adds real
-   clips of other people (their first ``--real-frames`` frames, aligned as a take's): no known
-   answer there and misses the stand-in cannot close, so it prints fast (with and without its
-   step), the open loop and the exact mode side by side. ``--threads`` sets torch's CPU threads
-   and ``--first-frame`` the exact mode's first-frame start: from the nearest anchor the first
-   frame (its loss is printed) ended on a plateau or converged depending on float rounding alone;
+   error over the reruns is above twice the exact mode's (their share of fast's excess).
+   ``--clip`` picks the driving clip (``CLIPS``). ``--driving-video`` adds real clips of other
+   people (their first ``--real-frames`` frames, aligned as a take's): no known answer there and
+   misses the stand-in cannot close, so it prints fast (with and without its step), the open loop
+   and the exact mode side by side. ``--threads`` sets torch's CPU threads and ``--first-frame``
+   the exact mode's first-frame start: from the nearest anchor the first frame (its loss is
+   printed) ended on a plateau or converged depending on float rounding alone;
 2. speed on an FFHQ-shaped StyleGAN2 (random weights, 256 px on the CPU; 1024 px on CUDA when
    present): seconds per frame of the fast mode measured (descriptor + motion model + its
    feedback's ``FAST_FEEDBACK`` generator passes and MediaPipe reads and the step's prediction,
@@ -61,8 +62,8 @@ Not a test: it only prints figures.
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import os
 import tempfile
 import time
 from dataclasses import replace

@@ -13,7 +13,7 @@
 #                 StyleGAN2 golden of the fp16 test.
 # 48 MB, with the 4 MB tree within the 64 MiB a call carries. Then, with the device tool:
 #   run(command="bash bench/gpu_checks.sh", carry=[".gpu"], timeout_s=600)
-# Checked on this CPU machine in a Python 3.12 environment like that one (numpy 2.5, torch 2.14,
+# Checked on this CPU machine in a Python 3.12 environment like that one (numpy 2.5, torch 2.11,
 # OpenCV 5.1, no ffmpeg, no ../shared): the packages installed from .gpu/wheels, and
 # bench/fastmode.py's speed and live parts ran on .gpu/shared. Not yet run on the GPU machine.
 # Usage: bash bench/gpu_bundle.sh   (needs the package registry; STUDIO_SHARED as for the tests)
