@@ -20,7 +20,8 @@ Prints:
    feedback, with its lag-1 autocorrelation (the part earlier frames foretell, which the feedback
    can remove). Fast's feedback decides on MediaPipe's reads, so float rounding alone changes a
    take: ``--reruns`` reruns it (and one render a frame) with 1e-4 px of noise on the reads and
-   prints the mean and range of its ratio to the exact mode, and the frames where its median
+   prints the mean and range of its ratio to the exact mode (of the per-frame codes, and as
+   rendered: each rerun's track through the take's filter), and the frames where its median
    error over the reruns is above twice the exact mode's (their share of fast's excess).
    ``--clip`` picks the driving clip (``CLIPS``). ``--driving-video`` adds real clips of other
    people (their first ``--real-frames`` frames, aligned as a take's): no known answer there and
@@ -226,10 +227,11 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
             # fast's feedback makes accept/halve decisions on MediaPipe's reads, so float rounding
             # alone changes its takes: reruns with 1e-4 px of noise on the reads (MediaPipe's own
             # jitter is ~100x that) show the spread one run hides
-            rerun_ws = {fb: [fast_track(anchors, generator.num_ws, driving, tmp / f"rerun{fb}_{k}.npz", models[main_kind],
-                                        _NoisyReader(reader, 1e-4, k), feedback=fb, gain=fast_gain, carry=fast_carry,
-                                        step=fast_step, settings=settings).track.ws for k in range(reruns)]
-                        for fb in dict.fromkeys((fast_feedback, 2, 1))}
+            rerun_tracks = {fb: [fast_track(anchors, generator.num_ws, driving, tmp / f"rerun{fb}_{k}.npz",
+                                            models[main_kind], _NoisyReader(reader, 1e-4, k), feedback=fb,
+                                            gain=fast_gain, carry=fast_carry, step=fast_step,
+                                            settings=settings).track for k in range(reruns)]
+                            for fb in dict.fromkeys((fast_feedback, 2, 1))}
         # the control: fast without its feedback (every code straight from its descriptor)
         t0 = time.perf_counter()
         results["fast (open loop)"] = (fast_track(anchors, generator.num_ws, driving, tmp / "open.npz", models[main_kind],
@@ -296,11 +298,14 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           f"{e[f'fast ({other_kind})'] / e['exact']:.2f}x; fast without its feedback (open loop) / exact "
           f"{e['fast (open loop)'] / e['exact']:.2f}x"
           + (f"; fast reading one render a frame / exact {e['fast (1 render)'] / e['exact']:.2f}x" if "fast (1 render)" in e else ""))
-    for fb, runs in rerun_ws.items() if reruns else ():
-        per_frame = np.array([_errors(generator, ws, driving, size) for ws in runs])     # (reruns, T) px
+    for fb, runs in rerun_tracks.items() if reruns else ():
+        per_frame = np.array([_errors(generator, track.ws, driving, size) for track in runs])     # (reruns, T) px
         ratios = np.nanmean(per_frame, axis=1) / e["exact"]
+        # what a take shows: each rerun's track through the take's temporal filter, against the exact mode's
+        shown = np.array([np.nanmean(_errors(generator, track.best_ws(), driving, size)) for track in runs]) / rendered["exact"]
         print(f"[quality] fast with {fb} render(s) a frame over {reruns} reruns with 1e-4 px of noise on its reads: "
-              f"mean {np.mean(ratios):.2f}x of the exact mode, range {min(ratios):.2f}-{max(ratios):.2f}x")
+              f"mean {np.mean(ratios):.2f}x of the exact mode, range {min(ratios):.2f}-{max(ratios):.2f}x; "
+              f"as rendered mean {np.mean(shown):.2f}x, range {min(shown):.2f}-{max(shown):.2f}x")
         if fb == fast_feedback:
             # where it loses: a few frames in every run, or noise spread over all (FAST_FEEDBACK's docstring)
             median, exact_frames = np.nanmedian(per_frame, axis=0), errors["exact"]
@@ -546,7 +551,8 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
 
 def live(size: int, device: torch.device, n_anchors: int, seconds_limit: float) -> None:
     """Live fps at the default precision (``optimize.live.live_precision``) and, side by side, in
-    fp32, with how far the default's images are from fp32's on the same codes."""
+    fp32, with how far the default's images are from fp32's on the same codes; on CUDA also
+    without overlapping frames (``LiveDriver.overlap``), to show what the overlap gains."""
     from optimize.live import LiveDriver, live_precision
     from personalize.video import iter_frames
 
@@ -554,33 +560,36 @@ def live(size: int, device: torch.device, n_anchors: int, seconds_limit: float) 
     predictor = _predictor(generator, n_anchors, device)
     frames = [f for _, f in zip(range(150), iter_frames(SELFSCAN))]
     target = "5 fps on a 2-core CPU" if device.type == "cpu" else "30 fps at 1024 px on one H100"
-    precisions = dict.fromkeys((live_precision(device, generator), "fp32"))
+    default = live_precision(device, generator)
+    runs = dict.fromkeys([(default, device.type == "cuda"), (default, False), ("fp32", device.type == "cuda")])
     codes: dict[str, list[np.ndarray]] = {}
-    for precision in precisions:
-        driver = LiveDriver(generator, predictor, device=device, precision=precision)
+    for precision, overlap in runs:
+        driver = LiveDriver(generator, predictor, device=device, precision=precision, overlap=overlap)
         driver.process(frames[0])  # warm-up
         parts: dict[str, float] = {}
         count = 0
-        codes[precision] = []
+        kept = codes.setdefault(precision, [])
         _sync(device)
         t0 = time.perf_counter()
         for frame in frames[1:]:
             result = driver.process(frame)
             for k, v in result.seconds.items():
                 parts[k] = parts.get(k, 0.0) + v
-            if result.ws is not None and len(codes[precision]) < 3:
-                codes[precision].append(result.ws)
+            if result.ws is not None and len(kept) < 3:
+                kept.append(result.ws)
             count += 1
             if time.perf_counter() - t0 > seconds_limit:
                 break
+        driver.finish()
         _sync(device)
         elapsed = time.perf_counter() - t0
-        print(f"[live] {device.type} {size}px, {precision}: {count / elapsed:.1f} fps over {count} frames of a "
+        print(f"[live] {device.type} {size}px, {precision}{', frames overlapped' if overlap else ''}: "
+              f"{count / elapsed:.1f} fps over {count} frames of a "
               f"{frames[0].shape[1]}px video (" + ", ".join(f"{k} {v / count * 1000:.0f} ms" for k, v in parts.items())
               + f"; target {target})")
-        if precision != "fp32" and codes[precision]:
+        if precision != "fp32" and overlap == (device.type == "cuda") and kept:
             with torch.no_grad():
-                ws = torch.from_numpy(np.stack(codes[precision])).to(device)
+                ws = torch.from_numpy(np.stack(kept)).to(device)
                 low = torch.cat([driver.render(w[None]) for w in ws])
                 full = generator.synthesis(ws, noise_mode="const").float()
             print(f"[live] {precision} vs fp32 on the same codes: mean |difference| {float((low - full).abs().mean()):.4f}, "

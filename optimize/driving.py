@@ -141,5 +141,11 @@ def image_to_tensor(image: np.ndarray, size: int, device: torch.device | str) ->
 
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8 RGB (the inverse of ``image_to_tensor``)."""
+    return uint8_pixels(images).cpu().numpy()
+
+
+def uint8_pixels(images: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8 RGB on the same device (``tensor_to_uint8`` without
+    the copy to the host, for a copy that should not wait: ``optimize.live``)."""
     images = ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round()
-    return images.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return images.to(torch.uint8).permute(0, 2, 3, 1)

@@ -37,6 +37,15 @@ measured. The read itself would cost about 10 ms a 256 px frame on the 2-core CP
 (``bench/fastmode.py``), and on a GPU it would share a 30 fps frame's 33 ms with the camera's
 own MediaPipe pass.
 
+Why a GPU's frames overlap (``LiveDriver.overlap``, on by default on CUDA): a frame's parts run on
+two processors, MediaPipe on the CPU and the generator on the GPU, and done one after the other
+each waits for the other (the copy of the avatar to the host waits for the GPU). Launched without
+waiting, frame t's render runs on the GPU while the CPU reads frame t+1's landmarks, so a frame
+costs about the larger of the two instead of their sum; the avatar shown is one frame older
+(33 ms at 30 fps), the usual price of a pipeline. On a CPU both parts share its cores, so
+there is nothing to overlap. (Not measured here: no GPU; ``bench/fastmode.py`` times both ways
+on CUDA.)
+
 A frame without a face keeps the last avatar (``LiveFrame.face_found`` False), so a preview or a
 virtual camera never shows a black frame when the person looks away for a moment.
 """
@@ -48,7 +57,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from optimize.driving import tensor_to_uint8
+from optimize.driving import uint8_pixels
 from optimize.fast_reenact import MotionPredictor
 
 LIVE_SMOOTHING = 0.5
@@ -97,7 +106,8 @@ class CausalAlignment:
 
 @dataclass
 class LiveFrame:
-    """One processed camera frame. avatar (R,R,3) uint8 (the last one when no face was found, None
+    """One processed camera frame. avatar (R,R,3) uint8: the newest finished one (this frame's, or
+    with ``LiveDriver.overlap`` the previous face's; the last one when no face was found, None
     before the first face); ws (num_ws, w_dim) of this frame's code; seconds per part."""
 
     avatar: np.ndarray | None
@@ -106,15 +116,33 @@ class LiveFrame:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class _Render:
+    """A launched render: its pixels (R,R,3) uint8 on the host, final once ``done`` has passed
+    (a CUDA event after their copy; None: already final)."""
+
+    pixels: torch.Tensor
+    done: torch.cuda.Event | None
+
+    def wait(self) -> np.ndarray:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.pixels.numpy().copy()
+
+
 class LiveDriver:
     """Camera frames -> avatar frames with the person's generator and motion model.
+
+    ``overlap`` (default: on CUDA) returns each face's avatar from the next frame's call, its render
+    having run while that frame's landmarks were read (module docstring); ``finish`` gives the
+    last one.
 
     Not thread-safe (MediaPipe's tracker keeps state): one driver per camera, used by one thread.
     """
 
     def __init__(self, generator: torch.nn.Module, predictor: MotionPredictor, *,
                  device: torch.device | str = "cpu", smoothing: float = LIVE_SMOOTHING,
-                 precision: str | None = None) -> None:
+                 precision: str | None = None, overlap: bool | None = None) -> None:
         from personalize.faces import LandmarkTracker
 
         self.generator = generator.to(device).eval()
@@ -127,8 +155,12 @@ class LiveDriver:
         self.smoothing = float(smoothing)
         self.alignment = CausalAlignment(smoothing)
         self.tracker = LandmarkTracker(max_faces=1)
+        self.overlap = self.device.type == "cuda" if overlap is None else bool(overlap)
         self._coefficients: torch.Tensor | None = None
         self._avatar: np.ndarray | None = None
+        self._in_flight: _Render | None = None
+        self._stream: torch.cuda.Stream | None = None   # CUDA: the renders' stream (``_launch``)
+        self._host: list[torch.Tensor] = []     # CUDA: two pinned buffers the copies alternate between
 
     def process(self, frame_rgb: np.ndarray) -> LiveFrame:
         """(H,W,3) uint8 RGB camera frame -> ``LiveFrame``."""
@@ -139,7 +171,8 @@ class LiveDriver:
         t1 = time.perf_counter()
         if faces.landmarks is None:
             self.alignment.reset()
-            return LiveFrame(self._avatar, False, None, {"landmarks": t1 - t0})
+            self.finish()
+            return LiveFrame(self._avatar, False, None, {"landmarks": t1 - t0, "render": time.perf_counter() - t1})
         crop_landmarks = transform_points(self.alignment.transform(faces.landmarks, self.size), faces.landmarks)
         coefficients = self.predictor.coefficients(crop_landmarks[None].astype(np.float32), self.size)
         if self._coefficients is not None and self.smoothing > 0:
@@ -147,12 +180,45 @@ class LiveDriver:
         self._coefficients = coefficients
         with torch.no_grad():
             ws = self.predictor.space.coefficients_to_ws(coefficients)
+            code = ws[0].cpu().numpy()
             t2 = time.perf_counter()
-            avatar = tensor_to_uint8(self.render(ws.to(self.device)))[0]
+            launched = self._launch(ws.to(self.device))
+        # the render just launched runs on while the previous one is collected (overlap), so the
+        # GPU is never left waiting for this thread; without overlap, or before any avatar, wait
+        previous, self._in_flight = self._in_flight, launched
+        if previous is not None:
+            self._avatar = previous.wait()
+        if not self.overlap or self._avatar is None:
+            self.finish()
         t3 = time.perf_counter()
-        self._avatar = avatar
-        return LiveFrame(avatar, True, ws[0].cpu().numpy(),
-                         {"landmarks": t1 - t0, "predict": t2 - t1, "render": t3 - t2})
+        return LiveFrame(self._avatar, True, code, {"landmarks": t1 - t0, "predict": t2 - t1, "render": t3 - t2})
+
+    def finish(self) -> np.ndarray | None:
+        """Wait for the render in flight (``overlap``), if any; returns the newest avatar."""
+        if self._in_flight is not None:
+            self._avatar, self._in_flight = self._in_flight.wait(), None
+        return self._avatar
+
+    def _launch(self, ws: torch.Tensor) -> _Render:
+        """Start rendering ws (1,num_ws,w_dim) on ``device``; elsewhere than on CUDA it is done here.
+
+        On CUDA the render and its copy to pinned host memory run on a stream of their own, so
+        the next frame's work on the default stream (the motion model's, whose copies to the GPU
+        wait for that stream) does not wait for this render; ``_Render.done`` marks its end."""
+        if self.device.type != "cuda":
+            return _Render(uint8_pixels(self.render(ws))[0].cpu(), None)
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+            self._host = [torch.empty((self.size, self.size, 3), dtype=torch.uint8, pin_memory=True)
+                          for _ in range(2)]
+        self._host.reverse()    # the other buffer than the render collected last (copied out by now)
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))    # ws is ready
+        with torch.cuda.stream(self._stream):
+            self._host[0].copy_(uint8_pixels(self.render(ws))[0], non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        ws.record_stream(self._stream)     # made on the default stream, read on this one
+        return _Render(self._host[0], done)
 
     def render(self, ws: torch.Tensor) -> torch.Tensor:
         """ws (1, num_ws, w_dim) -> image (1,3,R,R) float32 in about [-1,1], at ``self.precision``."""
@@ -161,6 +227,7 @@ class LiveDriver:
                                         channels_last=self.precision != "fp32").float()
 
     def close(self) -> None:
+        self._in_flight = None
         self.tracker.close()
 
     def __enter__(self) -> "LiveDriver":

@@ -617,6 +617,37 @@ def test_live_renders_in_bf16_where_the_cpu_has_it_close_to_fp32() -> None:
     assert float(full.std()) > 0.05  # the random generator draws something to compare
 
 
+def test_overlapped_live_frames_show_each_avatar_one_frame_later(setup) -> None:
+    """``LiveDriver.overlap`` (a GPU's default): each face's avatar comes from the next frame's
+    call, the same pixels as without overlap; the first call waits for its own, a frame without
+    a face collects the one in flight, and ``finish`` gives the last."""
+    from optimize.live import LiveDriver
+    from personalize.video import iter_frames
+    from tests._fast_helpers import SELFSCAN
+
+    generator, _, space, _, trained, _ = setup
+    predictor = MotionPredictor(trained.files, space)
+    faces = [f for _, f in zip(range(4), iter_frames(SELFSCAN))]
+    frames = faces[:2] + [np.zeros_like(faces[0])] + faces[2:]
+    with LiveDriver(generator, predictor) as serial, LiveDriver(generator, predictor, overlap=True) as overlapped:
+        assert not serial.overlap   # a CPU's default
+        shown = [serial.process(f) for f in frames]
+        late = [overlapped.process(f) for f in frames]
+        last = overlapped.finish()
+    assert [f.face_found for f in shown] == [f.face_found for f in late] == [True, True, False, True, True]
+    for a, b in zip(shown, late):
+        assert (a.ws is None) == (b.ws is None)
+        if a.ws is not None:
+            np.testing.assert_array_equal(a.ws, b.ws)    # each call's code is its own frame's
+    avatars = [f.avatar for f in shown]
+    assert not np.array_equal(avatars[0], avatars[1]) and not np.array_equal(avatars[3], avatars[4])
+    expected = [avatars[0], avatars[0], avatars[1], avatars[1], avatars[3]]
+    for got, want in zip([f.avatar for f in late], expected):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(last, avatars[4])
+    np.testing.assert_array_equal(overlapped.finish(), last)    # nothing left in flight
+
+
 def test_the_mlp_is_fitted_to_the_pool_and_learns_what_a_misses() -> None:
     """``fit_to_pool``: on pool samples whose codes saturate in p (as the stand-in's tanh-shaped
     controls do), the fitted MLP predicts the pairs' shifts far better than the ridge start A."""
@@ -680,9 +711,16 @@ def test_fast_refine_and_live_on_cuda_follow_the_driving_frames_as_on_the_cpu(se
         assert errors[f"{mode} cuda"] <= 1.5 * errors[f"{mode} cpu"] + 0.02, errors
 
     frames = [f for _, f in zip(range(3), iter_frames(SELFSCAN))]
+    cpu_avatars, gpu_avatars = [], []
     with LiveDriver(generator, predictor) as cpu_live, LiveDriver(gpu_generator, gpu_predictor, device=cuda) as gpu_live:
+        assert gpu_live.overlap     # on CUDA each avatar comes one frame later (its copy waits for nothing)
         for frame in frames:
             on_cpu, on_gpu = cpu_live.process(frame), gpu_live.process(frame)
             assert on_cpu.face_found and on_gpu.face_found
             np.testing.assert_allclose(on_gpu.ws, on_cpu.ws, atol=1e-4)
             assert on_gpu.avatar.shape == on_cpu.avatar.shape == (SIZE, SIZE, 3)
+            cpu_avatars.append(on_cpu.avatar)
+            gpu_avatars.append(on_gpu.avatar)
+        gpu_avatars.append(gpu_live.finish())
+    for got, want in zip(gpu_avatars, cpu_avatars[:1] + cpu_avatars):   # the first frame waits for its own
+        assert np.abs(got.astype(float) - want).mean() < 1.0    # grey levels: float rounding only
