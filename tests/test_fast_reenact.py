@@ -304,15 +304,16 @@ class _ScriptedReader:
 def test_the_feedback_loop_keeps_the_best_try_and_halves_its_step_after_a_worse_one() -> None:
     """``feedback_loop`` on a model whose renders read twice its input (it overshoots): the first
     try's miss steps to the input that reads the frame's double; that try is no better, so the
-    gain halves and the third try lands on the answer. A first render without a face ends it."""
-    from optimize.fast_reenact import feedback_loop
+    gain halves and the third try lands on the answer. A first render without a face ends it.
+    Tries are judged by their keypoint loss, not by their descriptor miss."""
+    from optimize.fast_reenact import Read, feedback_loop
 
     wanted = torch.tensor([[1.0, -2.0]])
     asked = []
 
     def read(u):
         asked.append(u.clone())
-        return 2.0 * u
+        return Read(2.0 * u, float((wanted - 2.0 * u).norm()))
 
     def clamp(u):
         return u.clamp(-10, 10)
@@ -332,6 +333,10 @@ def test_the_feedback_loop_keeps_the_best_try_and_halves_its_step_after_a_worse_
     faceless = feedback_loop(lambda u: None, wanted, start, 2, clamp)
     assert faceless.renders == 1 and faceless.first_miss is None
     torch.testing.assert_close(faceless.step(0.7), start)
+    # the second try reads exactly the wanted descriptor, but its keypoints are further off: not kept
+    judged = feedback_loop(lambda u: Read(u.clone(), float(u.abs().sum())), wanted, start, 2, clamp)
+    assert judged.gain == 0.5
+    torch.testing.assert_close(judged.best, start)
 
 
 def test_fast_feedback_moves_each_code_by_its_own_miss_and_later_inputs_by_earlier_ones_and_resumes(setup, tmp_path) -> None:
@@ -428,7 +433,8 @@ def test_fast_mode_overlaps_the_frames_loops_in_batches_and_keeps_the_codes_of_o
     draining them), and every code is the one running ``feedback_loop`` frame after frame gives:
     the oracle below, with a reader whose face moves smoothly with the code and is lost past a
     point (a render without a face ends that frame's loop)."""
-    from optimize.fast_reenact import feedback_loop
+    from optimize.fast_reenact import Read, feedback_loop, read_as
+    from optimize.losses import keypoints_from_landmarks
 
     generator, anchors, space, _, trained, _ = setup
     frames = list(render(generator, space, _path(7)))
@@ -465,6 +471,7 @@ def test_fast_mode_overlaps_the_frames_loops_in_batches_and_keeps_the_codes_of_o
         return space.coefficients_to_ws(predictor.coefficients_at(p_hat))
 
     p = predictor.inputs(driving.landmarks, SIZE)
+    keypoints = keypoints_from_landmarks(torch.from_numpy(driving.landmarks), SIZE)
     for renders in (2, 3):
         reader = Reader()
         result = fast_track(anchors, generator.num_ws, driving, tmp_path / f"{renders}.npz", predictor, reader,
@@ -475,9 +482,9 @@ def test_fast_mode_overlaps_the_frames_loops_in_batches_and_keeps_the_codes_of_o
                 correction = torch.zeros_like(correction)
                 continue
 
-            def read(u: torch.Tensor) -> torch.Tensor | None:
+            def read(u: torch.Tensor) -> Read | None:
                 found = read_one(ws_at(u))
-                return None if found is None else predictor.inputs(found, SIZE)
+                return None if found is None else read_as(found, SIZE, predictor, keypoints[t:t + 1])
 
             found = feedback_loop(read, p[t:t + 1], predictor.clamp(p[t:t + 1] + correction), renders, predictor.clamp)
             oracle_passes += found.renders
