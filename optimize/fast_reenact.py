@@ -154,7 +154,11 @@ REFINE_FEEDBACK = 5
 previous code kept along the directions the descriptor does not determine, the loop does the
 work the optimizer steps did before: on ``bench/fastmode.py``'s clip (refine's own first frame
 then, three models) 5 passes + 1 step measured 0.030 / 0.038 / 0.042 px where 3 + 3 measured
-0.031 / 0.051 / 0.050 px, and 4 + 1 0.032 / 0.038 / 0.043 px."""
+0.031 / 0.051 / 0.050 px, and 4 + 1 0.032 / 0.038 / 0.043 px. Over seven models (MLP seeds 0-6,
+pan clip, scratch harness) refine measured 0.86-1.29x of the exact mode's keypoint error, 1.05x
+on average; seed 6 stayed at 1.29x with the exact take's own first frame resumed into refine's
+track, so the spread is not the first frame's (which float rounding settles after 69 or 80
+steps)."""
 REFINE_STEPS = 1
 """Optimizer passes per frame after the closed loop (``FrameOptimizer.optimize``'s ``steps``:
 codes scored, the start included). One scores the loop's code with the exact mode's loss (the
@@ -708,6 +712,10 @@ def closed_loop(generator: torch.nn.Module, predictor: MotionPredictor, landmark
     test_fast_reenact), the size of the errors left, so the loop fed that difference back and
     made faces worse than no loop there (0.077-0.10 px against 0.036-0.069 px, four models, 80
     first-frame steps for the exact mode then); read with one instrument, 0.029-0.033 px (two).
+    Why the unseen step rather than the best try seen: keeping the best of 5 or of 6 reads measured
+    no better (scratch harness, MLP seeds 0-6 on the pan clip, seeds 0-2 on the nodding one: mean
+    ratio to the exact mode 1.01x with the step, 1.01x / 1.00x keeping the best; single models
+    moved by up to 0.1x either way).
     Each round is one generator and one FaceMesh pass, without gradients; one more FaceMesh pass
     reads the frame.
     """
