@@ -154,11 +154,14 @@ REFINE_FEEDBACK = 5
 previous code kept along the directions the descriptor does not determine, the loop does the
 work the optimizer steps did before: on ``bench/fastmode.py``'s clip (refine's own first frame
 then, three models) 5 passes + 1 step measured 0.030 / 0.038 / 0.042 px where 3 + 3 measured
-0.031 / 0.051 / 0.050 px, and 4 + 1 0.032 / 0.038 / 0.043 px. Over seven models (MLP seeds 0-6,
-pan clip, scratch harness) refine measured 0.86-1.29x of the exact mode's keypoint error, 1.05x
-on average; seed 6 stayed at 1.29x with the exact take's own first frame resumed into refine's
-track, so the spread is not the first frame's (which float rounding settles after 69 or 80
-steps)."""
+0.031 / 0.051 / 0.050 px, and 4 + 1 0.032 / 0.038 / 0.043 px. Over seven models
+(``bench/fastmode.py --skip-speed --first-frame keypoint-mix --model-seed 0..6``, pan clip)
+refine measured 1.01 / 1.10 / 0.91 / 0.98 / 0.91 / 0.97 / 1.30x of the exact mode's keypoint
+error (1.03x on average; a scratch harness: 0.86-1.29x, 1.05x). Seed 6 stays at 1.29x when refine
+resumes from the exact take's own first frame (the bench's "refine (exact start)" control), so the
+spread is not the first frame's (which float rounding settles after 69 or 80 steps); there
+keeping nothing of the previous code measured 1.08x, its blend control off by 0.12 against the
+exact mode's 0.04 (not looked into further)."""
 REFINE_STEPS = 1
 """Optimizer passes per frame after the closed loop (``FrameOptimizer.optimize``'s ``steps``:
 codes scored, the start included). One scores the loop's code with the exact mode's loss (the
