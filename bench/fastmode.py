@@ -574,7 +574,8 @@ def speed(size: int, device: torch.device, n_anchors: int, exact_steps: float, r
 def live(size: int, device: torch.device, n_anchors: int, seconds_limit: float) -> None:
     """Live fps at the default precision (``optimize.live.live_precision``) and, side by side, in
     fp32, with how far the default's images are from fp32's on the same codes; on CUDA also
-    without overlapping frames (``LiveDriver.overlap``), to show what the overlap gains."""
+    without overlapping frames (``LiveDriver.overlap``) and without replaying the render as a CUDA
+    graph (``LiveDriver.graphed``), to show what each gains."""
     from optimize.live import LiveDriver, live_precision
     from personalize.video import iter_frames
 
@@ -583,10 +584,12 @@ def live(size: int, device: torch.device, n_anchors: int, seconds_limit: float) 
     frames = [f for _, f in zip(range(150), iter_frames(SELFSCAN))]
     target = "5 fps on a 2-core CPU" if device.type == "cpu" else "30 fps at 1024 px on one H100"
     default = live_precision(device, generator)
-    runs = dict.fromkeys([(default, device.type == "cuda"), (default, False), ("fp32", device.type == "cuda")])
+    cuda = device.type == "cuda"
+    runs = dict.fromkeys([(default, cuda, cuda), (default, cuda, False), (default, False, False),
+                          ("fp32", cuda, cuda), ("fp32", cuda, False)])
     codes: dict[str, list[np.ndarray]] = {}
-    for precision, overlap in runs:
-        driver = LiveDriver(generator, predictor, device=device, precision=precision, overlap=overlap)
+    for precision, overlap, graphed in runs:
+        driver = LiveDriver(generator, predictor, device=device, precision=precision, overlap=overlap, graphed=graphed)
         driver.process(frames[0])  # warm-up
         parts: dict[str, float] = {}
         count = 0
@@ -605,11 +608,12 @@ def live(size: int, device: torch.device, n_anchors: int, seconds_limit: float) 
         driver.finish()
         _sync(device)
         elapsed = time.perf_counter() - t0
-        print(f"[live] {device.type} {size}px, {precision}{', frames overlapped' if overlap else ''}: "
+        print(f"[live] {device.type} {size}px, {precision}{', frames overlapped' if overlap else ''}"
+              f"{', one CUDA graph' if graphed else ''}: "
               f"{count / elapsed:.1f} fps over {count} frames of a "
               f"{frames[0].shape[1]}px video (" + ", ".join(f"{k} {v / count * 1000:.0f} ms" for k, v in parts.items())
               + f"; target {target})")
-        if precision != "fp32" and overlap == (device.type == "cuda") and kept:
+        if precision != "fp32" and overlap == cuda and graphed == cuda and kept:
             with torch.no_grad():
                 ws = torch.from_numpy(np.stack(kept)).to(device)
                 low = torch.cat([driver.render(w[None]) for w in ws])

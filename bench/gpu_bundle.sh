@@ -10,12 +10,13 @@
 #   .gpu/shared/  the shared media the checks read: the aligned portraits, the self-scan clip as a
 #                 folder of its frames under the clip's own name (JPEG; no ffmpeg there to decode
 #                 it; personalize.video.iter_frames reads such a folder as the clip), and the
-#                 StyleGAN2 golden of the fp16 test.
+#                 StyleGAN2 golden of the fp16 test, and the one-shot references' weight filler
+#                 (the DiffusionAct fp16 test's networks).
 # 48 MB, with the 4 MB tree within the 64 MiB a call carries. Then, with the device tool:
 #   run(command="bash bench/gpu_checks.sh", carry=[".gpu"], timeout_s=600)
 # Checked on this CPU machine in a Python 3.12 environment like that one (numpy 2.5, torch 2.11,
 # OpenCV 5.1, no ffmpeg, no ../shared): the packages installed from .gpu/wheels, and
-# bench/fastmode.py's speed and live parts ran on .gpu/shared. Not yet run on the GPU machine.
+# bench/fastmode.py's speed and live parts ran on .gpu/shared. Ran on the GPU machine (one H200) on 2026-12-04.
 # Usage: bash bench/gpu_bundle.sh   (needs the package registry; STUDIO_SHARED as for the tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ SHARED=${STUDIO_SHARED:-../shared}
 PY=${PY:-.venv/bin/python}
 OUT=.gpu
 rm -rf "$OUT"
-mkdir -p "$OUT/wheels" "$OUT/shared/media/aligned" "$OUT/shared/reference/stylegan2"
+mkdir -p "$OUT/wheels" "$OUT/shared/media/aligned" "$OUT/shared/reference/stylegan2" "$OUT/shared/reference/oneshot"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$OUT/wheels" mediapipe==0.10.21 protobuf==4.25.9 lpips==0.1.4 tflite==2.18.0 platformdirs==4.14.7
@@ -50,6 +51,7 @@ PYEOF
 cp "$SHARED"/media/aligned/*.jpg "$OUT/shared/media/aligned/"
 cp "$SHARED"/reference/stylegan2/sg2_ffhqlike256.json "$SHARED"/reference/stylegan2/sg2_ffhqlike256.npz \
     "$OUT/shared/reference/stylegan2/"
+cp "$SHARED"/reference/oneshot/fill_weights.py "$OUT/shared/reference/oneshot/"
 PYTHONPATH=$PWD "$PY" - "$SHARED/media/selfscan_woman2_12s.mp4" "$OUT/shared/media/selfscan_woman2_12s.mp4" <<'PYEOF'
 import sys
 from pathlib import Path

@@ -20,7 +20,11 @@ per 256 px frame on the 2-core CI machine (``bench/fastmode.py``), and the image
 call, and a recording keeps the codes, which export renders again in full precision. On a
 2-core machine with AMX, live measured 12.0-12.5 fps in bf16 (4.8-5.1 fps in fp32). On CUDA
 the generator's own fp16 blocks are used (its mixed precision), channels-last as the official
-fp16 blocks are (not measured here: no GPU).
+fp16 blocks are. On one H200 at 1024 px (``bench/fastmode.py``, two runs) they ran as fast as
+fp32 with TF32 once the render is one CUDA graph (124 against 128 fps, the images 0.0023 apart
+on [-1, 1] on average): fp16 stays the default for its halved activation memory and for GPUs whose
+TF32 rate is well below their fp16 rate (consumer cards). Without the graph the fp16 pass was
+the slower one (11-14 ms against 9-10 ms: more kernels, each launched from Python).
 
 Without native bf16 (an AVX2-only CPU such as a 2-core Zen 3 EPYC) live runs in fp32: 0.30-0.40 s
 a 256 px pass, 2.6-3.2 fps (``bench/fastmode.py --skip-quality``, two runs). The pass is 30 GFLOP,
@@ -43,8 +47,18 @@ each waits for the other (the copy of the avatar to the host waits for the GPU).
 waiting, frame t's render runs on the GPU while the CPU reads frame t+1's landmarks, so a frame
 costs about the larger of the two instead of their sum; the avatar shown is one frame older
 (33 ms at 30 fps), the usual price of a pipeline. On a CPU both parts share its cores, so
-there is nothing to overlap. (Not measured here: no GPU; ``bench/fastmode.py`` times both ways
-on CUDA.)
+there is nothing to overlap. On one H200 at 1024 px it gained little alone (53 against 46.5 fps):
+the render's time was the CPU's own, launching its kernels one by one from Python.
+
+Why one CUDA graph (``LiveDriver.graphed``, on by default on CUDA for the studio's StyleGAN2): a
+batch-1 pass at 1024 px is hundreds of small kernels, and launching them took the CPU 9-14 ms a
+frame on the H200 while the GPU's arithmetic needs far less. Captured once (``_GraphedRender``)
+and replayed, the whole pass is one launch: live ran at 124 fps in fp16 (landmarks 4 ms, the
+motion model 3 ms, the render under 1 ms of the CPU's time; 128 fps in fp32), against 53 fps
+overlapped without it and 46.5 fps with neither (``bench/fastmode.py``; the issue's target is
+30 fps). The graph replays fixed buffers: the code is copied in, and the image copied out on
+the same stream before the next replay. A test stand-in is not captured (it makes tensors from
+host values inside its pass, which a capture forbids).
 
 A frame without a face keeps the last avatar (``LiveFrame.face_found`` False), so a preview or a
 virtual camera never shows a black frame when the person looks away for a moment.
@@ -53,6 +67,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -64,15 +79,20 @@ LIVE_SMOOTHING = 0.5
 """Weight of the past in the exponential filters (0: none)."""
 
 
+def _is_studio_stylegan(generator: torch.nn.Module) -> bool:
+    """Whether ``generator`` renders with the studio's StyleGAN2 synthesis network (not a test
+    stand-in): the reduced precisions and the CUDA graph were measured, and are only offered, for it."""
+    from personalize.stylegan2.networks import SynthesisNetwork
+
+    return isinstance(getattr(generator, "synthesis", None), SynthesisNetwork)
+
+
 def live_precision(device: torch.device | str, generator: torch.nn.Module | None = None) -> str:
     """'fp16' on CUDA, 'bf16' on a CPU with native bfloat16 kernels, else 'fp32' (module docstring).
 
-    Given a ``generator`` that is not the studio's StyleGAN2 (a test stand-in), 'fp32': the reduced
-    precisions were measured, and are only offered, for its synthesis network."""
-    from personalize.stylegan2.networks import SynthesisNetwork
-
+    Given a ``generator`` that is not the studio's StyleGAN2 (a test stand-in), 'fp32'."""
     device = torch.device(device)
-    if generator is not None and not isinstance(getattr(generator, "synthesis", None), SynthesisNetwork):
+    if generator is not None and not _is_studio_stylegan(generator):
         return "fp32"
     if device.type == "cuda":
         return "fp16"
@@ -130,19 +150,46 @@ class _Render:
         return self.pixels.numpy().copy()
 
 
+class _GraphedRender:
+    """A render function captured once as a CUDA graph and replayed per frame (module docstring).
+
+    The graph reads its input from, and writes its output to, fixed buffers: ``run`` copies ws in
+    and returns the same output tensor every time, overwritten by the next replay (the caller
+    copies it out on the same stream first). It also reads the tensors the layers' weight caches
+    held at capture (``SynthesisLayer.frozen_weight``); ``_kept`` holds them, so that a render at
+    another precision, which replaces a layer's cache, cannot free memory the graph still reads.
+    The generator's weights must not change while it is replayed (live never changes them)."""
+
+    def __init__(self, render: Callable[[torch.Tensor], torch.Tensor], generator: torch.nn.Module,
+                 example: torch.Tensor) -> None:
+        self.ws = example.clone()
+        for _ in range(2):     # on the caller's side stream: fills the weight caches, picks cuDNN's algorithms
+            render(self.ws)
+        self._kept = [m._frozen for m in generator.modules() if getattr(m, "_frozen", None) is not None]
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = render(self.ws)
+
+    def run(self, ws: torch.Tensor) -> torch.Tensor:
+        self.ws.copy_(ws)
+        self.graph.replay()
+        return self.out
+
+
 class LiveDriver:
     """Camera frames -> avatar frames with the person's generator and motion model.
 
     ``overlap`` (default: on CUDA) returns each face's avatar from the next frame's call, its render
     having run while that frame's landmarks were read (module docstring); ``finish`` gives the
-    last one.
+    last one. ``graphed`` (default: on CUDA, for the studio's StyleGAN2) replays the render as one
+    CUDA graph per precision, captured at the first frame (module docstring).
 
     Not thread-safe (MediaPipe's tracker keeps state): one driver per camera, used by one thread.
     """
 
     def __init__(self, generator: torch.nn.Module, predictor: MotionPredictor, *,
                  device: torch.device | str = "cpu", smoothing: float = LIVE_SMOOTHING,
-                 precision: str | None = None, overlap: bool | None = None) -> None:
+                 precision: str | None = None, overlap: bool | None = None, graphed: bool | None = None) -> None:
         from personalize.faces import LandmarkTracker
 
         self.generator = generator.to(device).eval()
@@ -156,6 +203,9 @@ class LiveDriver:
         self.alignment = CausalAlignment(smoothing)
         self.tracker = LandmarkTracker(max_faces=1)
         self.overlap = self.device.type == "cuda" if overlap is None else bool(overlap)
+        on_cuda = self.device.type == "cuda" and _is_studio_stylegan(self.generator)
+        self.graphed = on_cuda if graphed is None else bool(graphed) and self.device.type == "cuda"
+        self._graphs: dict[str, _GraphedRender] = {}     # CUDA: the render captured, per precision
         self._coefficients: torch.Tensor | None = None
         self._avatar: np.ndarray | None = None
         self._in_flight: _Render | None = None
@@ -206,7 +256,7 @@ class LiveDriver:
         the next frame's work on the default stream (the motion model's, whose copies to the GPU
         wait for that stream) does not wait for this render; ``_Render.done`` marks its end."""
         if self.device.type != "cuda":
-            return _Render(uint8_pixels(self.render(ws))[0].cpu(), None)
+            return _Render(self._pixels(ws).cpu(), None)
         if self._stream is None:
             self._stream = torch.cuda.Stream(self.device)
             self._host = [torch.empty((self.size, self.size, 3), dtype=torch.uint8, pin_memory=True)
@@ -214,11 +264,21 @@ class LiveDriver:
         self._host.reverse()    # the other buffer than the render collected last (copied out by now)
         self._stream.wait_stream(torch.cuda.current_stream(self.device))    # ws is ready
         with torch.cuda.stream(self._stream):
-            self._host[0].copy_(uint8_pixels(self.render(ws))[0], non_blocking=True)
+            if self.graphed:
+                if self.precision not in self._graphs:
+                    self._graphs[self.precision] = _GraphedRender(self._pixels, self.generator, ws)
+                pixels = self._graphs[self.precision].run(ws)
+            else:
+                pixels = self._pixels(ws)
+            self._host[0].copy_(pixels, non_blocking=True)
             done = torch.cuda.Event()
             done.record(self._stream)
         ws.record_stream(self._stream)     # made on the default stream, read on this one
         return _Render(self._host[0], done)
+
+    def _pixels(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws (1, num_ws, w_dim) -> the avatar (R,R,3) uint8 on ``device``."""
+        return uint8_pixels(self.render(ws))[0]
 
     def render(self, ws: torch.Tensor) -> torch.Tensor:
         """ws (1, num_ws, w_dim) -> image (1,3,R,R) float32 in about [-1,1], at ``self.precision``."""
@@ -228,6 +288,7 @@ class LiveDriver:
 
     def close(self) -> None:
         self._in_flight = None
+        self._graphs.clear()    # their buffers and the weights they keep
         self.tracker.close()
 
     def __enter__(self) -> "LiveDriver":

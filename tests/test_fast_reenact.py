@@ -624,6 +624,30 @@ def test_live_renders_in_bf16_where_the_cpu_has_it_close_to_fp32() -> None:
     assert float(full.std()) > 0.05  # the random generator draws something to compare
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_live_render_replayed_as_a_cuda_graph_equals_the_eager_render() -> None:
+    """On CUDA the live render is one captured graph replayed per frame (optimize.live): each
+    frame's avatar equals the eager render of its own code, also after a render at another
+    precision has replaced the layers' weight caches that the graph reads."""
+    from optimize.live import LiveDriver
+    from personalize.stylegan2 import tiny_generator
+
+    generator = tiny_generator(seed=3, img_resolution=64).requires_grad_(False).cuda()
+    ws = generator.mapping(torch.randn(4, generator.z_dim, device="cuda"), None)
+    with LiveDriver(generator, None, device="cuda") as graphed, \
+            LiveDriver(generator, None, device="cuda", graphed=False) as eager:  # type: ignore[arg-type]
+        assert graphed.graphed and graphed.precision == "fp16" and not eager.graphed
+        with torch.no_grad():
+            for i, w in enumerate(ws):
+                if i == 2:
+                    generator.synthesis(ws[:1], noise_mode="const")    # fp32: the caches move on
+                got = graphed._launch(w[None]).wait()
+                want = eager._launch(w[None]).wait()
+                assert got.shape == (64, 64, 3) and got.std() > 1
+                assert np.abs(got.astype(float) - want).max() <= 1, i     # a grey level: rounding only
+        assert len(graphed._graphs) == 1
+
+
 def test_overlapped_live_frames_show_each_avatar_one_frame_later(setup) -> None:
     """``LiveDriver.overlap`` (a GPU's default): each face's avatar comes from the next frame's
     call, the same pixels as without overlap; the first call waits for its own, a frame without
