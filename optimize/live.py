@@ -162,10 +162,12 @@ class _GraphedRender:
 
     def __init__(self, render: Callable[[torch.Tensor], torch.Tensor], generator: torch.nn.Module,
                  example: torch.Tensor) -> None:
+        from personalize.stylegan2.networks import SynthesisLayer
+
         self.ws = example.clone()
         for _ in range(2):     # on the caller's side stream: fills the weight caches, picks cuDNN's algorithms
             render(self.ws)
-        self._kept = [m._frozen for m in generator.modules() if getattr(m, "_frozen", None) is not None]
+        self._kept = SynthesisLayer.kept_weights(generator)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.out = render(self.ws)
@@ -203,8 +205,8 @@ class LiveDriver:
         self.alignment = CausalAlignment(smoothing)
         self.tracker = LandmarkTracker(max_faces=1)
         self.overlap = self.device.type == "cuda" if overlap is None else bool(overlap)
-        on_cuda = self.device.type == "cuda" and _is_studio_stylegan(self.generator)
-        self.graphed = on_cuda if graphed is None else bool(graphed) and self.device.type == "cuda"
+        self.graphed = self.device.type == "cuda" and (_is_studio_stylegan(self.generator) if graphed is None
+                                                       else bool(graphed))
         self._graphs: dict[str, _GraphedRender] = {}     # CUDA: the render captured, per precision
         self._coefficients: torch.Tensor | None = None
         self._avatar: np.ndarray | None = None

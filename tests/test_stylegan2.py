@@ -217,6 +217,25 @@ def test_bad_ws_shape_is_clear() -> None:
         G.synthesis(torch.zeros(1, 3, 64))
 
 
+def test_kept_weights_are_the_layers_current_caches() -> None:
+    """``SynthesisLayer.kept_weights``: what a CUDA graph holds on to (optimize.live) is each
+    synthesis layer's cache of the last no-grad pass, for that pass's dtype."""
+    from personalize.stylegan2.networks import SynthesisLayer
+
+    G = tiny_generator(seed=2, img_resolution=16).requires_grad_(False)
+    layers = [m for m in G.modules() if isinstance(m, SynthesisLayer)]
+    assert SynthesisLayer.kept_weights(G) == []
+    ws = torch.randn(1, G.num_ws, G.w_dim)
+    with torch.no_grad():
+        G.synthesis(ws, noise_mode="const")
+        fp32 = SynthesisLayer.kept_weights(G)
+        G.synthesis(ws, noise_mode="const", bf16=True)
+        bf16 = SynthesisLayer.kept_weights(G)
+    assert len(fp32) == len(bf16) == len(layers) > 0
+    assert all(k.conv_weight.dtype == torch.float32 for k in fp32)
+    assert all(k.conv_weight.dtype == torch.bfloat16 for k in bf16)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 runs only on CUDA")
 def test_fp16_blocks_match_fp32_on_cuda(shared_dir: Path) -> None:
     """fp32 on CUDA reproduces NVIDIA's outputs with TF32 off (as their own training and tests run

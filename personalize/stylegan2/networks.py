@@ -180,6 +180,13 @@ class SynthesisLayer(nn.Module):
             self._frozen = (key, ops.FrozenWeight.of(weight, x.dtype, channels_last, self.up))
         return self._frozen[1]
 
+    @staticmethod
+    def kept_weights(module: nn.Module) -> list[ops.FrozenWeight]:
+        """The ``FrozenWeight`` every synthesis layer under ``module`` holds now. A CUDA graph
+        captured with them reads their memory after the layers' caches move on (another dtype or
+        layout), so it holds these (``optimize.live``)."""
+        return [m._frozen[1] for m in module.modules() if isinstance(m, SynthesisLayer) and m._frozen is not None]
+
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode = "random",
                 fused_modconv: bool | None = None, gain: float = 1.0) -> torch.Tensor:
         """x: (N, I, R/up, R/up), w: (N, w_dim) -> (N, O, R, R)."""
