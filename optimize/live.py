@@ -20,11 +20,11 @@ per 256 px frame on the 2-core CI machine (``bench/fastmode.py``), and the image
 call, and a recording keeps the codes, which export renders again in full precision. On a
 2-core machine with AMX, live measured 12.0-12.5 fps in bf16 (4.8-5.1 fps in fp32). On CUDA
 the generator's own fp16 blocks are used (its mixed precision), channels-last as the official
-fp16 blocks are. On one H200 at 1024 px (``bench/fastmode.py``, two runs) they ran as fast as
-fp32 with TF32 once the render is one CUDA graph (107-124 against 107-128 fps, the images 0.0023 apart
+fp16 blocks are. On one H200 at 1024 px (``bench/fastmode.py``, three runs) they ran as fast as
+fp32 with TF32 once the render is one CUDA graph (98-124 against 90-128 fps, the images 0.0023 apart
 on [-1, 1] on average): fp16 stays the default for its halved activation memory and for GPUs whose
 TF32 rate is well below their fp16 rate (consumer cards). Without the graph the fp16 pass was
-no faster (11-16 ms against 9-13 ms over three runs: more kernels, each launched from Python).
+no faster (11-19 ms against 9-14 ms over four runs: more kernels, each launched from Python).
 
 Without native bf16 (an AVX2-only CPU such as a 2-core Zen 3 EPYC) live runs in fp32: 0.30-0.40 s
 a 256 px pass, 2.6-3.2 fps (``bench/fastmode.py --skip-quality``, two runs). The pass is 30 GFLOP,
@@ -47,15 +47,15 @@ each waits for the other (the copy of the avatar to the host waits for the GPU).
 waiting, frame t's render runs on the GPU while the CPU reads frame t+1's landmarks, so a frame
 costs about the larger of the two instead of their sum; the avatar shown is one frame older
 (33 ms at 30 fps), the usual price of a pipeline. On a CPU both parts share its cores, so
-there is nothing to overlap. On one H200 at 1024 px it gained little alone (43-53 against 38-46.5 fps, three runs):
+there is nothing to overlap. On one H200 at 1024 px it gained little alone (42-53 against 33-46.5 fps, four runs):
 the render's time was the CPU's own, launching its kernels one by one from Python.
 
 Why one CUDA graph (``LiveDriver.graphed``, on by default on CUDA for the studio's StyleGAN2): a
-batch-1 pass at 1024 px is hundreds of small kernels, and launching them took the CPU 11-16 ms a
+batch-1 pass at 1024 px is hundreds of small kernels, and launching them took the CPU 11-19 ms a
 frame on the H200 (fp16) while the GPU's arithmetic needs far less. Captured once (``_GraphedRender``)
-and replayed, the whole pass is one launch: live ran at 107-124 fps in fp16 (landmarks 4-5 ms,
-the motion model 3 ms, the render under 1 ms of the CPU's time; 107-128 fps in fp32), against
-43-53 fps overlapped without it and 38-46.5 fps with neither (``bench/fastmode.py``, two runs; the issue's target is
+and replayed, the whole pass is one launch: live ran at 98-124 fps in fp16 (landmarks 4-6 ms,
+the motion model 3-4 ms, the render under 1 ms of the CPU's time; 90-128 fps in fp32), against
+42-53 fps overlapped without it and 33-46.5 fps with neither (``bench/fastmode.py``, three runs; the issue's target is
 30 fps). The graph replays fixed buffers: the code is copied in, and the image copied out on
 the same stream before the next replay. A test stand-in is not captured (it makes tensors from
 host values inside its pass, which a capture forbids).
