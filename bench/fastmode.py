@@ -59,6 +59,7 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --skip-speed --driving-video ../shared/media/driving_man_smile_wink_3s.mp4 \
         --driving-video ../shared/media/driving_speech_audio_8s.mp4           # real clips of other people
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
+    .venv/bin/python bench/fastmode.py --skip-speed --quality-device cuda --train-steps 1500 --pool 512 --train-batch 8  # the product's training (bench/gpu_quality.sh)
 Not a test: it only prints figures.
 """
 from __future__ import annotations
@@ -102,9 +103,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _device_of(generator) -> torch.device:
+    return next(generator.buffers()).device
+
+
 def _render(generator, space, coefficients) -> np.ndarray:
     with torch.no_grad():
-        ws = space.coefficients_to_ws(torch.as_tensor(np.asarray(coefficients), dtype=torch.float32))
+        ws = space.coefficients_to_ws(torch.as_tensor(np.asarray(coefficients), dtype=torch.float32, device=space.device))
         return tensor_to_uint8(generator.synthesis(ws))
 
 
@@ -129,12 +134,12 @@ def _control_ablation(generator, ws: np.ndarray, true_ws: torch.Tensor, driving:
     layer by ``(c - c_now) @ mix.T`` sets the controls to ``c`` exactly.
     """
     with torch.no_grad():
-        ws = torch.as_tensor(ws)
+        ws = torch.as_tensor(ws, device=_device_of(generator))
         got, want = generator.controls_of(ws), generator.controls_of(true_ws)
 
         def error(controls: torch.Tensor) -> float:
             moved = ws + ((controls - got) @ generator.mix.T)[:, None, :]
-            return float(np.nanmean(_errors(generator, moved.numpy(), driving, size)))
+            return float(np.nanmean(_errors(generator, moved.cpu().numpy(), driving, size)))
 
         fixed, alone = [], []
         for j in range(got.shape[1]):
@@ -147,7 +152,7 @@ def _control_ablation(generator, ws: np.ndarray, true_ws: torch.Tensor, driving:
 
 def _render_ws(generator, ws: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return tensor_to_uint8(generator.synthesis(torch.as_tensor(ws)))
+        return tensor_to_uint8(generator.synthesis(torch.as_tensor(ws, device=_device_of(generator))))
 
 
 CLIPS = {
@@ -165,7 +170,7 @@ def _miss_autocorrelation(generator, predictor: MotionPredictor, ws: np.ndarray,
     its RMS over the clip and its lag-1 autocorrelation, how much of it earlier frames foretell
     (what fast mode's feedback can remove)."""
     landmarks, valid = detect_crop_landmarks(_render_ws(generator, ws).__getitem__, len(ws))
-    miss = (predictor.inputs(driving.landmarks, size) - predictor.inputs(landmarks, size)).numpy()
+    miss = (predictor.inputs(driving.landmarks, size) - predictor.inputs(landmarks, size)).cpu().numpy()
     miss = miss[valid & np.asarray(driving.valid, bool)]
     rms = np.sqrt((miss ** 2).mean(axis=0))
     lag1 = np.array([np.corrcoef(miss[1:, j], miss[:-1, j])[0, 1] for j in range(miss.shape[1])])
@@ -186,24 +191,28 @@ def _refine_from(exact: LatentTrack, tmp: Path, generator: torch.nn.Module, anch
     return result
 
 
-def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int = REFINE_STEPS,
+def quality(size: int, n_frames: int, steps: int, pool: int, batch: int = 4, refine_steps: int = REFINE_STEPS,
             feedback: int = REFINE_FEEDBACK, carry: float = REFINE_CARRY, lr: float = REFINE_LR,
             seed: int = 0, exact_first_steps: int | None = None, first_frame: str = ReenactSettings().first_frame,
             main_kind: str = DEFAULT_KIND,
             max_mix: int = MotionSettings().max_mix, clip: str = "pan", fast_feedback: int = FAST_FEEDBACK,
             fast_gain: float = FAST_GAIN,
             fast_carry: float = FAST_CARRY, fast_step: float = FAST_STEP,
-            real_clips: tuple[Path, ...] = (), real_frames: int = 40, reruns: int = 8) -> dict[str, float]:
+            real_clips: tuple[Path, ...] = (), real_frames: int = 40, reruns: int = 8,
+            device: torch.device = torch.device("cpu")) -> dict[str, float]:
     """Part 1; returns the mean generator passes per frame of the exact mode and of refine's
     optimizer steps (its closed-loop passes are ``feedback`` a frame). Fast and refine use the
-    ``main_kind`` motion model; fast also runs with the other kind."""
+    ``main_kind`` motion model; fast also runs with the other kind. ``device``: where the
+    stand-in, the FaceMesh and the motion models run (MediaPipe's reads stay on the CPU); CUDA
+    makes the product's full training (``--train-steps 1500 --pool 512``) minutes, not hours."""
     other_kind = next(k for k in MODEL_KINDS if k != main_kind)
     from personalize.faces.facemesh import FaceMesh
 
     generator = WarpFaceGenerator.from_media(MEDIA, size)
     anchors = warp_anchors(generator)
-    space = PersonalizedSpace(anchors, generator.num_ws)
-    mesh = MeshLandmarks(FaceMesh.from_mediapipe(), size)
+    generator = generator.to(device)
+    space = PersonalizedSpace(anchors, generator.num_ws, device=device)
+    mesh = MeshLandmarks(FaceMesh.from_mediapipe(device=device), size)
     scan_codes = sample_codes(space.n_anchors, 41, 3, torch.Generator().manual_seed(5))[1:]
     scan_images = _render(generator, space, scan_codes)
     scan, ok = detect_crop_landmarks(scan_images.__getitem__, len(scan_images))
@@ -218,17 +227,17 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         for kind in (main_kind, other_kind):
             t0 = time.perf_counter()
             trained = train_motion_model(generator, anchors, scan[ok], size, tmp / kind,
-                                         MotionSettings(kind=kind, steps=steps, pool=pool, max_mix=max_mix, batch=4, mesh_input=size, seed=seed,
+                                         MotionSettings(kind=kind, steps=steps, pool=pool, max_mix=max_mix, batch=batch, mesh_input=size, seed=seed,
                                                         checkpoint_every=10 ** 6),
-                                         landmarks=mesh)
+                                         landmarks=mesh, device=device)
             held = trained.files.info["held_out_keypoint_px"]
-            print(f"[quality] motion model {kind} (seed {seed}): {steps} steps, {pool} samples mixing <= {max_mix} anchors, "
+            print(f"[quality] motion model {kind} (seed {seed}): {steps} steps of {batch}, {pool} samples mixing <= {max_mix} anchors, "
                   f"{time.perf_counter() - t0:.0f} s; "
                   f"held-out keypoint error {held['trained']:.3f} px (start {held['regression']:.3f} px)")
             models[kind] = MotionPredictor(trained.files, space)
         results = {}
         t0 = time.perf_counter()
-        with RenderReader(generator) as reader:
+        with RenderReader(generator, device) as reader:
             fast = fast_track(anchors, generator.num_ws, driving, tmp / "fast.npz", models[main_kind], reader,
                               feedback=fast_feedback, gain=fast_gain, carry=fast_carry, step=fast_step, settings=settings)
             results["fast"] = (fast, time.perf_counter() - t0)
@@ -254,15 +263,16 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
                                                   settings=settings), time.perf_counter() - t0)
         t0 = time.perf_counter()
         refine = refine_track(generator, anchors, driving, tmp / "refine.npz", models[main_kind], mesh,
-                              settings=exact_settings, steps=refine_steps, feedback=feedback, carry=carry, lr=lr)
+                              settings=exact_settings, steps=refine_steps, feedback=feedback, carry=carry, lr=lr,
+                              device=device)
         results["refine"] = (refine, time.perf_counter() - t0)
         # the control: refine taking every direction of the code from the model (nothing kept)
         unkept = MotionPredictor(dataclasses.replace(models[main_kind].files, reliable=None), space)
         results["refine (keep nothing)"] = (refine_track(generator, anchors, driving, tmp / "unkept.npz", unkept, mesh,
                                                          settings=exact_settings, steps=refine_steps, feedback=feedback,
-                                                         carry=carry, lr=lr), 0.0)
+                                                         carry=carry, lr=lr, device=device), 0.0)
         t0 = time.perf_counter()
-        exact = reenact(generator, anchors, driving, tmp / "exact.npz", mesh, settings=exact_settings)
+        exact = reenact(generator, anchors, driving, tmp / "exact.npz", mesh, settings=exact_settings, device=device)
         results["exact"] = (exact, time.perf_counter() - t0)
         # every mode's first frame is the exact mode's; later frames cost refine `budget` passes each
         first = int(exact.track.steps[0])
@@ -270,21 +280,21 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
         # that frame after different step counts in two runs): refine's spread without that one
         results["refine (exact start)"] = (_refine_from(exact.track, tmp, generator, anchors, driving, models[main_kind],
                                                         mesh, settings=exact_settings, steps=refine_steps,
-                                                        feedback=feedback, carry=carry, lr=lr), 0.0)
+                                                        feedback=feedback, carry=carry, lr=lr, device=device), 0.0)
         budget = max(1, round((refine.generator_passes - first) / (n_frames - 1)))
         # the control: the exact mode cut to refine's passes a frame (same first frame), no motion model
         t0 = time.perf_counter()
         cut = reenact(generator, anchors, driving, tmp / "cut.npz", mesh,
                       settings=replace(exact_settings, steps=budget, min_steps=budget, lr_warmup=0,
-                                       first_steps=exact_settings.first_frame_steps))
+                                       first_steps=exact_settings.first_frame_steps), device=device)
         results[f"exact@{budget}"] = (cut, time.perf_counter() - t0)
     errors = {name: _errors(generator, r.track.ws, driving, size) for name, (r, _) in results.items()}
     rendered = {name: float(np.nanmean(_errors(generator, r.track.best_ws(), driving, size)))
                 for name, (r, _) in results.items()}
     with torch.no_grad():   # the stand-in's known answer, control by control
-        true_ws = space.coefficients_to_ws(torch.tensor(path, dtype=torch.float32))
+        true_ws = space.coefficients_to_ws(torch.tensor(path, dtype=torch.float32, device=device))
         true_controls = generator.controls_of(true_ws)
-        control_errors = {name: (generator.controls_of(torch.as_tensor(r.track.ws)) - true_controls).abs().mean(dim=0)
+        control_errors = {name: (generator.controls_of(torch.as_tensor(r.track.ws, device=device)) - true_controls).abs().mean(dim=0)
                           for name, (r, _) in results.items()}
     print(f"[quality] stand-in {size}px, clip '{clip}': {n_frames} driving frames rendered from known codes; keypoint error = "
           f"MediaPipe on the result vs on the driving frame (mean over frames); refine: {feedback} closed-loop "
@@ -360,14 +370,14 @@ def quality(size: int, n_frames: int, steps: int, pool: int, refine_steps: int =
           f"(L_key {exact.track.key_loss[0]:.4f}; {torch.get_num_threads()} CPU threads)")
     for video in real_clips:
         _real_clip(video, real_frames, generator, anchors, mesh, models[main_kind], exact_settings,
-                   fast_feedback, fast_gain, fast_carry, fast_step)
+                   fast_feedback, fast_gain, fast_carry, fast_step, device)
     out["exact_steps"], out["refine_steps"] = later["exact"], later["refine"] - feedback
     return out
 
 
 def _real_clip(video: Path, n_frames: int, generator, anchors: np.ndarray, mesh: MeshLandmarks,
                predictor: MotionPredictor, exact_settings: ReenactSettings, feedback: int, gain: float,
-               carry: float, step: float) -> None:
+               carry: float, step: float, device: torch.device) -> None:
     """Part 1's stand-in driven by a real clip of another person: its first ``n_frames`` frames
     aligned as a take's, fast with and without its step, the open loop and the exact mode."""
     from personalize.faces.prepare import prepare_video
@@ -378,14 +388,15 @@ def _real_clip(video: Path, n_frames: int, generator, anchors: np.ndarray, mesh:
         prepare_video(video, tmp / "prepared", size=size)
         driving = DrivingFrames.from_crop_files(sorted((tmp / "prepared" / "crops").glob("*.png"))[:n_frames])
         tracks = {}
-        with RenderReader(generator) as reader:
+        with RenderReader(generator, device) as reader:
             for name, step_here in (("fast", step), ("fast (step 0)", 0.0)):
                 tracks[name] = fast_track(anchors, generator.num_ws, driving, tmp / f"{step_here}.npz", predictor, reader,
                                           feedback=feedback, gain=gain, carry=carry, step=step_here,
                                           settings=exact_settings).track
         tracks["fast (open loop)"] = fast_track(anchors, generator.num_ws, driving, tmp / "open.npz", predictor,
                                                 settings=exact_settings).track
-        tracks["exact"] = reenact(generator, anchors, driving, tmp / "exact.npz", mesh, settings=exact_settings).track
+        tracks["exact"] = reenact(generator, anchors, driving, tmp / "exact.npz", mesh, settings=exact_settings,
+                                  device=device).track
     errors = {name: float(np.nanmean(_errors(generator, track.ws, driving, size))) for name, track in tracks.items()}
     print(f"[real clip] {video.name}: {driving.n_frames} frames of another person (misses the stand-in cannot close); "
           f"keypoint error / the exact mode's ({errors['exact']:.3f} px): "
@@ -634,6 +645,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=None, help="driving frames of the quality clip (default 24)")
     parser.add_argument("--train-steps", type=int, default=None, help="motion-model training steps (default 100)")
     parser.add_argument("--pool", type=int, default=None, help=f"motion-model sample pool (default 256; the product's {MotionSettings().pool})")
+    parser.add_argument("--train-batch", type=int, default=4, help=f"motion-model training batch (the product's {MotionSettings().batch})")
     parser.add_argument("--max-mix", type=int, default=MotionSettings().max_mix,
                         help="anchors a pool sample mixes at most (MotionSettings.max_mix)")
     parser.add_argument("--exact-first-steps", type=int, default=None,
@@ -656,6 +668,8 @@ def main() -> None:
     parser.add_argument("--real-frames", type=int, default=40, help="frames of each --driving-video")
     parser.add_argument("--reruns", type=int, default=8,
                         help="fast's reruns with 1e-4 px of noise on its reads (its spread; 0: none)")
+    parser.add_argument("--quality-device", default="cpu",
+                        help="where part 1's stand-in, FaceMesh and motion models run (cuda: the full training in minutes)")
     parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
     parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="refine mode's optimizer steps per frame")
     parser.add_argument("--refine-feedback", type=int, default=REFINE_FEEDBACK,
@@ -673,13 +687,13 @@ def main() -> None:
     # without part 1, the exact mode's passes are taken as its per-frame budget (printed as such)
     counts = {"exact_steps": float(ReenactSettings().steps), "refine_steps": float(args.refine_steps)}
     if not args.skip_quality:
-        counts = quality(256, frames, steps, pool=args.pool or (128 if args.quick else 256), refine_steps=args.refine_steps,
+        counts = quality(256, frames, steps, pool=args.pool or (128 if args.quick else 256), batch=args.train_batch, refine_steps=args.refine_steps,
                          feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr, seed=args.model_seed,
                          exact_first_steps=args.exact_first_steps, first_frame=args.first_frame,
                          main_kind=args.kind, max_mix=args.max_mix,
                          clip=args.clip, fast_feedback=args.fast_feedback, fast_gain=args.fast_gain, fast_carry=args.fast_carry,
                          fast_step=args.fast_step, real_clips=tuple(args.driving_video), real_frames=args.real_frames,
-                         reruns=args.reruns)
+                         reruns=args.reruns, device=torch.device(args.quality_device))
     runs = []
     if args.skip_speed:
         return

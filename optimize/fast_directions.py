@@ -109,7 +109,11 @@ class MotionSettings:
 
     kind: str = "mlp"
     steps: int = 1500
-    """Training steps after the regression start (0: the regression alone)."""
+    """Training steps after the regression start (0: the regression alone). On the stand-in
+    (``bench/gpu_quality.sh``: seven MLP models, pool 512, batches of 8, no perceptual term, one
+    H200) the 1500 steps left the MLP's held-out keypoint error where its fit to the pool put it
+    (0.167-0.224 px, -0.001 to +0.006 px); they train A alone there (``mlp_lr``). Kept for the
+    real generator, whose training adds the perceptual term; nothing has measured the steps there."""
     batch: int = 8
     lr: float = 1e-3
     """Adam step size on A in unit-scale coefficients (uniform coefficient = 1)."""
@@ -318,7 +322,7 @@ def ridge_directions(codes: torch.Tensor, p_hat: torch.Tensor, ridge: float) -> 
     y = codes.double() - codes.double().mean(dim=0)
     gram = x.T @ x
     lam = ridge * torch.trace(gram) / max(1, gram.shape[0])
-    w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), x.T @ y)
+    w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device), x.T @ y)
     return (w - w.mean(dim=1, keepdim=True)).float()
 
 

@@ -162,7 +162,14 @@ error (1.03x on average; a scratch harness: 0.86-1.29x, 1.05x). Seed 6 stays at 
 resumes from the exact take's own first frame (the bench's "refine (exact start)" control), so the
 spread is not the first frame's (which float rounding settles after 69 or 80 steps); there
 keeping nothing of the previous code measured 1.08x, its blend control off by 0.12 against the
-exact mode's 0.04 (not looked into further)."""
+exact mode's 0.04. Softer keeping does not fix that model without losing the others (scratch
+harness, seeds 0-6, refine resumed from the exact take's first frame, 2-core machine of
+2026-12-04): keeping as now 0.80 / 1.02 / 0.84 / 1.02 / 0.80 / 0.89 / 1.25x (mean 0.95x);
+Kalman gains ``r / (r + q)`` per direction instead of 1 or 0 (r its spread / held-out error,
+q 1 / 3 / 10 / 30) mean 1.12 / 1.13 / 1.08 / 1.08x, worst 1.27-1.34x; keeping nothing mean 1.12x
+(0.96x on seed 6 alone, 1.33x on seed 0). Every model has one direction under the threshold
+(r 6.7-8.9; the next 38-63, so thresholds of 9-38 keep the same); dropping that next one too
+(threshold 100) measured 3.2-5.8x."""
 REFINE_STEPS = 1
 """Optimizer passes per frame after the closed loop (``FrameOptimizer.optimize``'s ``steps``:
 codes scored, the start included). One scores the loop's code with the exact mode's loss (the

@@ -755,3 +755,32 @@ def test_fast_refine_and_live_on_cuda_follow_the_driving_frames_as_on_the_cpu(se
         gpu_avatars.append(gpu_live.finish())
     for got, want in zip(gpu_avatars, cpu_avatars[:1] + cpu_avatars):   # the first frame waits for its own
         assert np.abs(got.astype(float) - want).mean() < 1.0    # grey levels: float rounding only
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_motion_model_trained_on_cuda_predicts_as_the_cpu_one(setup, tmp_path) -> None:
+    """The directions-model stage on the GPU (its sample pool rendered there, the least-squares
+    start, the keypoint training through the FaceMesh, with the perceptual term as the studio's job
+    trains: a random LPIPS here): a model trained like the fixture's holds out as well and predicts
+    about the same codes as the CPU one (the pool's renders, so MediaPipe's reads, differ by float
+    rounding, and the fixture has no perceptual term: 4 small steps)."""
+    from optimize.fast_directions import MotionSettings, train_motion_model
+    from personalize.faces.facemesh import FaceMesh
+    from personalize.perceptual import build_lpips
+    from tests._fast_helpers import standin_scan
+
+    generator, anchors, space, _, trained, _ = setup
+    cuda = torch.device("cuda")
+    settings = MotionSettings(kind="linear", steps=4, pool=32, batch=2, mesh_input=SIZE, checkpoint_every=2)  # the fixture's
+    on_gpu = train_motion_model(warp_face_generator(SIZE).to(cuda), anchors, standin_scan(generator, space), SIZE,
+                                tmp_path, settings, landmarks=MeshLandmarks(FaceMesh.from_mediapipe(device=cuda), SIZE),
+                                lpips_model=build_lpips(None, random_backbone=True, seed=0, device=cuda), device=cuda)
+    assert on_gpu.files.info["perceptual"]
+    assert on_gpu.steps_done == settings.steps and next(on_gpu.files.model.parameters()).device.type == "cuda"
+    held_cpu, held_gpu = (t.files.info["held_out_keypoint_px"]["trained"] for t in (trained, on_gpu))
+    assert held_gpu <= 1.5 * held_cpu + 0.02, (held_gpu, held_cpu)
+    driving = DrivingFrames.from_arrays(list(render(generator, space, _path(6))))
+    cpu_codes = MotionPredictor(trained.files, space).coefficients(driving.landmarks, SIZE)
+    gpu_codes = MotionPredictor(on_gpu.files, PersonalizedSpace(anchors, generator.num_ws, device=cuda)).coefficients(
+        driving.landmarks, SIZE).cpu()
+    assert float((gpu_codes - cpu_codes).abs().max()) < 0.1 * float(cpu_codes.abs().max())
