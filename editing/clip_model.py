@@ -80,7 +80,9 @@ class ClipEncoder(nn.Module):
         return (x - self.mean) / self.std
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.model.encode_image(self.preprocess(images)).float()
+        """Images on any device (direction learning renders to the CPU for MediaPipe's scorers)
+        -> features on the encoder's."""
+        feats = self.model.encode_image(self.preprocess(images.to(self.mean.device))).float()
         return feats / feats.norm(dim=-1, keepdim=True)
 
     @torch.no_grad()
@@ -107,7 +109,7 @@ def random_clip(config: str | dict[str, Any] = "tiny", seed: int = 0,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = clip_model.CLIP(**cfg)
-    return ClipEncoder(model.to(device), random_weights=True)
+    return ClipEncoder(model, random_weights=True).to(device)
 
 
 def load_clip(path: str | os.PathLike[str] | None, device: str | torch.device = "cpu") -> ClipEncoder:
@@ -121,7 +123,7 @@ def load_clip(path: str | os.PathLike[str] | None, device: str | torch.device = 
     except Exception as exc:
         raise CheckpointError(f"{Path(path).name} is not a CLIP checkpoint clip-anytorch can build ({exc}).",
                               FETCH_HINT, FETCH_ACTION) from exc
-    return ClipEncoder(model.to(device), random_weights=False)
+    return ClipEncoder(model, random_weights=False).to(device)
 
 
 def read_clip_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

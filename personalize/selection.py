@@ -61,7 +61,7 @@ def lpips_features(model: torch.nn.Module, batches: Iterable[torch.Tensor],
 
     weights = lpips_layer_weights(model)
     sqrt_w = [w.abs().sqrt() for w in weights]
-    signs = [None if bool((w >= 0).all()) else torch.sign(w) for w in weights]
+    signs = [None if bool((w >= 0).all()) else torch.sign(w).cpu() for w in weights]
     device = next(model.parameters()).device
     per_layer: list[list[torch.Tensor]] = [[] for _ in weights]
     spatial: list[int] = [0] * len(weights)

@@ -105,6 +105,16 @@ def test_age_with_a_clip_scorer_runs_end_to_end() -> None:
     assert rel == pytest.approx(1.0, abs=1e-4)
 
 
+def test_clip_encoder_moves_whole_and_takes_images_from_any_device() -> None:
+    """Learning 'age' on a GPU: the encoder's normalization buffers go with its network, and the
+    renders (on the CPU: the landmark scorers read them there) reach it on its device. Built on
+    the meta device (shapes, no data), this CPU test sees the CPU/GPU mix a CUDA run would crash on."""
+    clip = random_clip(device="meta")
+    assert clip.mean.device.type == clip.std.device.type == "meta"
+    features = clip.encode_image(torch.zeros(2, 3, 64, 64))
+    assert features.device.type == "meta" and features.shape == (2, clip.encode_text(["a face"]).shape[1])
+
+
 def test_smile_and_eyes_measures_on_a_real_clip() -> None:
     """driving_man_smile_wink_3s: neutral at frame 0, smiling around frame 40, winking at frame 64."""
     from personalize.video import iter_frames
