@@ -110,9 +110,10 @@ class MotionSettings:
     kind: str = "mlp"
     steps: int = 1500
     """Training steps after the regression start (0: the regression alone). On the stand-in
-    (``bench/gpu_quality.sh``: seven MLP models, pool 512, batches of 8, no perceptual term, one
-    H200) the 1500 steps left the MLP's held-out keypoint error where its fit to the pool put it
-    (0.167-0.224 px, -0.001 to +0.006 px); they train A alone there (``mlp_lr``). Kept for the
+    (``bench/fastmode.py --train-steps 1500 --pool 512 --train-batch 8 --quality-device cuda``:
+    seven MLP models, no perceptual term, one H200) the 1500 steps left the MLP's held-out
+    keypoint error where its fit to the pool put it (0.167-0.224 px, -0.001 to +0.006 px); they
+    train A alone there (``mlp_lr``). Kept for the
     real generator, whose training adds the perceptual term; nothing has measured the steps there."""
     batch: int = 8
     lr: float = 1e-3
