@@ -3,7 +3,9 @@
 Prints:
 1. quality on the known-answer stand-in (``optimize.standin.WarpFaceGenerator``: a real portrait
    moved by the code; random StyleGAN2 weights draw no face, so errors need it): a motion model is
-   learned on it (linear A, and the MLP variant), then the same driving clip rendered from known
+   learned on it (linear A, and the MLP variant; by default a quick training, 100 steps of 4 on
+   a pool of 256, which earlier figures used; ``--product-training`` trains as the product does,
+   which the issue's targets are about), then the same driving clip rendered from known
    codes is re-enacted in the three modes (fast also with the other kind of model and, as
    controls, reading one render a frame instead of ``FAST_FEEDBACK`` and without its feedback:
    the open loop), and, as a
@@ -59,7 +61,7 @@ at <= 1.1x; live >= 5 fps at 256 px on a 2-core CPU and >= 30 fps at 1024 px on 
     .venv/bin/python bench/fastmode.py --skip-speed --driving-video ../shared/media/driving_man_smile_wink_3s.mp4 \
         --driving-video ../shared/media/driving_speech_audio_8s.mp4           # real clips of other people
     .venv/bin/python bench/fastmode.py --device cuda --size 1024 --anchors 250 --skip-quality
-    .venv/bin/python bench/fastmode.py --skip-speed --quality-device cuda --train-steps 1500 --pool 512 --train-batch 8  # the product's training
+    .venv/bin/python bench/fastmode.py --skip-speed --product-training --first-frame keypoint-mix  # the product's training (the targets)
 Not a test: it only prints figures.
 """
 from __future__ import annotations
@@ -204,8 +206,7 @@ def quality(size: int, n_frames: int, steps: int, pool: int, batch: int = 4, ref
     optimizer steps (its closed-loop passes are ``feedback`` a frame). Fast and refine use the
     ``main_kind`` motion model; fast also runs with the other kind. ``device``: where the
     stand-in, the FaceMesh and the motion models run (MediaPipe's reads stay on the CPU). The
-    product's training (``--train-steps 1500 --pool 512 --train-batch 8``) took 221 s for the MLP
-    on a 2-core CPU; on one H200, seven such runs at once took 440 s each (one GPU time-slices
+    product's training (``--product-training``) took 188-221 s a model on a 2-core CPU; on one H200, seven such runs at once took 440 s each (one GPU time-slices
     between processes; one alone is not timed), and their takes on CUDA did not run."""
     other_kind = next(k for k in MODEL_KINDS if k != main_kind)
     from personalize.faces.facemesh import FaceMesh
@@ -647,7 +648,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=None, help="driving frames of the quality clip (default 24)")
     parser.add_argument("--train-steps", type=int, default=None, help="motion-model training steps (default 100)")
     parser.add_argument("--pool", type=int, default=None, help=f"motion-model sample pool (default 256; the product's {MotionSettings().pool})")
-    parser.add_argument("--train-batch", type=int, default=4, help=f"motion-model training batch (the product's {MotionSettings().batch})")
+    parser.add_argument("--train-batch", type=int, default=None, help=f"motion-model training batch (default 4; the product's {MotionSettings().batch})")
+    parser.add_argument("--product-training", action="store_true",
+                        help="train the motion models as the product does (MotionSettings' steps, pool and batch: "
+                             "3-4 minutes a model on a 2-core CPU, 10-11 for the quality part) unless the options above say otherwise")
     parser.add_argument("--max-mix", type=int, default=MotionSettings().max_mix,
                         help="anchors a pool sample mixes at most (MotionSettings.max_mix)")
     parser.add_argument("--exact-first-steps", type=int, default=None,
@@ -684,12 +688,15 @@ def main() -> None:
     torch.set_grad_enabled(True)
     if args.threads:
         torch.set_num_threads(args.threads)
-    frames, steps = (6, 20) if args.quick else (24, 100)
+    product = MotionSettings()
+    frames, steps = (6, 20) if args.quick else (24, product.steps if args.product_training else 100)
     frames, steps = args.frames or frames, args.train_steps or steps
+    pool = args.pool or (product.pool if args.product_training else 128 if args.quick else 256)
+    batch = args.train_batch or (product.batch if args.product_training else 4)
     # without part 1, the exact mode's passes are taken as its per-frame budget (printed as such)
     counts = {"exact_steps": float(ReenactSettings().steps), "refine_steps": float(args.refine_steps)}
     if not args.skip_quality:
-        counts = quality(256, frames, steps, pool=args.pool or (128 if args.quick else 256), batch=args.train_batch, refine_steps=args.refine_steps,
+        counts = quality(256, frames, steps, pool=pool, batch=batch, refine_steps=args.refine_steps,
                          feedback=args.refine_feedback, carry=args.carry, lr=args.refine_lr, seed=args.model_seed,
                          exact_first_steps=args.exact_first_steps, first_frame=args.first_frame,
                          main_kind=args.kind, max_mix=args.max_mix,
