@@ -646,7 +646,7 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true", help="quality only (no speed or live part)")
     parser.add_argument("--frames", type=int, default=None, help="driving frames of the quality clip (default 24)")
-    parser.add_argument("--train-steps", type=int, default=None, help="motion-model training steps (default 100)")
+    parser.add_argument("--train-steps", type=int, default=None, help="motion-model training steps (default 100; 0: the regression start and the MLP's fit alone)")
     parser.add_argument("--pool", type=int, default=None, help=f"motion-model sample pool (default 256; the product's {MotionSettings().pool})")
     parser.add_argument("--train-batch", type=int, default=None, help=f"motion-model training batch (default 4; the product's {MotionSettings().batch})")
     parser.add_argument("--product-training", action="store_true",
@@ -690,7 +690,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     product = MotionSettings()
     frames, steps = (6, 20) if args.quick else (24, product.steps if args.product_training else 100)
-    frames, steps = args.frames or frames, args.train_steps or steps
+    frames, steps = args.frames or frames, steps if args.train_steps is None else args.train_steps
     pool = args.pool or (product.pool if args.product_training else 128 if args.quick else 256)
     batch = args.train_batch or (product.batch if args.product_training else 4)
     # without part 1, the exact mode's passes are taken as its per-frame budget (printed as such)
