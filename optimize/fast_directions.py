@@ -113,8 +113,10 @@ class MotionSettings:
     (``bench/fastmode.py --train-steps 1500 --pool 512 --train-batch 8 --quality-device cuda``:
     seven MLP models, no perceptual term, one H200) the 1500 steps left the MLP's held-out
     keypoint error where its fit to the pool put it (0.167-0.224 px, -0.001 to +0.006 px); they
-    train A alone there (``mlp_lr``). Kept for the
-    real generator, whose training adds the perceptual term; nothing has measured the steps there."""
+    train A alone there (``mlp_lr``). Yet they helped the takes: with them
+    (``bench/fastmode.py --product-training``, seed 3, 2-core CPU) fast measured 1.27x of the exact
+    mode's keypoint error and refine 0.86x, without them (``--train-steps 0``) 1.45x and 0.91x.
+    Nothing has measured them on a real generator, whose training adds the perceptual term."""
     batch: int = 8
     lr: float = 1e-3
     """Adam step size on A in unit-scale coefficients (uniform coefficient = 1)."""

@@ -169,7 +169,10 @@ Kalman gains ``r / (r + q)`` per direction instead of 1 or 0 (r its spread / hel
 q 1 / 3 / 10 / 30) mean 1.12 / 1.13 / 1.08 / 1.08x, worst 1.27-1.34x; keeping nothing mean 1.12x
 (0.96x on seed 6 alone, 1.33x on seed 0). Every model has one direction under the threshold
 (r 6.7-8.9; the next 38-63, so thresholds of 9-38 keep the same); dropping that next one too
-(threshold 100) measured 3.2-5.8x."""
+(threshold 100) measured 3.2-5.8x. Those models had the bench's quick training (100 steps of 4 on a pool of 256);
+trained as the product trains them (``bench/fastmode.py --product-training``, seeds 0-6) refine
+measured 0.85 / 0.93 / 0.98 / 0.86 / 0.88 / 0.98 / 1.09x (mean 0.94x; keeping nothing 1.00x)
+and fast 1.27-1.76x (docs/ARCHITECTURE.md)."""
 REFINE_STEPS = 1
 """Optimizer passes per frame after the closed loop (``FrameOptimizer.optimize``'s ``steps``:
 codes scored, the start included). One scores the loop's code with the exact mode's loss (the
