@@ -206,8 +206,9 @@ def quality(size: int, n_frames: int, steps: int, pool: int, batch: int = 4, ref
     optimizer steps (its closed-loop passes are ``feedback`` a frame). Fast and refine use the
     ``main_kind`` motion model; fast also runs with the other kind. ``device``: where the
     stand-in, the FaceMesh and the motion models run (MediaPipe's reads stay on the CPU). The
-    product's training (``--product-training``) took 188-221 s a model on a 2-core CPU; on one H200, seven such runs at once took 440 s each (one GPU time-slices
-    between processes; one alone is not timed), and their takes on CUDA did not run."""
+    product's training (``--product-training``) took 188-272 s a model on a 2-core CPU; on one
+    H200, seven such runs at once took 440 s each (one GPU time-slices between processes; one
+    alone is not timed), and their takes on CUDA did not run."""
     other_kind = next(k for k in MODEL_KINDS if k != main_kind)
     from personalize.faces.facemesh import FaceMesh
 
@@ -651,7 +652,7 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=None, help=f"motion-model training batch (default 4; the product's {MotionSettings().batch})")
     parser.add_argument("--product-training", action="store_true",
                         help="train the motion models as the product does (MotionSettings' steps, pool and batch: "
-                             "3-4 minutes a model on a 2-core CPU, 10-11 for the quality part) unless the options above say otherwise")
+                             "3-5 minutes a model on a 2-core CPU, 10-11 for the quality part) unless the options above say otherwise")
     parser.add_argument("--max-mix", type=int, default=MotionSettings().max_mix,
                         help="anchors a pool sample mixes at most (MotionSettings.max_mix)")
     parser.add_argument("--exact-first-steps", type=int, default=None,
@@ -675,7 +676,7 @@ def main() -> None:
     parser.add_argument("--reruns", type=int, default=8,
                         help="fast's reruns with 1e-4 px of noise on its reads (its spread; 0: none)")
     parser.add_argument("--quality-device", default="cpu",
-                        help="where part 1's stand-in, FaceMesh and motion models run (cuda: the full training in minutes)")
+                        help="where part 1's stand-in, FaceMesh and motion models run (MediaPipe's reads stay on the CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
     parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="refine mode's optimizer steps per frame")
     parser.add_argument("--refine-feedback", type=int, default=REFINE_FEEDBACK,

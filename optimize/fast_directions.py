@@ -110,7 +110,7 @@ class MotionSettings:
     kind: str = "mlp"
     steps: int = 1500
     """Training steps after the regression start (0: the regression alone). On the stand-in
-    (``bench/fastmode.py --train-steps 1500 --pool 512 --train-batch 8 --quality-device cuda``:
+    (``bench/fastmode.py --product-training --quality-device cuda``:
     seven MLP models, no perceptual term, one H200) the 1500 steps left the MLP's held-out
     keypoint error where its fit to the pool put it (0.167-0.224 px, -0.001 to +0.006 px); they
     train A alone there (``mlp_lr``). Yet they helped the takes: with them
